@@ -1,0 +1,56 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Element-wise kernels are written with explicit SIMD types; in release builds they are compiled for
+// the CPU that builds them (AVX-512 on the Xeons this project runs on). The binary is built on the
+// machines it runs on, from source.
+let kernelFlags: [SwiftSetting] = [
+    .unsafeFlags(["-target-cpu", "native"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "SwiftBERT",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "swiftbert", targets: ["swiftbert"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+    ],
+    targets: [
+        // Open MPI's compile and link flags, from pkg-config; no headers are exported to Swift.
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(name: "Kernels", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
+        .target(name: "Distributed", dependencies: ["CMPIShim", "Kernels"], swiftSettings: kernelFlags),
+        .target(
+            name: "Data",
+            dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: kernelFlags),
+        .target(
+            name: "Transformer",
+            dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: kernelFlags),
+        .target(
+            name: "Training",
+            dependencies: ["Kernels", "Data", "Transformer", "Distributed",
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: kernelFlags),
+        .executableTarget(
+            name: "swiftbert",
+            dependencies: ["Training", "Data", "Transformer", "Distributed", "Kernels",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: kernelFlags),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),
+        .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
+        .testTarget(name: "TransformerTests", dependencies: ["Transformer", "Kernels"], exclude: ["Fixtures"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training"]),
+        .testTarget(name: "IntegrationTests", dependencies: []),
+    ],
+    swiftLanguageModes: [.v5]
+)

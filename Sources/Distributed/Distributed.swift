@@ -1,0 +1,1 @@
+// The Distributed module; see DESIGN.md.

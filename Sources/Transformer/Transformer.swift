@@ -1,0 +1,1 @@
+// The Transformer module; see DESIGN.md.

@@ -1,0 +1,20 @@
+import ArgumentParser
+import Kernels
+
+@main
+struct SwiftBERT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swiftbert",
+        abstract: "Data-parallel BERT pre-training over MPI, with OpenBLAS.",
+        subcommands: [])
+
+    static func main() {
+        BLASKernelSelection.ensureBestKernel()
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
