@@ -1,1 +1,0 @@
-// The Distributed module; see DESIGN.md.
