@@ -1,0 +1,196 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How corpus files are laid out.
+public enum CorpusFormat: String, CaseIterable, Codable, Sendable {
+    /// Google's BERT input: one sentence a line, a blank line between documents.
+    case google
+    /// One document a file (a directory is a set of documents); running text, split into sentences.
+    case documents
+    /// `documents` for the files found in a directory, `google` for a file named directly.
+    case auto
+}
+
+/// A document as read, before tokenization: sentences, or paragraphs still to be split.
+public struct RawDocument: Sendable {
+    /// File the document comes from and the line it starts on (for messages).
+    public var path: String
+    public var line: Int
+    /// Google format: sentences. Documents format: paragraphs (lines joined by spaces).
+    public var texts: [String]
+    /// Whether `texts` are paragraphs that still go through the sentence splitter.
+    public var needsSplitting: Bool
+    /// UTF-8 bytes read for this document.
+    public var byteCount: Int
+
+    /// The sentences of the document.
+    public func sentences(splitter: SentenceSplitter) -> [String] {
+        needsSplitting ? texts.flatMap { splitter.split($0) } : texts
+    }
+}
+
+/// Streams documents from corpus files, one at a time, never holding a whole file: memory is
+/// bounded by the longest document, and a document longer than `maxDocumentBytes` is cut into
+/// pieces of about that size at sentence (or paragraph) boundaries.
+///
+/// Lines must be UTF-8 (a BOM at the start of a file is skipped, CRLF accepted); an invalid line
+/// is an error that names the file and line, never silently dropped.
+public final class CorpusReader {
+    public let files: [(path: String, format: CorpusFormat)]
+    public let maxDocumentBytes: Int
+    private var fileIndex = 0
+    private var lines: LineReader?
+    private var pending: RawDocument?
+
+    /// Expands directories (recursively, sorted, hidden files skipped) into files.
+    public init(inputs: [String], format: CorpusFormat, maxDocumentBytes: Int = 64 << 20) throws {
+        var files: [(String, CorpusFormat)] = []
+        let manager = FileManager.default
+        for input in inputs {
+            var isDirectory: ObjCBool = false
+            guard manager.fileExists(atPath: input, isDirectory: &isDirectory) else {
+                throw DataError.unreadableInput(path: input, reason: "no such file or directory")
+            }
+            if isDirectory.boolValue {
+                guard let enumerator = manager.enumerator(atPath: input) else {
+                    throw DataError.unreadableInput(path: input, reason: "cannot list the directory")
+                }
+                var found: [String] = []
+                while let relative = enumerator.nextObject() as? String {
+                    let name = (relative as NSString).lastPathComponent
+                    if name.hasPrefix(".") {
+                        enumerator.skipDescendants()
+                        continue
+                    }
+                    let path = (input as NSString).appendingPathComponent(relative)
+                    var sub: ObjCBool = false
+                    if manager.fileExists(atPath: path, isDirectory: &sub), !sub.boolValue { found.append(path) }
+                }
+                for path in found.sorted() { files.append((path, format == .auto ? .documents : format)) }
+            } else {
+                files.append((input, format == .auto ? .google : format))
+            }
+        }
+        self.files = files
+        self.maxDocumentBytes = maxDocumentBytes
+    }
+
+    /// The next non-empty document, or nil at the end of the corpus.
+    public func next() throws -> RawDocument? {
+        while fileIndex < files.count {
+            let (path, format) = files[fileIndex]
+            if lines == nil { lines = try LineReader(path: path) }
+            if let document = try readDocument(path: path, format: format) { return document }
+            lines = nil
+            fileIndex += 1
+        }
+        return nil
+    }
+
+    /// Reads the next document of the current file; nil when the file has no more text.
+    private func readDocument(path: String, format: CorpusFormat) throws -> RawDocument? {
+        guard let reader = lines else { return nil }
+        var document = RawDocument(path: path, line: reader.lineNumber + 1, texts: [], needsSplitting: format == .documents, byteCount: 0)
+        var paragraph = ""
+        func endParagraph() {
+            if !paragraph.isEmpty {
+                document.texts.append(paragraph)
+                paragraph = ""
+            }
+        }
+        while let line = try reader.next() {
+            let text = line.trimmingCharacters(in: .whitespaces)
+            document.byteCount += line.utf8.count + 1
+            if text.isEmpty {
+                if format == .google {
+                    if !document.texts.isEmpty { return document }
+                    document.line = reader.lineNumber + 1
+                } else {
+                    endParagraph()
+                    if document.byteCount >= maxDocumentBytes && !document.texts.isEmpty { return document }
+                }
+                continue
+            }
+            if format == .google {
+                document.texts.append(text)
+                if document.byteCount >= maxDocumentBytes { return document }
+            } else {
+                if !paragraph.isEmpty { paragraph += " " }
+                paragraph += text
+                if document.byteCount >= maxDocumentBytes {
+                    endParagraph()
+                    return document
+                }
+            }
+        }
+        endParagraph()
+        return document.texts.isEmpty ? nil : document
+    }
+}
+
+/// Reads a file line by line through a 1 MB buffer, validating each line as UTF-8.
+final class LineReader {
+    let path: String
+    private let file: UnsafeMutablePointer<FILE>
+    private var buffer: [UInt8] = []
+    private var position = 0
+    private var atEnd = false
+    private(set) var lineNumber = 0
+
+    init(path: String) throws {
+        guard let file = fopen(path, "rb") else {
+            throw DataError.unreadableInput(path: path, reason: String(cString: strerror(errno)))
+        }
+        self.file = file
+        self.path = path
+    }
+
+    deinit { fclose(file) }
+
+    /// The next line without its terminator, or nil at the end of the file.
+    func next() throws -> String? {
+        while true {
+            if let newline = buffer[position...].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = try decode(position..<newline)
+                position = newline + 1
+                return line
+            }
+            if atEnd {
+                guard position < buffer.count else { return nil }
+                let line = try decode(position..<buffer.count)
+                position = buffer.count
+                return line
+            }
+            try refill()
+        }
+    }
+
+    private func refill() throws {
+        buffer.removeSubrange(0..<position)
+        position = 0
+        let chunk = 1 << 20
+        let old = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: chunk))
+        let read = buffer.withUnsafeMutableBytes { fread($0.baseAddress! + old, 1, chunk, file) }
+        buffer.removeLast(chunk - read)
+        if read < chunk {
+            if ferror(file) != 0 {
+                throw DataError.unreadableInput(path: path, reason: "read error: \(String(cString: strerror(errno)))")
+            }
+            atEnd = true
+        }
+    }
+
+    private func decode(_ range: Range<Int>) throws -> String {
+        lineNumber += 1
+        var bytes = buffer[range]
+        if bytes.last == UInt8(ascii: "\r") { bytes = bytes.dropLast() }
+        if lineNumber == 1 && bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        guard let line = String(validating: bytes, as: UTF8.self) else {
+            throw DataError.invalidUTF8(path: path, line: lineNumber)
+        }
+        return line
+    }
+}
