@@ -1,1 +1,0 @@
-// The Data module; see DESIGN.md.
