@@ -1,0 +1,121 @@
+/// Where and how strongly dropout applies: one site of the model (e.g. the attention probabilities of
+/// layer 3) for one micro-batch.
+///
+/// The keep/drop decision of an element is a pure function of (seed, step, global sample index,
+/// layer, site) and of the element's index inside its sequence, drawn from `Philox`. So the same
+/// sample gets the same mask whatever micro-batch or rank it lands in, and backward regenerates the
+/// mask instead of storing it (generation is cheaper than a round trip through memory).
+///
+/// Rows: a kernel sees its data as rows of `rowLength` elements; `rowsPerSample` consecutive rows
+/// belong to one sequence (T rows of C for hidden states, NH*T rows of T for attention
+/// probabilities), and the element index inside the sequence is `(row % rowsPerSample) * rowLength + j`.
+public struct DropoutMask {
+    /// Probability of dropping an element; kept elements are scaled by 1 / (1 - probability).
+    public var probability: Float
+    public var seed: UInt64
+    public var step: UInt64
+    public var layer: UInt64
+    public var site: UInt64
+    /// Global sample index of each sequence of the micro-batch, [B].
+    public var sampleIndices: UnsafePointer<Int>
+    public var rowsPerSample: Int
+
+    public init(
+        probability: Float, seed: UInt64, step: UInt64, layer: UInt64, site: UInt64,
+        sampleIndices: UnsafePointer<Int>, rowsPerSample: Int
+    ) {
+        precondition(probability >= 0 && probability < 1, "dropout probability must be in [0, 1)")
+        self.probability = probability
+        self.seed = seed
+        self.step = step
+        self.layer = layer
+        self.site = site
+        self.sampleIndices = sampleIndices
+        self.rowsPerSample = rowsPerSample
+    }
+
+    /// The factor applied to kept elements.
+    public var scale: Float { 1 / (1 - probability) }
+
+    /// Each element uses 16 random bits (8 elements per Philox block); it is dropped when those bits
+    /// are below `probability * 65536`, i.e. with the configured probability to within 2^-17.
+    var threshold: UInt32 { UInt32((probability * 65_536).rounded()) }
+
+    /// Writes the multipliers (0 or `scale`) of elements `first ..< first + count` of sequence
+    /// `sample` (index into `sampleIndices`).
+    @inline(__always)
+    public func multipliers(_ out: UnsafeMutablePointer<Float>, sample: Int, first: Int, count: Int) {
+        let generator = Philox(seed: seed, step, UInt64(sampleIndices[sample]), layer, site)
+        let threshold = self.threshold
+        let scale = self.scale
+        var j = 0
+        while j < count {
+            let element = first + j
+            let block = generator.block(UInt64(element >> 3))
+            var lane = element & 7
+            while lane < 8 && j < count {
+                let word: UInt32
+                switch lane >> 1 {
+                case 0: word = block.0
+                case 1: word = block.1
+                case 2: word = block.2
+                default: word = block.3
+                }
+                let bits = (lane & 1 == 0) ? (word & 0xFFFF) : (word >> 16)
+                out[j] = bits < threshold ? 0 : scale
+                lane += 1
+                j += 1
+            }
+        }
+    }
+}
+
+/// Rows of multipliers are generated into a stack buffer of at most this many floats at a time.
+let dropoutChunk = 1024
+
+/// Calls `body(start, count, multipliers)` for consecutive pieces of the multipliers of one row
+/// (`row` in the layout described at `DropoutMask`), without heap allocation.
+@inline(__always)
+func withDropoutMultipliers(
+    _ dropout: DropoutMask, row: Int, rowLength: Int,
+    _ body: (Int, Int, UnsafePointer<Float>) -> Void
+) {
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: min(rowLength, dropoutChunk)) { buffer in
+        let scratch = buffer.baseAddress!
+        let sample = row / dropout.rowsPerSample
+        let rowFirst = (row % dropout.rowsPerSample) * rowLength
+        var start = 0
+        while start < rowLength {
+            let count = min(dropoutChunk, rowLength - start)
+            dropout.multipliers(scratch, sample: sample, first: rowFirst + start, count: count)
+            body(start, count, scratch)
+            start += count
+        }
+    }
+}
+
+// MARK: - Stand-alone dropout
+
+/// `out = inp * mask / (1 - p)`: inp and out are (rows, C); out may alias inp.
+public func dropoutForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ dropout: DropoutMask,
+    rows: Int, columns C: Int
+) {
+    Parallel.forEachChunk(rows, minimumChunk: max(1, 16_384 / max(1, C))) { range in
+        for row in range {
+            withDropoutMultipliers(dropout, row: row, rowLength: C) { start, count, multipliers in
+                let x = inp + row * C + start
+                let y = out + row * C + start
+                for j in 0..<count { y[j] = x[j] * multipliers[j] }
+            }
+        }
+    }
+}
+
+/// `dinp = dout * mask / (1 - p)` with the mask regenerated; dinp is written and may alias dout.
+public func dropoutBackward(
+    _ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ dropout: DropoutMask,
+    rows: Int, columns C: Int
+) {
+    dropoutForward(dinp, dout, dropout, rows: rows, columns: C)
+}

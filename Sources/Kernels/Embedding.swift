@@ -1,0 +1,85 @@
+// Embedding lookups (word + position + token type) and row gathers, with their scatter-add backward.
+
+/// `out[b, t] = wte[ids[b, t]] + wpe[t] + wtt[types[b, t]]`: ids and types are (B, T), wte is
+/// (V, C), wpe is (maxPositions, C) with T <= maxPositions, wtt is (typeCount, C), out is (B, T, C).
+/// Ids must be in range (callers validate their inputs once per batch).
+public func embeddingForward(
+    _ out: UnsafeMutablePointer<Float>,
+    _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>,
+    _ wte: UnsafePointer<Float>, _ wpe: UnsafePointer<Float>, _ wtt: UnsafePointer<Float>,
+    batch B: Int, length T: Int, channels C: Int
+) {
+    Parallel.forEachChunk(B * T, minimumChunk: max(1, 16_384 / max(1, C))) { range in
+        for n in range {
+            let t = n % T
+            let word = wte + Int(ids[n]) * C, position = wpe + t * C, type = wtt + Int(types[n]) * C
+            let o = out + n * C
+            var j = 0
+            while j + 16 <= C {
+                store(load(word + j) + load(position + j) + load(type + j), o + j)
+                j += 16
+            }
+            while j < C {
+                o[j] = word[j] + position[j] + type[j]
+                j += 1
+            }
+        }
+    }
+}
+
+/// Backward of `embeddingForward`, adding into the three tables. Tokens equal to `paddingID` add
+/// nothing to their word embedding row (torch.nn.Embedding with `padding_idx`, as in Hugging Face
+/// BERT); they still count for positions and token types.
+public func embeddingBackward(
+    _ dwte: UnsafeMutablePointer<Float>, _ dwpe: UnsafeMutablePointer<Float>, _ dwtt: UnsafeMutablePointer<Float>,
+    _ dout: UnsafePointer<Float>, _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, paddingID: Int32?,
+    batch B: Int, length T: Int, channels C: Int
+) {
+    // Scatter-adds are split over groups of channels, so every destination has one writer and the
+    // summation order (batch order) does not depend on the thread count.
+    let groups = (C + 15) / 16
+    Parallel.forEachChunk(groups, minimumChunk: max(1, 4_096 / max(1, 16 * B * T))) { range in
+        let start = range.lowerBound * 16, end = min(C, range.upperBound * 16)
+        for n in 0..<(B * T) {
+            let t = n % T
+            let g = dout + n * C
+            let word = dwte + Int(ids[n]) * C, position = dwpe + t * C, type = dwtt + Int(types[n]) * C
+            let isPadding = ids[n] == paddingID
+            var j = start
+            while j + 16 <= end {
+                let v = load(g + j)
+                if !isPadding { store(load(word + j) + v, word + j) }
+                store(load(position + j) + v, position + j)
+                store(load(type + j) + v, type + j)
+                j += 16
+            }
+            while j < end {
+                if !isPadding { word[j] += g[j] }
+                position[j] += g[j]
+                type[j] += g[j]
+                j += 1
+            }
+        }
+    }
+}
+
+/// `out[p] = inp[indices[p]]`: inp is (N, C), indices (P) in 0..<N, out is (P, C).
+public func gatherRows(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ indices: UnsafePointer<Int32>,
+    count P: Int, channels C: Int
+) {
+    for p in 0..<P {
+        (out + p * C).update(from: inp + Int(indices[p]) * C, count: C)
+    }
+}
+
+/// Backward of `gatherRows`: `dinp[indices[p]] += dout[p]`.
+public func scatterAddRows(
+    _ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ indices: UnsafePointer<Int32>,
+    count P: Int, channels C: Int
+) {
+    for p in 0..<P {
+        let d = dinp + Int(indices[p]) * C, g = dout + p * C
+        for j in 0..<C { d[j] += g[j] }
+    }
+}

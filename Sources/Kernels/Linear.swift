@@ -1,0 +1,88 @@
+// Linear layers: y = x W^T + b with W stored [out, in] like torch.nn.Linear.
+//
+// Conventions of every kernel in this module (after llm.c): outputs first, then inputs, then sizes;
+// backward takes gradients first with a `d` prefix. Parameter gradients are ADDED (`+=`), so
+// micro-batches accumulate and zeroing is one explicit step per optimizer step. Input (activation)
+// gradients are WRITTEN (`=`) unless a function says otherwise: in this model every activation
+// gradient has a single producer, and writing saves a pass of zeroing over large buffers.
+
+/// `out = inp W^T (+ bias)`: inp is (N, C), weight is (OC, C), bias is (OC), out is (N, OC).
+public func linearForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
+    rows N: Int, inputSize C: Int, outputSize OC: Int
+) {
+    gemm(.none, .transposed, m: N, n: OC, k: C, a: inp, b: weight, beta: 0, c: out)
+    if let bias { addBias(out, bias, rows: N, columns: OC) }
+}
+
+/// Backward of `linearForward`: dinp = dout W (written, or added when `accumulateInput`),
+/// dweight += dout^T inp, dbias += column sums of dout. Any of the three may be skipped with nil.
+public func linearBackward(
+    _ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>?,
+    _ dbias: UnsafeMutablePointer<Float>?,
+    _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
+    rows N: Int, inputSize C: Int, outputSize OC: Int, accumulateInput: Bool = false
+) {
+    if let dbias { biasBackward(dbias, dout, rows: N, columns: OC) }
+    if let dweight {
+        gemm(.transposed, .none, m: OC, n: C, k: N, a: dout, b: inp, beta: 1, c: dweight)
+    }
+    if let dinp {
+        gemm(.none, .none, m: N, n: C, k: OC, a: dout, b: weight, beta: accumulateInput ? 1 : 0, c: dinp)
+    }
+}
+
+/// `out[n, :] += bias`: out is (N, OC), bias is (OC).
+public func addBias(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows N: Int, columns OC: Int) {
+    Parallel.forEachChunk(N, minimumChunk: max(1, 32_768 / max(1, OC))) { range in
+        for n in range {
+            let row = out + n * OC
+            var j = 0
+            while j + 16 <= OC {
+                store(load(row + j) + load(bias + j), row + j)
+                j += 16
+            }
+            while j < OC {
+                row[j] += bias[j]
+                j += 1
+            }
+        }
+    }
+}
+
+/// `dbias += sum over rows of dout`: dout is (N, OC), dbias is (OC).
+///
+/// Split over groups of columns, not rows, so each output sum has one owner and a fixed summation
+/// order (results do not depend on the thread count).
+public func biasBackward(_ dbias: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, rows N: Int, columns OC: Int) {
+    let groups = (OC + 15) / 16
+    Parallel.forEachChunk(groups, minimumChunk: max(1, 16_384 / max(1, 16 * N))) { range in
+        for group in range {
+            let j = group * 16
+            let lanes = min(16, OC - j)
+            if lanes == 16 {
+                var sum0 = FloatVector(), sum1 = FloatVector(), sum2 = FloatVector(), sum3 = FloatVector()
+                var n = 0
+                while n + 4 <= N {
+                    sum0 += load(dout + n * OC + j)
+                    sum1 += load(dout + (n + 1) * OC + j)
+                    sum2 += load(dout + (n + 2) * OC + j)
+                    sum3 += load(dout + (n + 3) * OC + j)
+                    n += 4
+                }
+                while n < N {
+                    sum0 += load(dout + n * OC + j)
+                    n += 1
+                }
+                store(load(dbias + j) + ((sum0 + sum1) + (sum2 + sum3)), dbias + j)
+            } else {
+                for lane in 0..<lanes {
+                    var sum: Float = 0
+                    for n in 0..<N { sum += dout[n * OC + j + lane] }
+                    dbias[j + lane] += sum
+                }
+            }
+        }
+    }
+}

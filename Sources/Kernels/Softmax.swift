@@ -1,0 +1,129 @@
+// Attention softmax with the padding mask and attention-probability dropout, in one pass per row.
+
+@inline(__always)
+func loadMask(_ keyMask: UnsafePointer<Int32>, _ lanes: Int) -> SIMDMask<SIMD16<Int32>> {
+    var keys = SIMD16<Int32>(repeating: 0)
+    if lanes == 16 {
+        keys = UnsafeRawPointer(keyMask).loadUnaligned(as: SIMD16<Int32>.self)
+    } else {
+        for lane in 0..<lanes { keys[lane] = keyMask[lane] }
+    }
+    return keys .== 0
+}
+
+/// Softmax over keys of the (already scaled) attention scores, in place:
+/// `probs` is (B, NH, T, T) and holds the scores on entry; key j of sequence b takes part only where
+/// `keyMask[b, j] != 0` (masked keys get probability 0, as with Hugging Face's additive
+/// `finfo.min` mask). With `dropout`, `dropped` (B, NH, T, T) receives the probabilities after
+/// dropout (the operand of the context GEMM) while `probs` keeps them before (for backward).
+/// A row whose keys are all masked gets all-zero probabilities.
+public func attentionSoftmaxForward(
+    _ probs: UnsafeMutablePointer<Float>, _ dropped: UnsafeMutablePointer<Float>?,
+    _ keyMask: UnsafePointer<Int32>?, _ dropout: DropoutMask?,
+    batch B: Int, heads NH: Int, length T: Int
+) {
+    let rows = B * NH * T
+    Parallel.forEachChunk(rows, minimumChunk: max(1, 8_192 / max(1, T))) { range in
+        for row in range {
+            let b = row / (NH * T)
+            let p = probs + row * T
+            let mask = keyMask.map { $0 + b * T }
+            var maximum = -Float.infinity
+            var j = 0
+            var vmax = FloatVector(repeating: -.infinity)
+            while j < T {
+                let lanes = min(16, T - j)
+                var v = lanes == 16 ? load(p + j) : loadPartial(p + j, lanes, fill: -.infinity)
+                if let mask { v.replace(with: -.infinity, where: loadMask(mask + j, lanes)) }
+                vmax = pointwiseMax(vmax, v)
+                j += 16
+            }
+            maximum = vmax.max()
+            if maximum == -.infinity {
+                for j in 0..<T { p[j] = 0 }
+                if let dropped { for j in 0..<T { dropped[row * T + j] = 0 } }
+                continue
+            }
+            let m = FloatVector(repeating: maximum)
+            var vsum = FloatVector()
+            j = 0
+            while j < T {
+                let lanes = min(16, T - j)
+                var e = vectorExp((lanes == 16 ? load(p + j) : loadPartial(p + j, lanes)) - m)
+                if let mask { e.replace(with: 0, where: loadMask(mask + j, lanes)) }
+                if lanes == 16 {
+                    store(e, p + j)
+                } else {
+                    e.replace(with: 0, where: SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= Int32(lanes))
+                    storePartial(e, p + j, lanes)
+                }
+                vsum += e
+                j += 16
+            }
+            let inverse = FloatVector(repeating: 1 / vsum.sum())
+            j = 0
+            while j + 16 <= T {
+                store(load(p + j) * inverse, p + j)
+                j += 16
+            }
+            while j < T {
+                p[j] *= inverse[0]
+                j += 1
+            }
+            if let dropped, let dropout {
+                let d = dropped + row * T
+                withDropoutMultipliers(dropout, row: row, rowLength: T) { start, count, multipliers in
+                    for k in 0..<count { d[start + k] = p[start + k] * multipliers[k] }
+                }
+            }
+        }
+    }
+}
+
+/// Backward of `attentionSoftmaxForward` through dropout and softmax, in place:
+/// on entry `dscores` holds d(loss)/d(dropped probabilities) (or of `probs` without dropout), on
+/// exit d(loss)/d(scores). probs are the saved probabilities before dropout; all are (B, NH, T, T).
+public func attentionSoftmaxBackward(
+    _ dscores: UnsafeMutablePointer<Float>, _ probs: UnsafePointer<Float>, _ dropout: DropoutMask?,
+    batch B: Int, heads NH: Int, length T: Int
+) {
+    let rows = B * NH * T
+    Parallel.forEachChunk(rows, minimumChunk: max(1, 8_192 / max(1, T))) { range in
+        for row in range {
+            let d = dscores + row * T
+            let p = probs + row * T
+            if let dropout {
+                withDropoutMultipliers(dropout, row: row, rowLength: T) { start, count, multipliers in
+                    for k in 0..<count { d[start + k] *= multipliers[k] }
+                }
+            }
+            // dscore_j = p_j (dp_j - sum_k p_k dp_k)
+            var a = FloatVector(), b = FloatVector()
+            var j = 0
+            while j + 32 <= T {
+                a += load(p + j) * load(d + j)
+                b += load(p + j + 16) * load(d + j + 16)
+                j += 32
+            }
+            while j + 16 <= T {
+                a += load(p + j) * load(d + j)
+                j += 16
+            }
+            var dot = (a + b).sum()
+            while j < T {
+                dot += p[j] * d[j]
+                j += 1
+            }
+            let s = FloatVector(repeating: dot)
+            j = 0
+            while j + 16 <= T {
+                store(load(p + j) * (load(d + j) - s), d + j)
+                j += 16
+            }
+            while j < T {
+                d[j] = p[j] * (d[j] - dot)
+                j += 1
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+import Kernels
+
+/// The shape and regularisation of a BERT model, read from and written as a Hugging Face
+/// `config.json` (keys such as `hidden_size` map to Swift names through `CodingKeys`).
+///
+/// Missing keys take Hugging Face's `BertConfig` defaults (bert-base). Keys of Hugging Face configs
+/// that do not change the computation (`architectures`, `transformers_version`, `use_cache`, ...)
+/// are ignored; values this implementation cannot honour are errors naming the key.
+public struct BertConfig: Codable, Equatable, Sendable {
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var hiddenLayerCount: Int
+    public var attentionHeadCount: Int
+    public var intermediateSize: Int
+    public var hiddenActivation: ActivationFunction
+    public var hiddenDropoutProbability: Float
+    public var attentionDropoutProbability: Float
+    public var maxPositionEmbeddings: Int
+    public var typeVocabSize: Int
+    public var initializerRange: Float
+    public var layerNormEpsilon: Float
+    /// Id of [PAD]: its word embedding row gets no gradient from the lookup (as in HF).
+    public var padTokenID: Int
+    /// Classes of the next-sentence head: 2 (binary), 3 (next / same document / other document) or
+    /// 0 (no NSP head). SwiftBERT's own key `num_nsp_labels`; Hugging Face always has 2.
+    public var nspClassCount: Int
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case vocabSize = "vocab_size"
+        case hiddenSize = "hidden_size"
+        case hiddenLayerCount = "num_hidden_layers"
+        case attentionHeadCount = "num_attention_heads"
+        case intermediateSize = "intermediate_size"
+        case hiddenActivation = "hidden_act"
+        case hiddenDropoutProbability = "hidden_dropout_prob"
+        case attentionDropoutProbability = "attention_probs_dropout_prob"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case typeVocabSize = "type_vocab_size"
+        case initializerRange = "initializer_range"
+        case layerNormEpsilon = "layer_norm_eps"
+        case padTokenID = "pad_token_id"
+        case nspClassCount = "num_nsp_labels"
+    }
+
+    /// Keys written for Hugging Face compatibility; they are not part of the model's shape.
+    enum MarkerKeys: String, CodingKey {
+        case architectures
+        case modelType = "model_type"
+        case positionEmbeddingType = "position_embedding_type"
+        case isDecoder = "is_decoder"
+        case addCrossAttention = "add_cross_attention"
+    }
+
+    public init(
+        vocabSize: Int = 30522, hiddenSize: Int = 768, hiddenLayerCount: Int = 12,
+        attentionHeadCount: Int = 12, intermediateSize: Int = 3072,
+        hiddenActivation: ActivationFunction = .gelu,
+        hiddenDropoutProbability: Float = 0.1, attentionDropoutProbability: Float = 0.1,
+        maxPositionEmbeddings: Int = 512, typeVocabSize: Int = 2, initializerRange: Float = 0.02,
+        layerNormEpsilon: Float = 1e-12, padTokenID: Int = 0, nspClassCount: Int = 2
+    ) {
+        self.vocabSize = vocabSize
+        self.hiddenSize = hiddenSize
+        self.hiddenLayerCount = hiddenLayerCount
+        self.attentionHeadCount = attentionHeadCount
+        self.intermediateSize = intermediateSize
+        self.hiddenActivation = hiddenActivation
+        self.hiddenDropoutProbability = hiddenDropoutProbability
+        self.attentionDropoutProbability = attentionDropoutProbability
+        self.maxPositionEmbeddings = maxPositionEmbeddings
+        self.typeVocabSize = typeVocabSize
+        self.initializerRange = initializerRange
+        self.layerNormEpsilon = layerNormEpsilon
+        self.padTokenID = padTokenID
+        self.nspClassCount = nspClassCount
+    }
+
+    /// Channels per attention head.
+    public var headSize: Int { hiddenSize / attentionHeadCount }
+
+    public init(from decoder: Decoder) throws {
+        let defaults = BertConfig()
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
+            do {
+                return try container.decodeIfPresent(T.self, forKey: key) ?? fallback
+            } catch {
+                throw BertConfigError.invalidValue(key: key.rawValue, reason: "expected \(T.self)")
+            }
+        }
+        vocabSize = try value(.vocabSize, defaults.vocabSize)
+        hiddenSize = try value(.hiddenSize, defaults.hiddenSize)
+        hiddenLayerCount = try value(.hiddenLayerCount, defaults.hiddenLayerCount)
+        attentionHeadCount = try value(.attentionHeadCount, defaults.attentionHeadCount)
+        intermediateSize = try value(.intermediateSize, defaults.intermediateSize)
+        let activationName = try value(.hiddenActivation, defaults.hiddenActivation.rawValue)
+        guard let activation = ActivationFunction(rawValue: activationName) else {
+            throw BertConfigError.invalidValue(
+                key: CodingKeys.hiddenActivation.rawValue,
+                reason: "\"\(activationName)\" is not supported; use one of "
+                    + ActivationFunction.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+        }
+        hiddenActivation = activation
+        hiddenDropoutProbability = try value(.hiddenDropoutProbability, defaults.hiddenDropoutProbability)
+        attentionDropoutProbability = try value(.attentionDropoutProbability, defaults.attentionDropoutProbability)
+        maxPositionEmbeddings = try value(.maxPositionEmbeddings, defaults.maxPositionEmbeddings)
+        typeVocabSize = try value(.typeVocabSize, defaults.typeVocabSize)
+        initializerRange = try value(.initializerRange, defaults.initializerRange)
+        layerNormEpsilon = try value(.layerNormEpsilon, defaults.layerNormEpsilon)
+        // HF writes `"pad_token_id": null` for some models; that means no padding index.
+        padTokenID = (try? container.decodeIfPresent(Int.self, forKey: .padTokenID)) ?? defaults.padTokenID
+        nspClassCount = try value(.nspClassCount, defaults.nspClassCount)
+
+        let markers = try decoder.container(keyedBy: MarkerKeys.self)
+        if let type = try? markers.decodeIfPresent(String.self, forKey: .positionEmbeddingType), type != "absolute" {
+            throw BertConfigError.invalidValue(
+                key: MarkerKeys.positionEmbeddingType.rawValue,
+                reason: "\"\(type)\" is not supported; only \"absolute\" position embeddings are implemented")
+        }
+        if (try? markers.decodeIfPresent(Bool.self, forKey: .isDecoder)) == true {
+            throw BertConfigError.invalidValue(key: MarkerKeys.isDecoder.rawValue, reason: "decoder BERT is not supported")
+        }
+        if (try? markers.decodeIfPresent(Bool.self, forKey: .addCrossAttention)) == true {
+            throw BertConfigError.invalidValue(
+                key: MarkerKeys.addCrossAttention.rawValue, reason: "cross-attention is not supported")
+        }
+        try validate()
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(vocabSize, forKey: .vocabSize)
+        try container.encode(hiddenSize, forKey: .hiddenSize)
+        try container.encode(hiddenLayerCount, forKey: .hiddenLayerCount)
+        try container.encode(attentionHeadCount, forKey: .attentionHeadCount)
+        try container.encode(intermediateSize, forKey: .intermediateSize)
+        try container.encode(hiddenActivation.rawValue, forKey: .hiddenActivation)
+        try container.encode(hiddenDropoutProbability, forKey: .hiddenDropoutProbability)
+        try container.encode(attentionDropoutProbability, forKey: .attentionDropoutProbability)
+        try container.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try container.encode(typeVocabSize, forKey: .typeVocabSize)
+        try container.encode(initializerRange, forKey: .initializerRange)
+        try container.encode(layerNormEpsilon, forKey: .layerNormEpsilon)
+        try container.encode(padTokenID, forKey: .padTokenID)
+        try container.encode(nspClassCount, forKey: .nspClassCount)
+        var markers = encoder.container(keyedBy: MarkerKeys.self)
+        try markers.encode(["BertForPreTraining"], forKey: .architectures)
+        try markers.encode("bert", forKey: .modelType)
+        try markers.encode("absolute", forKey: .positionEmbeddingType)
+    }
+
+    /// Checks that the values describe a model this implementation can build; errors name the key.
+    public func validate() throws {
+        func require(_ condition: Bool, _ key: CodingKeys, _ reason: String) throws {
+            if !condition { throw BertConfigError.invalidValue(key: key.rawValue, reason: reason) }
+        }
+        try require(vocabSize > 0, .vocabSize, "must be positive, got \(vocabSize)")
+        try require(hiddenSize > 0, .hiddenSize, "must be positive, got \(hiddenSize)")
+        try require(hiddenLayerCount >= 0, .hiddenLayerCount, "must not be negative, got \(hiddenLayerCount)")
+        try require(attentionHeadCount > 0, .attentionHeadCount, "must be positive, got \(attentionHeadCount)")
+        try require(
+            hiddenSize % attentionHeadCount == 0, .attentionHeadCount,
+            "hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(attentionHeadCount)")
+        try require(intermediateSize > 0, .intermediateSize, "must be positive, got \(intermediateSize)")
+        try require(
+            (0..<1).contains(hiddenDropoutProbability), .hiddenDropoutProbability,
+            "must be in [0, 1), got \(hiddenDropoutProbability)")
+        try require(
+            (0..<1).contains(attentionDropoutProbability), .attentionDropoutProbability,
+            "must be in [0, 1), got \(attentionDropoutProbability)")
+        try require(maxPositionEmbeddings > 0, .maxPositionEmbeddings, "must be positive, got \(maxPositionEmbeddings)")
+        try require(typeVocabSize > 0, .typeVocabSize, "must be positive, got \(typeVocabSize)")
+        try require(initializerRange >= 0, .initializerRange, "must not be negative, got \(initializerRange)")
+        try require(layerNormEpsilon > 0, .layerNormEpsilon, "must be positive, got \(layerNormEpsilon)")
+        try require(
+            [0, 2, 3].contains(nspClassCount), .nspClassCount,
+            "must be 2 (binary NSP), 3 (three-way NSP) or 0 (no NSP head), got \(nspClassCount)")
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    public static func load(contentsOfFile path: String) throws -> BertConfig {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw BertConfigError.unreadable(path: path, reason: error.localizedDescription)
+        }
+        do {
+            return try JSONDecoder().decode(BertConfig.self, from: data)
+        } catch let error as BertConfigError {
+            throw error.in(path)
+        } catch {
+            throw BertConfigError.unreadable(path: path, reason: "not a JSON object: \(error)")
+        }
+    }
+
+    /// Writes a `config.json` that Hugging Face `BertForPreTraining.from_pretrained` reads.
+    public func write(to path: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(self)
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}
+
+/// A config that cannot be read or describes a model that cannot be built.
+public enum BertConfigError: Error, LocalizedError, CustomStringConvertible, Equatable {
+    case unreadable(path: String, reason: String)
+    case invalidValue(key: String, reason: String, path: String? = nil)
+
+    func `in`(_ path: String) -> BertConfigError {
+        if case let .invalidValue(key, reason, nil) = self { return .invalidValue(key: key, reason: reason, path: path) }
+        return self
+    }
+
+    public var description: String {
+        switch self {
+        case let .unreadable(path, reason):
+            return "cannot read model config \(path): \(reason)"
+        case let .invalidValue(key, reason, path):
+            let place = path.map { " in \($0)" } ?? ""
+            return "model config key \"\(key)\"\(place): \(reason); fix the value in the config file"
+        }
+    }
+
+    public var errorDescription: String? { description }
+}

@@ -1,0 +1,212 @@
+import Kernels
+
+// Embeddings and post-LN encoder layers, forward and backward. Backward mirrors forward line by line
+// in reverse.
+
+extension BertForPreTraining {
+    // MARK: - Forward
+
+    /// Embeddings and all encoder layers for B sequences; fills the activation buffers.
+    func encoderForward(
+        _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, _ mask: UnsafePointer<Int32>,
+        _ B: Int, _ dropout: DropoutSettings
+    ) {
+        let T = sequenceLength, N = B * T, C = config.hiddenSize, eps = config.layerNormEpsilon
+        let a = activations, o = offsets
+        lastSequenceCount = B
+
+        embeddingForward(
+            a.embeddingSum, ids, types, param(o.wordEmbeddings), param(o.positionEmbeddings),
+            param(o.tokenTypeEmbeddings), batch: B, length: T, channels: C)
+        layerNormForward(
+            a.embeddingOut, a.embeddingMean, a.embeddingRstd, a.embeddingSum,
+            param(o.embeddingNormWeight), param(o.embeddingNormBias), rows: N, columns: C, epsilon: eps)
+        if let mask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
+            dropoutForward(a.embeddingOut, a.embeddingOut, mask, rows: N, columns: C)
+        }
+        for l in 0..<config.hiddenLayerCount {
+            layerForward(l, input: layerOutput(l), mask, B, dropout)
+        }
+    }
+
+    func layerForward(
+        _ l: Int, input x: UnsafePointer<Float>, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
+    ) {
+        let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
+        let eps = config.layerNormEpsilon
+        let p = offsets.layers[l], a = activations, act = a.layers[l]
+
+        // Self-attention: one GEMM for the three projections, then per-head GEMMs on strided views.
+        linearForward(act.qkv, x, param(p.qkvWeight), param(p.qkvBias), rows: N, inputSize: C, outputSize: 3 * C)
+        attentionForward(l, act, mask, B, dropout)
+        linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: N, inputSize: C, outputSize: C)
+        residualLayerNormForward(
+            act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), x,
+            param(p.attentionNormWeight), param(p.attentionNormBias),
+            dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput), rows: N, columns: C, epsilon: eps)
+
+        // Feed-forward: GEMM, fused bias + activation, GEMM, fused bias + dropout + residual + LayerNorm.
+        linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: N, inputSize: C, outputSize: I)
+        biasActivationForward(act.act, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
+        linearForward(a.dense, act.act, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
+        residualLayerNormForward(
+            act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
+            param(p.outputNormWeight), param(p.outputNormBias),
+            dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput), rows: N, columns: C, epsilon: eps)
+    }
+
+    /// Scores, masked softmax (+ dropout) and context for every (sequence, head). Q, K, V of head h of
+    /// sequence b are (T, hs) views into qkv with row stride 3C; the context is written straight into
+    /// its (T, hs) slot of the (N, C) context buffer, so no transposing copies are made.
+    func attentionForward(
+        _ l: Int, _ act: Activations.Layer, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
+    ) {
+        let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
+        let scale = 1 / Float(hs).squareRoot()
+        for b in 0..<B {
+            for h in 0..<NH {
+                let q = act.qkv + b * T * 3 * C + h * hs
+                gemm(
+                    .none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: q + C, ldb: 3 * C,
+                    beta: 0, c: act.probs + (b * NH + h) * T * T, ldc: T)
+            }
+        }
+        let attentionDropout = dropout.attentionMask(layer: l)
+        attentionSoftmaxForward(
+            act.probs, attentionDropout == nil ? nil : activations.attentionScratch, mask, attentionDropout,
+            batch: B, heads: NH, length: T)
+        let weights = attentionDropout == nil ? act.probs : activations.attentionScratch
+        for b in 0..<B {
+            for h in 0..<NH {
+                let v = act.qkv + b * T * 3 * C + 2 * C + h * hs
+                gemm(
+                    .none, .none, m: T, n: hs, k: T, a: weights + (b * NH + h) * T * T, lda: T, b: v, ldb: 3 * C,
+                    beta: 0, c: act.context + b * T * C + h * hs, ldc: C)
+            }
+        }
+    }
+
+    // MARK: - Backward
+
+    /// Backward through all layers and the embeddings. On entry `dense` holds the MLM head's gradient
+    /// with respect to the gathered rows (P, C) and `dClsRows` the pooler's with respect to the [CLS]
+    /// rows (B, C); see `headsForwardBackward`.
+    func encoderBackward(
+        _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, _ mask: UnsafePointer<Int32>,
+        _ positions: UnsafePointer<Int32>?, _ P: Int, _ B: Int, _ dropout: DropoutSettings,
+        _ onGradientsReady: ((Range<Int>) -> Void)?
+    ) {
+        let T = sequenceLength, N = B * T, C = config.hiddenSize
+        let a = activations, o = offsets
+
+        // Gradient of the last hidden state: the gathered MLM rows and the [CLS] rows.
+        a.dResidual.update(repeating: 0, count: N * C)
+        if let positions { scatterAddRows(a.dResidual, a.dense, positions, count: P, channels: C) }
+        if config.nspClassCount > 0 {
+            for b in 0..<B {
+                let row = a.dResidual + b * T * C, g = a.dClsRows + b * C
+                for j in 0..<C { row[j] += g[j] }
+            }
+        }
+        for l in stride(from: config.hiddenLayerCount - 1, through: 0, by: -1) {
+            layerBackward(l, input: layerOutput(l), mask, B, dropout)
+            onGradientsReady?(table.layerRanges[l])
+        }
+        if let dropoutMask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
+            dropoutBackward(a.dResidual, a.dResidual, dropoutMask, rows: N, columns: C)
+        }
+        layerNormBackward(
+            a.dResidual, grad(o.embeddingNormWeight), grad(o.embeddingNormBias), a.dResidual, a.embeddingSum,
+            param(o.embeddingNormWeight), a.embeddingMean, a.embeddingRstd, rows: N, columns: C)
+        let padding = (0..<config.vocabSize).contains(config.padTokenID) ? Int32(config.padTokenID) : nil
+        embeddingBackward(
+            grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings), a.dResidual,
+            ids, types, paddingID: padding, batch: B, length: T, channels: C)
+        onGradientsReady?(table.embeddingRange)
+    }
+
+    /// On entry `dResidual` holds d(loss)/d(layer output); on exit d(loss)/d(layer input).
+    func layerBackward(
+        _ l: Int, input x: UnsafePointer<Float>, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
+    ) {
+        let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
+        let p = offsets.layers[l], a = activations, act = a.layers[l]
+        let dh = a.dResidual
+
+        // Feed-forward, in reverse.
+        layerNormBackward(
+            dh, grad(p.outputNormWeight), grad(p.outputNormBias), dh, act.residual2, param(p.outputNormWeight),
+            act.mean2, act.rstd2, rows: N, columns: C)
+        var dOutput = UnsafePointer(dh)
+        if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput) {
+            dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
+            dOutput = UnsafePointer(a.dense)
+        }
+        linearBackward(
+            a.dIntermediate, grad(p.outputWeight), grad(p.outputBias), dOutput, act.act, param(p.outputWeight),
+            rows: N, inputSize: I, outputSize: C)
+        activationBackward(a.dIntermediate, a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
+        linearBackward(
+            dh, grad(p.intermediateWeight), grad(p.intermediateBias), a.dIntermediate, act.hidden1,
+            param(p.intermediateWeight), rows: N, inputSize: C, outputSize: I, accumulateInput: true)
+
+        // Self-attention, in reverse.
+        layerNormBackward(
+            dh, grad(p.attentionNormWeight), grad(p.attentionNormBias), dh, act.residual1,
+            param(p.attentionNormWeight), act.mean1, act.rstd1, rows: N, columns: C)
+        var dAttentionOutput = UnsafePointer(dh)
+        if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput) {
+            dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
+            dAttentionOutput = UnsafePointer(a.dense)
+        }
+        linearBackward(
+            a.dContext, grad(p.attentionOutputWeight), grad(p.attentionOutputBias), dAttentionOutput, act.context,
+            param(p.attentionOutputWeight), rows: N, inputSize: C, outputSize: C)
+        attentionBackward(l, act, B, dropout)
+        linearBackward(
+            dh, grad(p.qkvWeight), grad(p.qkvBias), a.dqkv, x, param(p.qkvWeight),
+            rows: N, inputSize: C, outputSize: 3 * C, accumulateInput: true)
+    }
+
+    /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward`.
+    func attentionBackward(_ l: Int, _ act: Activations.Layer, _ B: Int, _ dropout: DropoutSettings) {
+        let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
+        let scale = 1 / Float(hs).squareRoot()
+        let a = activations
+        let attentionDropout = dropout.attentionMask(layer: l)
+        // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
+        if let attentionDropout {
+            dropoutForward(a.attentionScratch, act.probs, attentionDropout, rows: B * NH * T, columns: T)
+        }
+        let weights = attentionDropout == nil ? act.probs : a.attentionScratch
+        for b in 0..<B {
+            for h in 0..<NH {
+                let head = (b * NH + h) * T * T
+                let base = b * T * 3 * C + h * hs
+                let dctx = a.dContext + b * T * C + h * hs
+                // dV = P^T dctx
+                gemm(
+                    .transposed, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: dctx, ldb: C,
+                    beta: 0, c: a.dqkv + base + 2 * C, ldc: 3 * C)
+                // dP = dctx V^T (overwrites the dropped probabilities of this head, no longer needed)
+                gemm(
+                    .none, .transposed, m: T, n: T, k: hs, a: dctx, lda: C, b: act.qkv + base + 2 * C, ldb: 3 * C,
+                    beta: 0, c: a.attentionScratch + head, ldc: T)
+            }
+        }
+        attentionSoftmaxBackward(a.attentionScratch, act.probs, attentionDropout, batch: B, heads: NH, length: T)
+        for b in 0..<B {
+            for h in 0..<NH {
+                let head = (b * NH + h) * T * T
+                let base = b * T * 3 * C + h * hs
+                // scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q
+                gemm(
+                    .none, .none, m: T, n: hs, k: T, alpha: scale, a: a.attentionScratch + head, lda: T,
+                    b: act.qkv + base + C, ldb: 3 * C, beta: 0, c: a.dqkv + base, ldc: 3 * C)
+                gemm(
+                    .transposed, .none, m: T, n: hs, k: T, alpha: scale, a: a.attentionScratch + head, lda: T,
+                    b: act.qkv + base, ldb: 3 * C, beta: 0, c: a.dqkv + base + C, ldc: 3 * C)
+            }
+        }
+    }
+}

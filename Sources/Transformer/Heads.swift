@@ -1,0 +1,107 @@
+import Kernels
+
+// Pooler, NSP head and the MLM head on the gathered masked positions. The losses' gradients are known
+// as soon as the logits are (they are the normalised softmax minus one-hot), so each head runs its
+// backward right after its forward, while its logits are still in cache.
+
+extension BertForPreTraining {
+    /// The last hidden state, (N, C).
+    var lastHidden: UnsafeMutablePointer<Float> { layerOutput(config.hiddenLayerCount) }
+
+    /// `clsRows` = the [CLS] rows of the last hidden state, `pooled` = tanh(dense(clsRows)), (B, C).
+    func poolerForward(_ B: Int) {
+        let T = sequenceLength, C = config.hiddenSize, a = activations
+        for b in 0..<B { (a.clsRows + b * C).update(from: lastHidden + b * T * C, count: C) }
+        linearForward(
+            a.pooled, a.clsRows, param(offsets.poolerWeight), param(offsets.poolerBias),
+            rows: B, inputSize: C, outputSize: C)
+        tanhForward(a.pooled, a.pooled, count: B * C)
+    }
+
+    /// Gathers P masked rows of the last hidden state and applies the MLM transform
+    /// (dense, activation, LayerNorm) into `transformOut`, (P, C).
+    func mlmTransformForward(_ positions: UnsafePointer<Int32>, _ P: Int) {
+        let C = config.hiddenSize, a = activations, o = offsets
+        gatherRows(a.gathered, lastHidden, positions, count: P, channels: C)
+        linearForward(a.transformPre, a.gathered, param(o.transformWeight), nil, rows: P, inputSize: C, outputSize: C)
+        biasActivationForward(a.transformAct, a.transformPre, param(o.transformBias), config.hiddenActivation, rows: P, columns: C)
+        layerNormForward(
+            a.transformOut, a.transformMean, a.transformRstd, a.transformAct, param(o.transformNormWeight),
+            param(o.transformNormBias), rows: P, columns: C, epsilon: config.layerNormEpsilon)
+    }
+
+    /// Both heads' forward, losses and (with `computeGradients`) backward down to the last hidden
+    /// state: d(gathered rows) ends in `dense` (P, C), d([CLS] rows) in `dClsRows` (B, C).
+    func headsForwardBackward(
+        _ positions: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?, _ P: Int,
+        _ nspLabels: UnsafePointer<Int32>?, _ B: Int,
+        _ maskedTokenNormalizer: Float, _ sequenceNormalizer: Float, _ computeGradients: Bool
+    ) -> StepResult {
+        let C = config.hiddenSize, V = config.vocabSize, K = config.nspClassCount
+        let a = activations, o = offsets
+        var result = StepResult()
+
+        if K > 0, let nspLabels {
+            poolerForward(B)
+            linearForward(a.nspLogits, a.pooled, param(o.nspWeight), param(o.nspBias), rows: B, inputSize: C, outputSize: K)
+            let dloss = 1 / sequenceNormalizer
+            crossEntropyForwardBackward(
+                a.nspLosses, a.nspCorrect, computeGradients ? a.nspLogits : nil, a.nspLogits, nspLabels,
+                dloss: dloss, rows: B, vocabularySize: K)
+            result.nspLoss = Float(sum(a.nspLosses, B) / Double(sequenceNormalizer))
+            result.nspCorrect = (0..<B).reduce(0) { $0 + (a.nspCorrect[$1] ? 1 : 0) }
+            result.nspCount = B
+            if computeGradients {
+                linearBackward(
+                    a.dPooled, grad(o.nspWeight), grad(o.nspBias), a.nspLogits, a.pooled, param(o.nspWeight),
+                    rows: B, inputSize: C, outputSize: K)
+                tanhBackward(a.dPooled, a.dPooled, a.pooled, count: B * C)
+                linearBackward(
+                    a.dClsRows, grad(o.poolerWeight), grad(o.poolerBias), a.dPooled, a.clsRows, param(o.poolerWeight),
+                    rows: B, inputSize: C, outputSize: C)
+            }
+        }
+
+        if P > 0, let positions, let labels {
+            mlmTransformForward(positions, P)
+            // Decoder (tied to the word embeddings) and cross-entropy, a chunk of positions at a time.
+            let dloss = 1 / maskedTokenNormalizer
+            var start = 0
+            while start < P {
+                let rows = min(logitsChunkRows, P - start)
+                let t = a.transformOut + start * C
+                linearForward(a.logits, t, param(o.wordEmbeddings), param(o.mlmBias), rows: rows, inputSize: C, outputSize: V)
+                crossEntropyForwardBackward(
+                    a.mlmLosses + start, a.mlmCorrect + start, computeGradients ? a.logits : nil, a.logits,
+                    labels + start, dloss: dloss, rows: rows, vocabularySize: V)
+                if computeGradients {
+                    linearBackward(
+                        a.dTransform + start * C, grad(o.wordEmbeddings), grad(o.mlmBias), a.logits, t,
+                        param(o.wordEmbeddings), rows: rows, inputSize: C, outputSize: V)
+                }
+                start += rows
+            }
+            result.mlmLoss = Float(sum(a.mlmLosses, P) / Double(maskedTokenNormalizer))
+            result.mlmCorrect = (0..<P).reduce(0) { $0 + (a.mlmCorrect[$1] ? 1 : 0) }
+            result.mlmCount = P
+            if computeGradients {
+                layerNormBackward(
+                    a.dTransform, grad(o.transformNormWeight), grad(o.transformNormBias), a.dTransform, a.transformAct,
+                    param(o.transformNormWeight), a.transformMean, a.transformRstd, rows: P, columns: C)
+                activationBackward(a.dTransform, a.dTransform, a.transformPre, config.hiddenActivation, count: P * C)
+                linearBackward(
+                    a.dense, grad(o.transformWeight), grad(o.transformBias), a.dTransform, a.gathered,
+                    param(o.transformWeight), rows: P, inputSize: C, outputSize: C)
+            }
+        }
+        result.loss = result.mlmLoss + result.nspLoss
+        return result
+    }
+
+    /// Sum in double precision: losses of a large batch differ by orders of magnitude.
+    func sum(_ values: UnsafePointer<Float>, _ count: Int) -> Double {
+        var total = 0.0
+        for i in 0..<count { total += Double(values[i]) }
+        return total
+    }
+}

@@ -1,0 +1,207 @@
+import Kernels
+
+/// Flat offsets of the parameters the model reads, looked up once from the table by name.
+struct Offsets {
+    struct Layer {
+        /// Query, key and value weights, (3C, C) contiguous; their biases (3C).
+        let qkvWeight, qkvBias: Int
+        let attentionOutputWeight, attentionOutputBias: Int
+        let attentionNormWeight, attentionNormBias: Int
+        let intermediateWeight, intermediateBias: Int
+        let outputWeight, outputBias: Int
+        let outputNormWeight, outputNormBias: Int
+    }
+
+    let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Int
+    let embeddingNormWeight, embeddingNormBias: Int
+    let layers: [Layer]
+    let poolerWeight, poolerBias: Int
+    let mlmBias, transformWeight, transformBias, transformNormWeight, transformNormBias: Int
+    /// -1 without an NSP head.
+    let nspWeight, nspBias: Int
+
+    init(table: ParameterTable, config: BertConfig) {
+        func at(_ name: String) -> Int { table.offset(of: name) }
+        wordEmbeddings = at("bert.embeddings.word_embeddings.weight")
+        positionEmbeddings = at("bert.embeddings.position_embeddings.weight")
+        tokenTypeEmbeddings = at("bert.embeddings.token_type_embeddings.weight")
+        embeddingNormWeight = at("bert.embeddings.LayerNorm.weight")
+        embeddingNormBias = at("bert.embeddings.LayerNorm.bias")
+        let C = config.hiddenSize
+        layers = (0..<config.hiddenLayerCount).map { layer in
+            let p = "bert.encoder.layer.\(layer)."
+            let query = at(p + "attention.self.query.weight")
+            let queryBias = at(p + "attention.self.query.bias")
+            // The fused projection relies on the table's adjacency of q, k, v.
+            precondition(at(p + "attention.self.key.weight") == query + C * C)
+            precondition(at(p + "attention.self.value.weight") == query + 2 * C * C)
+            precondition(at(p + "attention.self.key.bias") == queryBias + C)
+            precondition(at(p + "attention.self.value.bias") == queryBias + 2 * C)
+            return Layer(
+                qkvWeight: query, qkvBias: queryBias,
+                attentionOutputWeight: at(p + "attention.output.dense.weight"),
+                attentionOutputBias: at(p + "attention.output.dense.bias"),
+                attentionNormWeight: at(p + "attention.output.LayerNorm.weight"),
+                attentionNormBias: at(p + "attention.output.LayerNorm.bias"),
+                intermediateWeight: at(p + "intermediate.dense.weight"),
+                intermediateBias: at(p + "intermediate.dense.bias"),
+                outputWeight: at(p + "output.dense.weight"),
+                outputBias: at(p + "output.dense.bias"),
+                outputNormWeight: at(p + "output.LayerNorm.weight"),
+                outputNormBias: at(p + "output.LayerNorm.bias"))
+        }
+        poolerWeight = at("bert.pooler.dense.weight")
+        poolerBias = at("bert.pooler.dense.bias")
+        mlmBias = at("cls.predictions.bias")
+        transformWeight = at("cls.predictions.transform.dense.weight")
+        transformBias = at("cls.predictions.transform.dense.bias")
+        transformNormWeight = at("cls.predictions.transform.LayerNorm.weight")
+        transformNormBias = at("cls.predictions.transform.LayerNorm.bias")
+        nspWeight = table.entry(named: "cls.seq_relationship.weight")?.offset ?? -1
+        nspBias = table.entry(named: "cls.seq_relationship.bias")?.offset ?? -1
+    }
+}
+
+/// Every activation and scratch buffer of the model, allocated once for the largest micro-batch.
+final class Activations {
+    struct Layer {
+        let qkv: UnsafeMutablePointer<Float>          // (N, 3C) queries | keys | values per token
+        let probs: UnsafeMutablePointer<Float>        // (B, NH, T, T) attention before dropout
+        let context: UnsafeMutablePointer<Float>      // (N, C) heads side by side
+        let residual1: UnsafeMutablePointer<Float>    // (N, C) input + attention output (LayerNorm input)
+        let mean1, rstd1: UnsafeMutablePointer<Float> // (N)
+        let hidden1: UnsafeMutablePointer<Float>      // (N, C) after the attention LayerNorm
+        let pre: UnsafeMutablePointer<Float>          // (N, I) intermediate dense output + bias
+        let act: UnsafeMutablePointer<Float>          // (N, I) after the activation
+        let residual2: UnsafeMutablePointer<Float>    // (N, C)
+        let mean2, rstd2: UnsafeMutablePointer<Float> // (N)
+        let output: UnsafeMutablePointer<Float>       // (N, C) layer output
+    }
+
+    private var allocations: [UnsafeMutablePointer<Float>] = []
+    private var flagAllocations: [UnsafeMutablePointer<Bool>] = []
+    private(set) var floatCount = 0
+
+    let embeddingSum, embeddingMean, embeddingRstd, embeddingOut: UnsafeMutablePointer<Float>
+    let layers: [Layer]
+    // Scratch shared by all layers.
+    let dense: UnsafeMutablePointer<Float>            // (N, C) dense outputs before bias; their gradients
+    let attentionScratch: UnsafeMutablePointer<Float> // (B, NH, T, T) dropped probabilities; their gradients
+    let dResidual: UnsafeMutablePointer<Float>        // (N, C) gradient flowing down the residual stream
+    let dIntermediate: UnsafeMutablePointer<Float>    // (N, I)
+    let dqkv: UnsafeMutablePointer<Float>             // (N, 3C)
+    let dContext: UnsafeMutablePointer<Float>         // (N, C)
+    // Pooler and NSP head.
+    let clsRows, pooled, dPooled, dClsRows: UnsafeMutablePointer<Float> // (B, C)
+    let nspLogits: UnsafeMutablePointer<Float>        // (B, K)
+    let nspLosses: UnsafeMutablePointer<Float>        // (B)
+    let nspCorrect: UnsafeMutablePointer<Bool>        // (B)
+    // MLM head on gathered positions.
+    let maskedCapacity: Int
+    let gathered, transformPre, transformAct, transformOut, dTransform: UnsafeMutablePointer<Float> // (P, C)
+    let transformMean, transformRstd, mlmLosses: UnsafeMutablePointer<Float> // (P)
+    let mlmCorrect: UnsafeMutablePointer<Bool>        // (P)
+    let logits: UnsafeMutablePointer<Float>           // (logitsRows, V)
+
+    init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int) {
+        let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
+        let N = B * T, V = config.vocabSize, K = max(1, config.nspClassCount)
+        var allocations: [UnsafeMutablePointer<Float>] = []
+        var floatCount = 0
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
+            pointer.initialize(repeating: 0, count: max(1, count))
+            allocations.append(pointer)
+            floatCount += count
+            return pointer
+        }
+        embeddingSum = buffer(N * C)
+        embeddingMean = buffer(N)
+        embeddingRstd = buffer(N)
+        embeddingOut = buffer(N * C)
+        layers = (0..<config.hiddenLayerCount).map { _ in
+            Layer(
+                qkv: buffer(N * 3 * C), probs: buffer(B * NH * T * T), context: buffer(N * C),
+                residual1: buffer(N * C), mean1: buffer(N), rstd1: buffer(N), hidden1: buffer(N * C),
+                pre: buffer(N * I), act: buffer(N * I), residual2: buffer(N * C), mean2: buffer(N),
+                rstd2: buffer(N), output: buffer(N * C))
+        }
+        dense = buffer(N * C)
+        attentionScratch = buffer(B * NH * T * T)
+        dResidual = buffer(N * C)
+        dIntermediate = buffer(N * I)
+        dqkv = buffer(N * 3 * C)
+        dContext = buffer(N * C)
+        clsRows = buffer(B * C)
+        pooled = buffer(B * C)
+        dPooled = buffer(B * C)
+        dClsRows = buffer(B * C)
+        nspLogits = buffer(B * K)
+        nspLosses = buffer(B)
+        maskedCapacity = N
+        gathered = buffer(N * C)
+        transformPre = buffer(N * C)
+        transformAct = buffer(N * C)
+        transformOut = buffer(N * C)
+        dTransform = buffer(N * C)
+        transformMean = buffer(N)
+        transformRstd = buffer(N)
+        mlmLosses = buffer(N)
+        logits = buffer(logitsRows * V)
+        nspCorrect = .allocate(capacity: B)
+        nspCorrect.initialize(repeating: false, count: B)
+        mlmCorrect = .allocate(capacity: N)
+        mlmCorrect.initialize(repeating: false, count: N)
+        self.allocations = allocations
+        self.flagAllocations = [nspCorrect, mlmCorrect]
+        self.floatCount = floatCount
+    }
+
+    deinit {
+        for pointer in allocations { pointer.deallocate() }
+        for pointer in flagAllocations { pointer.deallocate() }
+    }
+}
+
+/// Dropout of one micro-batch: whether it applies and the keys of its masks.
+struct DropoutSettings {
+    let enabled: Bool
+    let seed: UInt64
+    let step: UInt64
+    let sampleIndices: UnsafePointer<Int>
+    let hidden: Float
+    let attention: Float
+    let heads: Int
+    let length: Int
+
+    /// No dropout (inference); never dereferences `sampleIndices`.
+    static func disabled(heads: Int, length: Int) -> DropoutSettings {
+        DropoutSettings(
+            enabled: false, seed: 0, step: 0, sampleIndices: UnsafePointer(bitPattern: 8)!,
+            hidden: 0, attention: 0, heads: heads, length: length)
+    }
+
+    /// Mask for (N, C) hidden states of `layer` (0 = embeddings) at `site`, or nil when off.
+    func hiddenMask(layer: Int, site: UInt64) -> DropoutMask? {
+        guard enabled, hidden > 0 else { return nil }
+        return DropoutMask(
+            probability: hidden, seed: seed, step: step, layer: UInt64(layer), site: site,
+            sampleIndices: sampleIndices, rowsPerSample: length)
+    }
+
+    /// Mask for the (B, NH, T, T) attention probabilities of encoder layer `layer`, or nil when off.
+    func attentionMask(layer: Int) -> DropoutMask? {
+        guard enabled, attention > 0 else { return nil }
+        return DropoutMask(
+            probability: attention, seed: seed, step: step, layer: UInt64(layer + 1), site: DropoutSite.attentionProbabilities,
+            sampleIndices: sampleIndices, rowsPerSample: heads * length)
+    }
+}
+
+/// The `site` key of each dropout in the model.
+enum DropoutSite {
+    static let embeddings: UInt64 = 0
+    static let attentionProbabilities: UInt64 = 1
+    static let attentionOutput: UInt64 = 2
+    static let feedForwardOutput: UInt64 = 3
+}

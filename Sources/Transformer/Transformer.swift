@@ -1,1 +1,0 @@
-// The Transformer module; see DESIGN.md.
