@@ -1,0 +1,138 @@
+import Crypto
+import Data
+import Foundation
+import XCTest
+
+/// Paths of the tokenizer fixtures and of the shared corpora (`<repo>/../shared`).
+enum TokenizerFixtures {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let directory = repositoryRoot.appendingPathComponent("Tests/DataTests/Fixtures/tokenizer")
+    static let shared = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared")
+    static let corpora = shared.appendingPathComponent("corpora")
+    static let bertVocabularyPath = shared.appendingPathComponent("vocab/bert-base-uncased-vocab.txt").path
+
+    static func bertVocabulary() throws -> Vocabulary {
+        try Vocabulary(contentsOfFile: bertVocabularyPath)
+    }
+}
+
+/// Compares the tokenizer with Hugging Face's pure-Python BERT tokenizer, through fixtures written by
+/// scripts/make_tokenizer_fixtures.py.
+final class TokenizerReferenceTests: XCTestCase {
+    private struct HardCases: Decodable {
+        struct Expected: Decodable {
+            let basic: [String]
+            let tokens: [String]
+            let ids: [Int32]
+        }
+        struct Case: Decodable {
+            let text: String
+            let uncased: Expected
+            let cased: Expected
+        }
+        let cases: [Case]
+    }
+
+    private struct CorpusDigests: Decodable {
+        struct File: Decodable {
+            let path: String
+            let sha256: String
+            let lines: Int
+            /// Per block: uncased ids, cased ids, cased basic tokens.
+            let blocks: [[String]]
+        }
+        let blockLines: Int
+        let files: [File]
+    }
+
+    /// Strings compared scalar by scalar (Swift's `==` would equate canonically equivalent strings).
+    private func scalars(_ strings: [String]) -> [[UInt32]] {
+        strings.map { $0.unicodeScalars.map(\.value) }
+    }
+
+    private func describe(_ text: String) -> String {
+        text.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 ? String($0) : String(format: "\\u{%X}", $0.value) }
+            .joined()
+    }
+
+    func testHardCasesMatchReferenceTokenizer() throws {
+        let data = try Foundation.Data(contentsOf: TokenizerFixtures.directory.appendingPathComponent("hard-cases.json"))
+        let fixture = try JSONDecoder().decode(HardCases.self, from: data)
+        XCTAssertGreaterThan(fixture.cases.count, 50)
+        let vocabulary = try TokenizerFixtures.bertVocabulary()
+        for (lowercase, name) in [(true, "uncased"), (false, "cased")] {
+            let tokenizer = BertTokenizer(vocabulary: vocabulary, lowercase: lowercase)
+            for testCase in fixture.cases {
+                let expected = lowercase ? testCase.uncased : testCase.cased
+                let text = describe(testCase.text)
+                XCTAssertEqual(scalars(tokenizer.basicTokenize(testCase.text)), scalars(expected.basic),
+                               "\(name) basic tokens of \"\(text)\": \(tokenizer.basicTokenize(testCase.text))")
+                XCTAssertEqual(scalars(tokenizer.tokenize(testCase.text)), scalars(expected.tokens),
+                               "\(name) WordPieces of \"\(text)\"")
+                XCTAssertEqual(tokenizer.encode(testCase.text), expected.ids, "\(name) ids of \"\(text)\"")
+            }
+        }
+    }
+
+    /// Every line of every corpus file, uncased and cased, against per-block digests of the reference.
+    func testCorporaMatchReferenceTokenizer() throws {
+        let data = try Foundation.Data(
+            contentsOf: TokenizerFixtures.directory.appendingPathComponent("corpus-digests.json"))
+        let fixture = try JSONDecoder().decode(CorpusDigests.self, from: data)
+        XCTAssertGreaterThan(fixture.files.count, 600)
+        let vocabulary = try TokenizerFixtures.bertVocabulary()
+        let uncased = BertTokenizer(vocabulary: vocabulary, lowercase: true)
+        let cased = BertTokenizer(vocabulary: vocabulary, lowercase: false)
+        var failures: [String] = []
+        var lineCount = 0
+        var byteCount = 0
+        let start = Date()
+        for file in fixture.files {
+            let url = TokenizerFixtures.corpora.appendingPathComponent(file.path)
+            let bytes = try Foundation.Data(contentsOf: url)
+            let digest = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+            guard digest == file.sha256 else {
+                failures.append("\(file.path) differs from the file the fixtures were made from: "
+                    + "run scripts/make_tokenizer_fixtures.py --fixtures")
+                continue
+            }
+            byteCount += bytes.count
+            let lines = String(decoding: bytes, as: UTF8.self)
+                .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            XCTAssertEqual(lines.count, file.lines, "line count of \(file.path)")
+            lineCount += lines.count
+            var uncasedIDs: [Int32] = []
+            var casedIDs: [Int32] = []
+            for (blockIndex, expected) in file.blocks.enumerated() {
+                let first = blockIndex * fixture.blockLines
+                let block = lines[first..<min(lines.count, first + fixture.blockLines)]
+                var uncasedHash = SHA256()
+                var casedHash = SHA256()
+                var basicHash = SHA256()
+                for line in block {
+                    uncasedIDs.removeAll(keepingCapacity: true)
+                    uncased.encode(line, into: &uncasedIDs)
+                    uncasedIDs.append(-1)
+                    uncasedIDs.withUnsafeBytes { uncasedHash.update(bufferPointer: $0) }
+                    casedIDs.removeAll(keepingCapacity: true)
+                    cased.encode(line, into: &casedIDs)
+                    casedIDs.append(-1)
+                    casedIDs.withUnsafeBytes { casedHash.update(bufferPointer: $0) }
+                    basicHash.update(data: Array((cased.basicTokenize(line).joined(separator: " ") + "\n").utf8))
+                }
+                let found = [uncasedHash, casedHash, basicHash].map {
+                    $0.finalize().map { String(format: "%02x", $0) }.joined()
+                }
+                for (kind, name) in ["uncased ids", "cased ids", "cased basic tokens"].enumerated()
+                where found[kind] != expected[kind] {
+                    failures.append("\(file.path) lines \(first + 1)-\(first + block.count): \(name) differ")
+                }
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        print("tokenized \(lineCount) lines, \(byteCount) bytes, twice (uncased, cased) in "
+            + String(format: "%.2f s", seconds))
+        XCTAssertEqual(failures, [], "\(failures.count) mismatches, first: \(failures.prefix(10))")
+    }
+}
