@@ -1,1 +1,0 @@
-// The Training module; see DESIGN.md.
