@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Transformer
 
 /// A configuration problem: the file (or command-line override), the key path inside it, and what
 /// is wrong with a hint of what to do.
@@ -24,8 +25,10 @@ public struct ConfigError: Error, LocalizedError, CustomStringConvertible {
 
 /// The run configuration file (JSON).
 ///
-/// `model` holds Hugging Face `BertConfig` keys verbatim (`hidden_size`, `num_attention_heads`, ...)
-/// and is kept as raw JSON here; decode it with `decodeModel(_:)`. Everything else is SwiftBERT's own:
+/// `model` holds Hugging Face `BertConfig` keys verbatim (`hidden_size`, `num_attention_heads`, ...),
+/// read by `Transformer.BertConfig`; a key that is neither one of its keys nor Hugging Face bookkeeping
+/// (`transformers_version`, `torch_dtype`, ...) is an error, so a misspelt key cannot silently fall
+/// back to a bert-base default. Everything else is SwiftBERT's own:
 ///
 /// ```json
 /// { "model": { ... HF config.json keys ... },
@@ -45,8 +48,8 @@ public struct ConfigError: Error, LocalizedError, CustomStringConvertible {
 /// other key has the default shown by `resolvedJSON()`. Unknown keys, wrong types and impossible
 /// values are `ConfigError`s naming the key path.
 public struct TrainingConfig: Equatable, Sendable {
-    /// Hugging Face `BertConfig` keys, verbatim, in file order.
-    public var model: JSONValue
+    /// The model, from Hugging Face `config.json` keys.
+    public var model: BertConfig
     public var data: DataSettings
     public var batch: BatchSettings
     public var optimizer: OptimizerSettings
@@ -135,9 +138,9 @@ public struct TrainingConfig: Equatable, Sendable {
         public init() {}
     }
 
-    /// A configuration with every default filled in; `model` is an empty object.
-    public init(dataDirectory: String, globalBatchSize: Int, totalSteps: Int) {
-        model = .object([])
+    /// A configuration with every default filled in.
+    public init(model: BertConfig, dataDirectory: String, globalBatchSize: Int, totalSteps: Int) {
+        self.model = model
         data = DataSettings(directory: dataDirectory)
         batch = BatchSettings(globalBatchSize: globalBatchSize)
         optimizer = OptimizerSettings()
@@ -222,16 +225,7 @@ public struct TrainingConfig: Equatable, Sendable {
     private init(root: JSONValue, source: String) throws {
         var top = try ObjectReader(root, path: "", source: source, required: true)
 
-        let modelValue = top.take("model") ?? .null
-        switch modelValue {
-        case .object: model = modelValue
-        case .null:
-            throw ConfigError(source: source, keyPath: "model",
-                              message: "missing; give the Hugging Face BertConfig keys (hidden_size, num_hidden_layers, ...)")
-        default:
-            throw ConfigError(source: source, keyPath: "model",
-                              message: "must be an object of Hugging Face BertConfig keys, not \(modelValue.kindDescription)")
-        }
+        model = try TrainingConfig.readModel(top.take("model"), source: source)
 
         var d = try top.object("data", required: true)
         data = DataSettings(directory: try d.string("directory", required: true)!)
@@ -258,10 +252,9 @@ public struct TrainingConfig: Equatable, Sendable {
         if let micro = batch.microBatchSize, micro > batch.globalBatchSize {
             throw b.error("micro_batch_size", "is \(micro), larger than global_batch_size \(batch.globalBatchSize); lower it")
         }
-        if case let .number(text)? = model["max_position_embeddings"], let positions = Int(text),
-           batch.sequenceLength > positions {
-            throw b.error("sequence_length", "is \(batch.sequenceLength) but model.max_position_embeddings is \(positions); "
-                + "use a shorter sequence or a model with more positions")
+        if batch.sequenceLength > model.maxPositionEmbeddings {
+            throw b.error("sequence_length", "is \(batch.sequenceLength) but model.max_position_embeddings is "
+                + "\(model.maxPositionEmbeddings); use a shorter sequence or a model with more positions")
         }
         try b.finish()
         if data.maxPredictionsPerSequence > batch.sequenceLength {
@@ -345,25 +338,47 @@ public struct TrainingConfig: Equatable, Sendable {
         try top.finish()
     }
 
-    /// Decodes the `model` section, e.g. `try config.decodeModel(BertConfig.self)`; decoding errors
-    /// are reported under the key `model`.
-    public func decodeModel<Model: Decodable>(_ type: Model.Type, source: String = "config") throws -> Model {
-        do {
-            return try JSONDecoder().decode(Model.self, from: Data(model.compactText().utf8))
-        } catch let error as DecodingError {
-            let path: String
-            let reason: String
-            switch error {
-            case let .typeMismatch(_, context), let .valueNotFound(_, context), let .keyNotFound(_, context),
-                 let .dataCorrupted(context):
-                path = (["model"] + context.codingPath.map(\.stringValue)).joined(separator: ".")
-                reason = context.debugDescription
-            @unknown default:
-                path = "model"
-                reason = "\(error)"
-            }
-            throw ConfigError(source: source, keyPath: path, message: reason)
+    /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section
+    /// can be pasted from a Hugging Face `config.json`.
+    public static let ignoredModelKeys: Set<String> = [
+        "transformers_version", "torch_dtype", "dtype", "use_cache", "classifier_dropout",
+        "gradient_checkpointing", "_name_or_path", "is_decoder", "add_cross_attention", "chunk_size_feed_forward",
+    ]
+
+    /// The keys `BertConfig` reads, taken from what it writes so the two cannot drift apart.
+    private static let modelKeys: Set<String> = {
+        guard let data = try? JSONEncoder().encode(BertConfig()),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [] }
+        return Set(object.keys)
+    }()
+
+    private static func readModel(_ value: JSONValue?, source: String) throws -> BertConfig {
+        guard case let .object(members)? = value else {
+            throw ConfigError(source: source, keyPath: "model", message: value == nil
+                ? "missing; give the Hugging Face BertConfig keys (hidden_size, num_hidden_layers, ...)"
+                : "must be an object of Hugging Face BertConfig keys, not \(value!.kindDescription)")
         }
+        if let unknown = members.first(where: { !modelKeys.contains($0.key) && !ignoredModelKeys.contains($0.key) }) {
+            throw ConfigError(source: source, keyPath: "model." + unknown.key,
+                              message: "unknown key; check the spelling or remove it (model keys: "
+                                  + modelKeys.sorted().joined(separator: ", ") + ")")
+        }
+        do {
+            return try JSONDecoder().decode(BertConfig.self, from: Data(value!.compactText().utf8))
+        } catch let BertConfigError.invalidValue(key, reason, _) {
+            throw ConfigError(source: source, keyPath: "model." + key, message: reason)
+        } catch {
+            throw ConfigError(source: source, keyPath: "model", message: "\(error)")
+        }
+    }
+
+    /// The model section as JSON, keys sorted (the order `BertConfig.write(to:)` uses).
+    private var modelJSON: JSONValue {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        guard let data = try? encoder.encode(model), let value = try? JSONValue.parse(String(decoding: data, as: UTF8.self))
+        else { preconditionFailure("BertConfig must encode to a JSON object") }
+        return value
     }
 
     // MARK: - Batch layout
@@ -401,7 +416,7 @@ public struct TrainingConfig: Equatable, Sendable {
     /// equal configuration; save it into the run directory.
     public var resolved: JSONValue {
         .object([
-            ("model", model),
+            ("model", modelJSON),
             ("data", .object([
                 ("directory", .string(data.directory)),
                 ("masked_lm_prob", .double(data.maskedLMProbability)),
