@@ -305,6 +305,7 @@ public enum JSONValue: Equatable, Sendable {
     /// `1e-4` and `0.0001` canonicalise to the same text.
     static func normalNumber(_ text: String) -> String {
         if let integer = Int64(text) { return String(integer) }
+        if let integer = UInt64(text) { return String(integer) }
         guard let value = Double(text) else { return text }
         if case let .number(normal) = JSONValue.double(value) { return normal }
         return text
