@@ -1,0 +1,319 @@
+// Hugging Face BERT model directories: load any of them into `BertForPreTraining`, write ones that
+// `transformers.BertForPreTraining.from_pretrained` loads with no missing or unexpected keys.
+//
+// Names in the wild: `bert.`-prefixed (BertForPreTraining, BertForMaskedLM) or bare (BertModel:
+// `embeddings.`, `encoder.`, `pooler.`); LayerNorm `gamma`/`beta` in checkpoints converted from
+// TensorFlow; the MLM decoder stored tied (`cls.predictions.decoder.weight` = word embeddings,
+// `cls.predictions.decoder.bias` = `cls.predictions.bias`) or left out; the `position_ids` buffer in
+// older files; one `model.safetensors` or shards listed in `model.safetensors.index.json`.
+
+import Foundation
+
+/// What loading a pretrained directory did besides copying tensors.
+public struct PretrainedLoadReport: Sendable, Equatable {
+    /// Model parameters absent from the files (pooler, pretraining heads), given BERT's initialisation.
+    public var initializedTensors: [String]
+    /// Tensors of the files that carry no parameter and were skipped (the `position_ids` buffer).
+    public var ignoredTensors: [String]
+    /// Whether the encoder's names carried the `bert.` prefix.
+    public var hadPrefix: Bool
+
+    public init(initializedTensors: [String] = [], ignoredTensors: [String] = [], hadPrefix: Bool = true) {
+        self.initializedTensors = initializedTensors
+        self.ignoredTensors = ignoredTensors
+        self.hadPrefix = hadPrefix
+    }
+
+    /// A line for the user when parameters were initialised rather than loaded, else nil.
+    public var notice: String? {
+        guard !initializedTensors.isEmpty else { return nil }
+        return "note: \(initializedTensors.count) tensor(s) not in the checkpoint were newly initialised "
+            + "(fine-tune or pre-train before relying on them): " + initializedTensors.joined(separator: ", ")
+    }
+}
+
+/// A model directory or weights file that does not fit the model; names the file and the tensors.
+public enum PretrainedModelError: Error, LocalizedError, CustomStringConvertible, Equatable {
+    case missingFile(directory: String, file: String, hint: String)
+    case unreadableIndex(path: String, reason: String)
+    case missingTensors(path: String, names: [String])
+    case unexpectedTensors(path: String, names: [String])
+    case shapeMismatch(path: String, tensor: String, found: [Int], expected: [Int])
+    case duplicateTensor(path: String, tensor: String)
+    case untiedDecoder(path: String, tensor: String, tiedTo: String)
+    case writeFailed(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .missingFile(directory, file, hint):
+            return "model directory \(directory) has no \(file); \(hint)"
+        case let .unreadableIndex(path, reason):
+            return "cannot read shard index \(path): \(reason)"
+        case let .missingTensors(path, names):
+            return "\(path) lacks \(names.count) tensor(s) the model needs: \(Self.list(names)); "
+                + "is config.json the model's own config?"
+        case let .unexpectedTensors(path, names):
+            return "\(path) has \(names.count) tensor(s) that are not part of BertForPreTraining: \(Self.list(names)); "
+                + "only BERT encoders with or without the pretraining heads can be loaded"
+        case let .shapeMismatch(path, tensor, found, expected):
+            return "\(path): tensor '\(tensor)' has shape \(found) but config.json implies \(expected); "
+                + "the config does not match the weights"
+        case let .duplicateTensor(path, tensor):
+            return "\(path): tensor '\(tensor)' is stored twice (with and without the 'bert.' prefix, or in two shards)"
+        case let .untiedDecoder(path, tensor, tiedTo):
+            return "\(path): tensor '\(tensor)' differs from '\(tiedTo)'; SwiftBERT ties the MLM decoder to it "
+                + "and cannot load an untied decoder"
+        case let .writeFailed(path, reason):
+            return "cannot write \(path): \(reason)"
+        }
+    }
+
+    public var errorDescription: String? { description }
+
+    private static func list(_ names: [String]) -> String {
+        let shown = names.prefix(12).map { "'\($0)'" }.joined(separator: ", ")
+        return names.count > 12 ? shown + ", ... (\(names.count - 12) more)" : shown
+    }
+}
+
+// MARK: - Directory layout
+
+/// The files of a Hugging Face BERT model directory.
+public enum PretrainedDirectory {
+    public static let configFile = "config.json"
+    public static let weightsFile = "model.safetensors"
+    public static let shardIndexFile = "model.safetensors.index.json"
+    public static let vocabularyFile = "vocab.txt"
+    public static let tokenizerConfigFile = "tokenizer_config.json"
+
+    /// The model config of `directory`.
+    public static func config(in directory: String) throws -> BertConfig {
+        let path = (directory as NSString).appendingPathComponent(configFile)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw PretrainedModelError.missingFile(
+                directory: directory, file: configFile, hint: "pass a Hugging Face BERT model directory")
+        }
+        return try BertConfig.load(contentsOfFile: path)
+    }
+
+    /// Path of the vocabulary of `directory`.
+    public static func vocabularyPath(in directory: String) throws -> String {
+        let path = (directory as NSString).appendingPathComponent(vocabularyFile)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw PretrainedModelError.missingFile(
+                directory: directory, file: vocabularyFile, hint: "the BERT WordPiece vocabulary must sit beside the weights")
+        }
+        return path
+    }
+
+    /// The tokenizer settings of `tokenizer_config.json` that change text: lowercasing (default true,
+    /// as for bert-base-uncased) and the decoding clean-up of spaces before punctuation (default false,
+    /// transformers 5's default when the file does not set it).
+    public static func tokenizerSettings(in directory: String) -> (lowercase: Bool, cleanUpTokenizationSpaces: Bool) {
+        let path = (directory as NSString).appendingPathComponent(tokenizerConfigFile)
+        guard let data = FileManager.default.contents(atPath: path),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return (true, false) }
+        let lowercase = (json["do_lower_case"] as? Bool) ?? true
+        let cleanUp = (json["clean_up_tokenization_spaces"] as? Bool) ?? false
+        return (lowercase, cleanUp)
+    }
+
+    /// The safetensors files holding the weights: `model.safetensors`, or the shards of the index.
+    public static func weightFiles(in directory: String) throws -> [SafetensorsFile] {
+        let single = (directory as NSString).appendingPathComponent(weightsFile)
+        if FileManager.default.fileExists(atPath: single) {
+            return [try SafetensorsFile(contentsOfFile: single)]
+        }
+        let index = (directory as NSString).appendingPathComponent(shardIndexFile)
+        if FileManager.default.fileExists(atPath: index) {
+            guard let data = FileManager.default.contents(atPath: index),
+                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = json["weight_map"] as? [String: String]
+            else {
+                throw PretrainedModelError.unreadableIndex(path: index, reason: "expected a JSON object with a \"weight_map\" of file names")
+            }
+            return try Set(map.values).sorted().map { shard in
+                guard !shard.contains("/") else {
+                    throw PretrainedModelError.unreadableIndex(path: index, reason: "shard '\(shard)' is not a file name in the directory")
+                }
+                return try SafetensorsFile(contentsOfFile: (directory as NSString).appendingPathComponent(shard))
+            }
+        }
+        let legacy = (directory as NSString).appendingPathComponent("pytorch_model.bin")
+        let hint = FileManager.default.fileExists(atPath: legacy)
+            ? "only safetensors weights are read: convert pytorch_model.bin (load it in transformers and save_pretrained)"
+            : "pass a Hugging Face BERT model directory"
+        throw PretrainedModelError.missingFile(directory: directory, file: weightsFile, hint: hint)
+    }
+}
+
+// MARK: - Loading
+
+extension BertForPreTraining {
+    /// Builds a model for `maxSequenceCount x sequenceLength` inputs from a Hugging Face BERT directory
+    /// (config.json + model.safetensors). Parameters the files lack (pooler, heads) get BERT's
+    /// initialisation from `initializationSeed` and are listed in the report.
+    public static func pretrained(
+        directory: String, maxSequenceCount: Int, sequenceLength: Int, initializationSeed: UInt64 = 0
+    ) throws -> (model: BertForPreTraining, report: PretrainedLoadReport) {
+        let config = try PretrainedDirectory.config(in: directory)
+        let files = try PretrainedDirectory.weightFiles(in: directory)
+        let model = BertForPreTraining(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength)
+        let report = try model.loadWeights(from: files, initializationSeed: initializationSeed)
+        return (model, report)
+    }
+
+    /// Loads parameters from safetensors files with Hugging Face names (see the top of this file for
+    /// the accepted variants). Missing pooler/head tensors are initialised; missing encoder tensors,
+    /// unexpected tensors and shape mismatches are errors naming them. On error the parameters are
+    /// left partly overwritten: discard the model.
+    public func loadWeights(from files: [SafetensorsFile], initializationSeed: UInt64 = 0) throws -> PretrainedLoadReport {
+        let origin = files.count == 1 ? files[0].path : files.map(\.path).joined(separator: ", ")
+        var sources: [String: (file: SafetensorsFile, stored: String)] = [:]
+        var unexpected: [String] = []
+        var ignored: [String] = []
+        var decoderWeight: (file: SafetensorsFile, stored: String)?
+        var decoderBias: (file: SafetensorsFile, stored: String)?
+        var bare = 0
+
+        for file in files {
+            for stored in file.tensorNames {
+                var name = stored
+                if name.contains("LayerNorm.") || name.contains("LayerNorm_") {
+                    // TensorFlow-converted checkpoints name LayerNorm parameters gamma and beta.
+                    if name.hasSuffix(".gamma") { name = String(name.dropLast(6)) + ".weight" }
+                    if name.hasSuffix(".beta") { name = String(name.dropLast(5)) + ".bias" }
+                }
+                if name.hasPrefix("embeddings.") || name.hasPrefix("encoder.") || name.hasPrefix("pooler.") {
+                    name = "bert." + name
+                    bare += 1
+                }
+                switch name {
+                case "bert.embeddings.position_ids":
+                    ignored.append(stored)
+                    continue
+                case "cls.predictions.decoder.weight":
+                    decoderWeight = (file, stored)
+                    continue
+                case "cls.predictions.decoder.bias":
+                    decoderBias = (file, stored)
+                    continue
+                default:
+                    break
+                }
+                guard table.entry(named: name) != nil else {
+                    unexpected.append(stored)
+                    continue
+                }
+                if sources[name] != nil { throw PretrainedModelError.duplicateTensor(path: file.path, tensor: stored) }
+                sources[name] = (file, stored)
+            }
+        }
+        if !unexpected.isEmpty {
+            throw PretrainedModelError.unexpectedTensors(path: origin, names: unexpected.sorted())
+        }
+
+        // Initialise everything first so that parameters the files lack start from BERT's init.
+        initializeParameters(seed: initializationSeed)
+
+        if sources["cls.predictions.bias"] == nil, let decoderBias {
+            sources["cls.predictions.bias"] = decoderBias
+        }
+        var missing: [String] = []
+        var initialized: [String] = []
+        for entry in table.entries {
+            guard let source = sources[entry.name] else {
+                if entry.name.hasPrefix("cls.") || entry.name.hasPrefix("bert.pooler.") {
+                    initialized.append(entry.name)
+                } else {
+                    missing.append(entry.name)
+                }
+                continue
+            }
+            try copy(source, into: entry)
+        }
+        if !missing.isEmpty {
+            throw PretrainedModelError.missingTensors(path: origin, names: missing)
+        }
+        if let decoderWeight {
+            try checkTied(decoderWeight, to: "bert.embeddings.word_embeddings.weight", storedAs: sources)
+        }
+        if let decoderBias, sources["cls.predictions.bias"]?.stored != decoderBias.stored {
+            try checkTied(decoderBias, to: "cls.predictions.bias", storedAs: sources)
+        }
+        return PretrainedLoadReport(initializedTensors: initialized, ignoredTensors: ignored, hadPrefix: bare == 0)
+    }
+
+    private func copy(_ source: (file: SafetensorsFile, stored: String), into entry: ParameterTable.Entry) throws {
+        guard let info = source.file.tensorInfo(source.stored) else {
+            throw SafetensorsError.missingTensor(path: source.file.path, tensor: source.stored)
+        }
+        guard info.shape == entry.shape else {
+            throw PretrainedModelError.shapeMismatch(path: source.file.path, tensor: source.stored, found: info.shape, expected: entry.shape)
+        }
+        try source.file.copyFloats(source.stored, into: UnsafeMutableBufferPointer(rebasing: parameters[entry.range]))
+    }
+
+    /// A tied copy must hold exactly the values of the parameter it is tied to.
+    private func checkTied(
+        _ copy: (file: SafetensorsFile, stored: String), to name: String,
+        storedAs sources: [String: (file: SafetensorsFile, stored: String)]
+    ) throws {
+        let entry = table.entry(named: name)!
+        guard let info = copy.file.tensorInfo(copy.stored), info.shape == entry.shape else {
+            throw PretrainedModelError.shapeMismatch(
+                path: copy.file.path, tensor: copy.stored, found: copy.file.tensorInfo(copy.stored)?.shape ?? [], expected: entry.shape)
+        }
+        let values = try copy.file.floats(copy.stored)
+        let loaded = parameters[entry.range]
+        if !zip(values, loaded).allSatisfy({ $0 == $1 }) {
+            throw PretrainedModelError.untiedDecoder(path: copy.file.path, tensor: copy.stored, tiedTo: sources[name]?.stored ?? name)
+        }
+    }
+}
+
+// MARK: - Saving
+
+extension BertForPreTraining {
+    /// Writes every parameter under its Hugging Face name to a safetensors file, in the layout
+    /// transformers' `save_pretrained` uses (the tied decoder is left out, as it does).
+    public func writeWeights(to path: String, metadata: [String: String] = ["format": "pt"]) throws {
+        let base = UnsafeBufferPointer(parameters)
+        let tensors = table.entries.map { entry in
+            (name: entry.name, shape: entry.shape, data: UnsafeBufferPointer(rebasing: base[entry.range]))
+        }
+        try SafetensorsWriter.write(tensors, metadata: metadata, to: path)
+    }
+
+    /// Writes a Hugging Face model directory: config.json and model.safetensors, plus vocab.txt and
+    /// tokenizer_config.json when `vocabularyTokens` is given. `BertForPreTraining.from_pretrained`
+    /// loads it with no missing or unexpected keys when the NSP head has 2 classes (transformers' fixed
+    /// size; a 3-way or absent NSP head is SwiftBERT's own extension).
+    public func savePretrained(to directory: String, vocabularyTokens: [String]? = nil, lowercase: Bool = true) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
+        }
+        func path(_ file: String) -> String { (directory as NSString).appendingPathComponent(file) }
+        try writeWeights(to: path(PretrainedDirectory.weightsFile))
+        try config.write(to: path(PretrainedDirectory.configFile))
+        guard let vocabularyTokens else { return }
+        let vocabulary = vocabularyTokens.joined(separator: "\n") + "\n"
+        let tokenizerConfig: [String: Any] = [
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": lowercase,
+            "model_max_length": config.maxPositionEmbeddings,
+            "clean_up_tokenization_spaces": true,
+            "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
+        ]
+        do {
+            try Data(vocabulary.utf8).write(to: URL(fileURLWithPath: path(PretrainedDirectory.vocabularyFile)), options: .atomic)
+            let json = try JSONSerialization.data(withJSONObject: tokenizerConfig, options: [.prettyPrinted, .sortedKeys])
+            try json.write(to: URL(fileURLWithPath: path(PretrainedDirectory.tokenizerConfigFile)), options: .atomic)
+        } catch {
+            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
+        }
+    }
+}
