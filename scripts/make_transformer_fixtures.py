@@ -47,6 +47,8 @@ only read the files, Python is never needed at test time.
    model.safetensors without the tied decoder keys) plus the tokenizer files (vocab.txt: a
    2,506-token subset of bert-base-uncased's vocabulary, tokenizer_config.json, tokenizer.json), and `hf-tiny-headless/`:
    the same encoder saved by BertModel.save_pretrained (no `bert.` prefix, no pooler-less heads: no cls.*).
+   `hf-tiny-cleanup/` links to hf-tiny's model files and sets "clean_up_tokenization_spaces": true in its
+   tokenizer_config.json (as bert-base-uncased does); its pipeline answers are hf-tiny-cleanup-fill-mask.json.
    Expected inference results of that model, from transformers itself:
      hf-tiny-fill-mask.json   [{"text": ..., "top_k": K, "output": <pipeline("fill-mask") output>}]
                               (score, token, token_str, sequence; a list of lists for several [MASK]s)
@@ -227,6 +229,12 @@ FILL_MASK_TEXTS = [
     ("i love 🙂 and [MASK] [MASK]", 3),
     ("東京 is [MASK] big", 5),
 ]
+CLEANUP_TEXTS = [
+    ("i don't [MASK] it's fine, isn't it?", 5),
+    ("She said, \"I [MASK] it!\" and left.", 3),
+    ("we're sure you've [MASK] what i'm saying .", 4),
+    ("the [MASK] of the city were closed, and [MASK] went home.", 2),
+]
 EMBED_TEXTS = [
     "the man went to the store.",
     "Hello, world!",
@@ -311,6 +319,27 @@ def hf_tiny():
     with open(os.path.join(OUT, "hf-tiny-embeddings.json"), "w", encoding="utf-8") as f:
         json.dump(embeddings, f, indent=1, ensure_ascii=False)
     print(f"{directory}: {len(vocab)} tokens; {len(records)} fill-mask cases, {len(embeddings)} embeddings")
+    hf_tiny_cleanup(directory)
+
+
+def hf_tiny_cleanup(directory):
+    """hf-tiny with "clean_up_tokenization_spaces": true in tokenizer_config.json (as bert-base-uncased has):
+    the model files are symbolic links to hf-tiny's; the pipeline's answers then get transformers' clean-up."""
+    cleanup = os.path.join(OUT, "hf-tiny-cleanup")
+    shutil.rmtree(cleanup, ignore_errors=True)
+    os.makedirs(cleanup)
+    for name in ["config.json", "model.safetensors", "vocab.txt"]:
+        os.symlink(os.path.join("..", "hf-tiny", name), os.path.join(cleanup, name))
+    with open(os.path.join(directory, "tokenizer_config.json"), encoding="utf-8") as f:
+        settings = json.load(f)
+    settings["clean_up_tokenization_spaces"] = True
+    with open(os.path.join(cleanup, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+    fill = pipeline("fill-mask", model=cleanup, tokenizer=cleanup, device="cpu")
+    records = [{"text": text, "top_k": k, "output": fill(text, top_k=k)} for text, k in CLEANUP_TEXTS]
+    with open(os.path.join(OUT, "hf-tiny-cleanup-fill-mask.json"), "w", encoding="utf-8") as f:
+        json.dump(records, f, indent=1, ensure_ascii=False)
+    print(f"{cleanup}: {len(records)} fill-mask cases with clean_up_tokenization_spaces")
 
 
 if __name__ == "__main__":
