@@ -158,7 +158,7 @@ public struct InstanceBuilder: Sendable {
             // B starts at a sentence of this document that is neither in A nor the true next one;
             // it stops before A if it starts ahead of it, so B never repeats A.
             let before = chunk.lowerBound           // starts 0..<before
-            let after = document.count - (aEnd + 1) // starts aEnd+1..<count
+            let after = max(0, document.count - (aEnd + 1))  // starts aEnd+1..<count
             if before + after == 0 {
                 label = otherDocumentLabel
             } else {

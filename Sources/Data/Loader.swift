@@ -154,39 +154,43 @@ func hexString(_ bytes: some Sequence<UInt8>) -> String {
 /// Produces items `0..<count` in order on a background thread, at most `depth` ahead of the
 /// consumer, so the trainer does not wait on data while the next micro-batches are read and masked.
 public final class Prefetcher<Element>: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var ready: [Int: Result<Element, Error>] = [:]
-    private var nextToConsume = 0
-    private var cancelled = false
+    /// Shared with the background thread, which must not reference the prefetcher itself: the
+    /// prefetcher's deinit waits for the thread.
+    private final class State: @unchecked Sendable {
+        let condition = NSCondition()
+        var ready: [Int: Result<Element, Error>] = [:]
+        var nextToConsume = 0
+        var cancelled = false
+        var running = true
+    }
+
+    private let state = State()
     private let count: Int
-    private let depth: Int
-    private var thread: Thread?
 
     /// Starts producing at once; `produce(i)` runs on the background thread, in order of `i`.
     public init(count: Int, depth: Int = 2, produce: @escaping (Int) throws -> Element) {
         precondition(depth >= 1)
         self.count = count
-        self.depth = depth
-        let thread = Thread { [unowned self] in
+        let state = self.state
+        let thread = Thread {
             for i in 0..<count {
-                self.condition.lock()
-                while !self.cancelled && i - self.nextToConsume >= self.depth { self.condition.wait() }
-                let stop = self.cancelled
-                self.condition.unlock()
+                state.condition.lock()
+                while !state.cancelled && i - state.nextToConsume >= depth { state.condition.wait() }
+                let stop = state.cancelled
+                state.condition.unlock()
                 if stop { break }
                 let result = Result { try produce(i) }
-                self.condition.lock()
-                self.ready[i] = result
-                self.condition.broadcast()
-                self.condition.unlock()
+                state.condition.lock()
+                state.ready[i] = result
+                state.condition.broadcast()
+                state.condition.unlock()
             }
-            self.condition.lock()
-            self.thread = nil
-            self.condition.broadcast()
-            self.condition.unlock()
+            state.condition.lock()
+            state.running = false
+            state.condition.broadcast()
+            state.condition.unlock()
         }
         thread.name = "swiftbert.prefetch"
-        self.thread = thread
         thread.start()
     }
 
@@ -194,22 +198,22 @@ public final class Prefetcher<Element>: @unchecked Sendable {
 
     /// The next item in order, waiting for it if needed; nil after the last one.
     public func next() throws -> Element? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard nextToConsume < count, !cancelled else { return nil }
-        while ready[nextToConsume] == nil { condition.wait() }
-        let result = ready.removeValue(forKey: nextToConsume)!
-        nextToConsume += 1
-        condition.broadcast()
+        state.condition.lock()
+        defer { state.condition.unlock() }
+        guard state.nextToConsume < count, !state.cancelled else { return nil }
+        while state.ready[state.nextToConsume] == nil { state.condition.wait() }
+        let result = state.ready.removeValue(forKey: state.nextToConsume)!
+        state.nextToConsume += 1
+        state.condition.broadcast()
         return try result.get()
     }
 
     /// Stops the background thread after its current item and waits for it to end.
     public func cancel() {
-        condition.lock()
-        cancelled = true
-        condition.broadcast()
-        while thread != nil { condition.wait() }
-        condition.unlock()
+        state.condition.lock()
+        state.cancelled = true
+        state.condition.broadcast()
+        while state.running { state.condition.wait() }
+        state.condition.unlock()
     }
 }

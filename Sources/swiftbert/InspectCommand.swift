@@ -1,0 +1,92 @@
+import ArgumentParser
+import Data
+import Foundation
+
+/// `swiftbert inspect PATH`: describes what PATH holds. Each kind of directory the tool writes has
+/// a detector and a report; a path that is none of them is an error saying what was expected.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the manifest and statistics of a prepared data directory and verify its checksums.")
+
+    @Argument(help: "A data directory written by `swiftbert prepare`.")
+    var path: String
+
+    @Option(help: "Seed for the masking statistics (the training seed, to see what training will see).")
+    var seed: UInt64 = 12345
+
+    @Option(help: "Masking statistics cover at most this many instances per split.")
+    var maskingSamples: Int = 200_000
+
+    enum Kind {
+        case dataDirectory
+    }
+
+    static func detect(_ path: String) throws -> Kind {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ValidationError("'\(path)' does not exist")
+        }
+        if isDirectory.boolValue,
+           FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(DatasetManifest.fileName)) {
+            return .dataDirectory
+        }
+        throw ValidationError(
+            "'\(path)' is not something `swiftbert inspect` knows: expected a data directory written by "
+                + "`swiftbert prepare` (with \(DatasetManifest.fileName))")
+    }
+
+    func run() throws {
+        switch try Inspect.detect(path) {
+        case .dataDirectory:
+            try inspectData()
+        }
+    }
+
+    private func inspectData() throws {
+        let manifestPath = (path as NSString).appendingPathComponent(DatasetManifest.fileName)
+        let manifest = try DatasetManifest.load(directory: path)
+        print("# \(manifestPath)")
+        if let text = try? String(contentsOfFile: manifestPath, encoding: .utf8) { print(text) }
+        let labels: [String]
+        switch manifest.instances.nextSentenceMode {
+        case .binary: labels = ["next", "random"]
+        case .threeWay: labels = ["next", "same-doc", "other-doc"]
+        case .none: labels = ["none"]
+        }
+        for split in DataSplit.allCases {
+            let info = manifest.split(split)
+            print("\n## \(split.rawValue)")
+            guard info.instances > 0 else {
+                print("  no instances")
+                continue
+            }
+            let dataset = try PretrainingDataset(directory: path, split: split)
+            try dataset.verifyChecksums()
+            print("  checksums          OK (\(dataset.shards.count) shard(s))")
+            let stats = DatasetStatistics(dataset: dataset, seed: seed, maskingSampleLimit: maskingSamples)
+            print("  instances          \(stats.instances)")
+            print("  tokens             \(stats.tokens)")
+            print("  sequence length    mean \(format(stats.meanSequenceLength, 1)), min \(stats.shortestSequence), "
+                  + "max \(stats.longestSequence) (T = \(dataset.sequenceLength))")
+            let nsp = stats.nspLabelCounts.enumerated().map { label, count in
+                "\(label < labels.count ? labels[label] : "\(label)") \(percent(count, stats.instances))"
+            }
+            print("  NSP labels         \(nsp.joined(separator: ", "))")
+            let m = stats.masking
+            print("  masking            \(stats.maskedInstances) instances, epoch 0, seed \(seed)")
+            print("  mask rate          \(format(100 * stats.maskRate, 2))% of tokens predicted "
+                  + "(\(m.predicted) of \(stats.maskedInstanceTokens); target \(manifest.masking.maskedLMProbability), "
+                  + "cap \(manifest.masking.maxPredictionsPerSequence) a sequence)")
+            print("  predicted tokens   [MASK] \(percent(m.replacedByMask, m.predicted)), "
+                  + "random \(percent(m.replacedByRandom, m.predicted)), kept \(percent(m.kept, m.predicted))")
+        }
+    }
+
+    private func percent(_ part: Int, _ whole: Int) -> String {
+        whole == 0 ? "-" : format(100 * Double(part) / Double(whole), 2) + "%"
+    }
+
+    private func format(_ value: Double, _ digits: Int) -> String {
+        String(format: "%.\(digits)f", value)
+    }
+}

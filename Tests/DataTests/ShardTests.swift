@@ -1,0 +1,96 @@
+import Data
+import Foundation
+import XCTest
+
+final class ShardTests: XCTestCase {
+    let fingerprint = String(repeating: "ab", count: 32)
+
+    func makeInstances(count: Int, seed: UInt64) -> [TrainingInstance] {
+        var rng = TestRandom(seed: seed)
+        return (0..<count).map { _ in
+            let a = Int.random(in: 1...20, using: &rng), b = Int.random(in: 1...20, using: &rng)
+            let body = (0..<(a + b)).map { _ in UInt32.random(in: 5..<30_000, using: &rng) | (Bool.random(using: &rng) ? ShardFormat.continuationBit : 0) }
+            return TrainingInstance(tokens: [2] + body[..<a] + [3] + body[a...] + [3], segmentALength: a, nspLabel: Int.random(in: 0...1, using: &rng))
+        }
+    }
+
+    func writeShard(_ instances: [TrainingInstance], to path: String) throws -> ShardHeader {
+        let writer = try ShardWriter(path: path, sequenceLength: 48, vocabularyFingerprint: fingerprint)
+        for instance in instances { try writer.append(instance) }
+        return try writer.finish()
+    }
+
+    func testRoundTrip() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        let instances = makeInstances(count: 3000, seed: 1)
+        let header = try writeShard(instances, to: path)
+        let shard = try Shard(path: path, expectedVocabularyFingerprint: fingerprint)
+        XCTAssertEqual(shard.header, header)
+        XCTAssertEqual(shard.instanceCount, 3000)
+        XCTAssertEqual(shard.header.tokenCount, instances.map(\.tokens.count).reduce(0, +))
+        XCTAssertEqual(shard.header.sequenceLength, 48)
+        for (i, instance) in instances.enumerated() {
+            XCTAssertEqual(Array(shard.tokens(of: i)), instance.tokens)
+            XCTAssertEqual(Int(shard.segmentALengths[i]), instance.segmentALength)
+            XCTAssertEqual(Int(shard.nspLabels[i]), instance.nspLabel)
+        }
+        XCTAssertNoThrow(try shard.verifyChecksum())
+        // Little-endian on disk: the magic, then version 1.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertEqual(Array(bytes[0..<12]), Array("SBRTSHRD".utf8) + [1, 0, 0, 0])
+    }
+
+    func testTruncatedShardIsRejectedNamingTheFile() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        _ = try writeShard(makeInstances(count: 100, seed: 2), to: path)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        for length in [bytes.count - 1, bytes.count / 2, 100, 0] {
+            try bytes.prefix(length).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try Shard(path: path)) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains(path), message)
+                XCTAssertTrue(message.contains("truncated"), message)
+            }
+        }
+    }
+
+    func testForeignFileIsRejectedNamingTheFile() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("notes.shard").path
+        try Data(String(repeating: "In the beginning God created the heaven and the earth.\n", count: 20).utf8)
+            .write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Shard(path: path)) { error in
+            XCTAssertTrue("\(error)".contains(path))
+            XCTAssertTrue("\(error)".contains("not a shard"), "\(error)")
+        }
+    }
+
+    func testCorruptPayloadFailsChecksumAndCorruptHeaderFailsOpen() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        _ = try writeShard(makeInstances(count: 100, seed: 3), to: path)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[200] ^= 0x40
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let shard = try Shard(path: path)
+        XCTAssertThrowsError(try shard.verifyChecksum()) { XCTAssertEqual($0 as? DataError, .checksumMismatch(path: path)) }
+
+        bytes[200] ^= 0x40
+        bytes[20] ^= 0x01  // instance count
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Shard(path: path)) { XCTAssertTrue("\($0)".contains("header checksum"), "\($0)") }
+    }
+
+    func testVocabularyMismatchIsRejected() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        _ = try writeShard(makeInstances(count: 10, seed: 4), to: path)
+        let other = String(repeating: "cd", count: 32)
+        XCTAssertThrowsError(try Shard(path: path, expectedVocabularyFingerprint: other)) { error in
+            XCTAssertEqual(error as? DataError, .vocabularyMismatch(path: path, expected: other, found: fingerprint))
+            XCTAssertTrue("\(error)".contains(path))
+        }
+    }
+}
