@@ -214,11 +214,14 @@ extension BertForPreTraining {
             throw PretrainedModelError.unexpectedTensors(path: origin, names: unexpected.sorted())
         }
 
-        // Initialise everything first so that parameters the files lack start from BERT's init.
-        initializeParameters(seed: initializationSeed)
-
         if sources["cls.predictions.bias"] == nil, let decoderBias {
             sources["cls.predictions.bias"] = decoderBias
+        }
+        // Parameters the files lack start from BERT's init; the init covers the whole buffer, so it
+        // runs (before the copies) only when something is missing: drawing 100M+ normals for a
+        // complete checkpoint would only slow loading down.
+        if table.entries.contains(where: { sources[$0.name] == nil }) {
+            initializeParameters(seed: initializationSeed)
         }
         var missing: [String] = []
         var initialized: [String] = []
