@@ -1,0 +1,510 @@
+import Crypto
+import Data
+import Distributed
+import Foundation
+import Kernels
+import Transformer
+
+/// Why a run stopped with an error that names the step and the rank involved.
+public struct TrainingError: Error, LocalizedError, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+/// How a run starts: from scratch, or from a checkpoint.
+public enum ResumeMode: Equatable, Sendable {
+    /// Start from step 0 (a run directory with checkpoints is refused, to not mix two runs).
+    case none
+    /// The newest checkpoint whose manifest verifies; from scratch when there is none.
+    case auto
+    /// This checkpoint directory; refused unless it verifies.
+    case path(String)
+}
+
+/// What the trainer writes and how: the parts of a run that are not in the configuration file.
+public struct TrainingOptions: Sendable {
+    public var runDirectory: String
+    public var resume: ResumeMode = .auto
+    /// Fault injection for tests: this rank's gradients become NaN at these steps.
+    public var nanInjection: (rank: Int, steps: Set<Int>)?
+    /// Stop after this many optimizer steps of this invocation (the schedule still spans
+    /// `schedule.total_steps`); used to interrupt a run deterministically.
+    public var stopAfterSteps: Int?
+
+    public init(runDirectory: String) { self.runDirectory = runDirectory }
+}
+
+/// The state a checkpoint records besides the weights and optimizer moments.
+public struct TrainerState: Codable, Equatable, Sendable {
+    /// Optimizer steps completed.
+    public var step: Int
+    public var consumedSamples: Int
+    public var epoch: Int
+    public var seed: UInt64
+    public var learningRate: Double
+    public var worldSize: Int
+    public var globalBatchSize: Int
+    public var configFingerprint: String
+    public var dataFingerprint: String
+    public var loss: Double?
+    public var consecutiveNonfiniteSteps: Int
+    public var skippedSteps: Int
+
+    enum CodingKeys: String, CodingKey {
+        case step, epoch, seed
+        case consumedSamples = "consumed_samples"
+        case learningRate = "learning_rate"
+        case worldSize = "world_size"
+        case globalBatchSize = "global_batch_size"
+        case configFingerprint = "config_fingerprint"
+        case dataFingerprint = "data_fingerprint"
+        case loss
+        case consecutiveNonfiniteSteps = "consecutive_nonfinite_steps"
+        case skippedSteps = "skipped_steps"
+    }
+}
+
+/// What a finished run reports.
+public struct TrainingSummary: Sendable {
+    public var startStep: Int
+    public var finalStep: Int
+    public var lastLoss: Double?
+    public var skippedSteps: Int
+    public var lastCheckpoint: String?
+}
+
+/// Data-parallel BERT pre-training on one rank of a job (see DESIGN.md, "One training step").
+///
+/// Every rank runs the same trainer on its communicator: rank 0 initialises (or loads) the model and
+/// broadcasts it, each rank computes its share of every global batch, gradients are summed in
+/// buckets during backward, and rank 0 writes metrics and checkpoints.
+public final class Trainer {
+    public let config: TrainingConfig
+    public let options: TrainingOptions
+    let comm: Communicator
+    let log: (String) -> Void
+
+    let train: PretrainingDataset
+    let validation: PretrainingDataset?
+    let sampler: Sampler
+    let layout: (microBatchSize: Int, accumulationSteps: Int)
+    let model: BertForPreTraining
+    let optimizer: Optimizer
+    let schedule: LearningRateSchedule
+    let reducer: GradientReducer
+    let moments: UnsafeMutableBufferPointer<Float>
+    let dataFingerprint: String
+    let vocabularyTokens: [String]?
+
+    /// Opens the data, checks that every rank agrees on configuration and data, and builds the model
+    /// replica. A collective: every rank calls it. `log` receives rank 0's messages.
+    public init(
+        config: TrainingConfig, options: TrainingOptions, communicator: Communicator,
+        log: @escaping (String) -> Void
+    ) throws {
+        self.config = config
+        self.options = options
+        comm = communicator
+        self.log = communicator.rank == 0 ? log : { _ in }
+        layout = try config.batchLayout(worldSize: communicator.size)
+
+        let directory = config.data.directory
+        train = try PretrainingDataset(directory: directory, split: .train)
+        validation = try? PretrainingDataset(directory: directory, split: .validation)
+        guard train.count > 0 else {
+            throw TrainingError("\(directory): the training split holds no instances; prepare more data")
+        }
+        let manifestPath = (directory as NSString).appendingPathComponent(DatasetManifest.fileName)
+        let manifestBytes = try Data(contentsOf: URL(fileURLWithPath: manifestPath))
+        dataFingerprint = SHA256.hash(data: manifestBytes).map { String(format: "%02x", $0) }.joined()
+        if train.sequenceLength != config.batch.sequenceLength {
+            throw ConfigError(
+                source: "config", keyPath: "batch.sequence_length",
+                message: "is \(config.batch.sequenceLength) but \(directory) was prepared with max_seq_length "
+                    + "\(train.sequenceLength); set it to \(train.sequenceLength) or prepare the data again")
+        }
+        if train.manifest.vocabulary.size > config.model.vocabSize {
+            throw ConfigError(
+                source: "config", keyPath: "model.vocab_size",
+                message: "is \(config.model.vocabSize) but the data's vocabulary has \(train.manifest.vocabulary.size) "
+                    + "tokens; set vocab_size to at least \(train.manifest.vocabulary.size)")
+        }
+        if train.sequenceLength > config.model.maxPositionEmbeddings {
+            throw ConfigError(
+                source: "config", keyPath: "model.max_position_embeddings",
+                message: "is \(config.model.maxPositionEmbeddings), shorter than the data's sequences of \(train.sequenceLength)")
+        }
+        let nspClasses = train.manifest.instances.nextSentenceMode.classCount
+        if nspClasses != config.model.nspClassCount {
+            throw ConfigError(
+                source: "config", keyPath: "model.num_nsp_labels",
+                message: "is \(config.model.nspClassCount) but \(directory) was prepared with \(nspClasses) NSP classes")
+        }
+        train.masker = Masker(
+            settings: MaskingSettings(
+                maskedLMProbability: config.data.maskedLMProbability,
+                maxPredictionsPerSequence: config.data.maxPredictionsPerSequence,
+                wholeWordMasking: config.data.wholeWordMasking),
+            maskID: train.manifest.vocabulary.maskID, vocabularySize: train.manifest.vocabulary.size)
+        validation?.masker = train.masker
+        let vocabularyPath = (directory as NSString).appendingPathComponent(train.manifest.vocabulary.file)
+        vocabularyTokens = try? Vocabulary(contentsOfFile: vocabularyPath).tokens
+
+        // Every rank must run the same configuration on the same data.
+        try Trainer.agree(
+            comm, on: config.fingerprint + "/" + dataFingerprint,
+            what: "configuration or data manifest (\(manifestPath))")
+
+        sampler = Sampler(sampleCount: train.count, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
+        model = BertForPreTraining(
+            config: config.model, maxSequenceCount: layout.microBatchSize, sequenceLength: train.sequenceLength)
+        let tensors = model.table.entries.map { (range: $0.range, decays: $0.decays) }
+        optimizer = Optimizer(settings: config.optimizer, tensors: tensors)
+        schedule = LearningRateSchedule(config: config)
+        moments = .allocate(capacity: 2 * model.table.totalCount)
+        moments.initialize(repeating: 0)
+        let bucketElements = max(1, Int(config.allreduceBucketMB * 1_048_576 / 4))
+        var boundaries = model.table.entries.map(\.range.lowerBound)
+        boundaries.append(model.table.totalCount)
+        reducer = GradientReducer(
+            communicator: comm, gradients: model.gradients, boundaries: boundaries, bucketElements: bucketElements)
+    }
+
+    deinit { moments.deallocate() }
+
+    var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.totalCount]) }
+    var v: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[model.table.totalCount...]) }
+
+    /// Fails on every rank, naming the ranks whose `value` differs from rank 0's.
+    static func agree(_ comm: Communicator, on value: String, what: String) throws {
+        let values = try comm.allGather(string: value)
+        let differing = values.indices.filter { values[$0] != values[0] }
+        if !differing.isEmpty {
+            throw TrainingError(
+                "rank\(differing.count > 1 ? "s" : "") \(differing.map(String.init).joined(separator: ", ")) "
+                    + "disagree\(differing.count > 1 ? "" : "s") with rank 0 on the \(what); every rank must be "
+                    + "started with the same files")
+        }
+    }
+
+    // MARK: - Start
+
+    /// Initialises or restores the replica on every rank; returns the state to continue from.
+    func start(store: CheckpointStore?) throws -> TrainerState {
+        var state = TrainerState(
+            step: 0, consumedSamples: 0, epoch: 0, seed: config.seed, learningRate: schedule.lr(step: 0),
+            worldSize: comm.size, globalBatchSize: config.batch.globalBatchSize,
+            configFingerprint: config.fingerprint, dataFingerprint: dataFingerprint, loss: nil,
+            consecutiveNonfiniteSteps: 0, skippedSteps: 0)
+        // Rank 0 decides and reads; the others receive. An error on rank 0 is sent as text so every
+        // rank stops with the same message.
+        var message = ""
+        var resumedFrom = ""
+        if comm.rank == 0 {
+            do {
+                if let checkpoint = try chooseCheckpoint(store: store) {
+                    state = try restore(from: checkpoint)
+                    resumedFrom = checkpoint
+                } else if let initFrom = config.initFrom {
+                    let files = try PretrainedDirectory.weightFiles(in: initFrom)
+                    let report = try model.loadWeights(from: files, initializationSeed: config.seed)
+                    log("initialised from \(initFrom)" + (report.notice.map { ": \($0)" } ?? ""))
+                } else {
+                    model.initializeParameters(seed: config.seed)
+                }
+            } catch {
+                message = "\(error)"
+            }
+        }
+        message = try comm.broadcast(string: message, root: 0)
+        if !message.isEmpty { throw TrainingError(message) }
+        resumedFrom = try comm.broadcast(string: resumedFrom, root: 0)
+        try comm.broadcast(model.parameters, root: 0)
+        try comm.broadcast(moments, root: 0)
+        let stateJSON = try comm.broadcast(
+            string: String(decoding: try JSONEncoder().encode(state), as: UTF8.self), root: 0)
+        state = try JSONDecoder().decode(TrainerState.self, from: Data(stateJSON.utf8))
+        try Trainer.agree(comm, on: Trainer.checksum(model.parameters), what: "parameter checksum after broadcast")
+        if !resumedFrom.isEmpty {
+            log("resumed from \(resumedFrom) at step \(state.step) (saved by \(state.worldSize) rank"
+                + "\(state.worldSize == 1 ? "" : "s"), now \(comm.size))")
+        }
+        return state
+    }
+
+    static func checksum(_ buffer: UnsafeMutableBufferPointer<Float>) -> String {
+        SHA256.hash(data: UnsafeRawBufferPointer(buffer)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    // MARK: - The loop
+
+    /// Trains to `schedule.total_steps` (or `stopAfterSteps`), evaluating, logging and checkpointing
+    /// on the way. A collective: every rank calls it.
+    public func run() throws -> TrainingSummary {
+        let isRoot = comm.rank == 0
+        let store = isRoot
+            ? try CheckpointStore(
+                runDirectory: options.runDirectory, keepLast: config.checkpoint.keepLast,
+                keepEvery: config.checkpoint.keepEvery)
+            : nil
+        if isRoot, let store {
+            for stale in store.removeStaleTemporaries() { log("removed an interrupted checkpoint write: \(stale)") }
+        }
+        var state = try start(store: isRoot ? store : nil)
+        let startStep = state.step
+        let totalSteps = config.schedule.totalSteps
+        let lastStep = min(totalSteps, startStep + (options.stopAfterSteps ?? totalSteps))
+
+        var metrics: MetricsLog?
+        var tensorBoard: TensorBoardWriter?
+        var progress: ProgressLine?
+        if isRoot {
+            try config.writeResolved(to: (options.runDirectory as NSString).appendingPathComponent("config.json"))
+            metrics = try MetricsLog(
+                path: (options.runDirectory as NSString).appendingPathComponent("metrics.jsonl"),
+                keepingStepsThrough: startStep)
+            tensorBoard = try TensorBoardWriter(directory: options.runDirectory)
+            progress = ProgressLine(totalSteps: totalSteps)
+            log("training \(model.table.totalCount.formatted()) parameters on \(comm.size) rank"
+                + "\(comm.size == 1 ? "" : "s"): global batch \(config.batch.globalBatchSize) = \(comm.size) x "
+                + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(train.count) training sequences "
+                + "(\(sampler.stepsPerEpoch) steps per epoch), steps \(startStep)..<\(lastStep) of \(totalSteps)")
+        }
+        defer {
+            metrics?.close()
+            tensorBoard?.close()
+        }
+
+        let prefetcher = Prefetcher<[PretrainingBatch]>(count: max(0, lastStep - startStep), depth: 2) { [self] index in
+            microBatches(step: startStep + index)
+        }
+        defer { prefetcher.cancel() }
+
+        var window = Window()
+        var lastCheckpoint: String?
+        var step = startStep
+        while step < lastStep {
+            let stepStart = Date()
+            let dataStart = Date()
+            guard let batches = try prefetcher.next() else { break }
+            window.dataWait += Date().timeIntervalSince(dataStart)
+
+            let result = try trainStep(step: step, batches: batches, appliedUpdates: state.step - state.skippedSteps)
+            window.commWait += result.commWait
+            state.step = step + 1
+            state.epoch = (step + 1) / sampler.stepsPerEpoch
+            state.consumedSamples += sampler.batchSize(step: step % sampler.stepsPerEpoch)
+            state.learningRate = result.learningRate
+            if result.skipped {
+                state.consecutiveNonfiniteSteps += 1
+                state.skippedSteps += 1
+                log("step \(step + 1): non-finite loss or gradients (from rank \(result.nonfiniteRanks)); step skipped "
+                    + "on every rank (\(state.consecutiveNonfiniteSteps) in a row)")
+                if state.consecutiveNonfiniteSteps >= config.maxConsecutiveNonfiniteSteps {
+                    throw TrainingError(
+                        "stopping at step \(step + 1): \(state.consecutiveNonfiniteSteps) steps in a row had non-finite "
+                            + "loss or gradients, last from rank \(result.nonfiniteRanks) (max_consecutive_nonfinite_steps "
+                            + "= \(config.maxConsecutiveNonfiniteSteps)); lower the learning rate or check the data")
+                }
+            } else {
+                state.consecutiveNonfiniteSteps = 0
+                state.loss = result.loss
+            }
+            window.add(result, seconds: Date().timeIntervalSince(stepStart),
+                       tokens: sampler.batchSize(step: step % sampler.stepsPerEpoch) * train.sequenceLength)
+            step += 1
+
+            if isRoot, step % config.logging.everySteps == 0 || step == lastStep {
+                let record = window.record(step: step, learningRate: result.learningRate)
+                try metrics?.append(record)
+                try tensorBoard?.add(record)
+                progress?.update(step: step, loss: record.loss, learningRate: result.learningRate,
+                                 tokensPerSecond: record.tokensPerSecond)
+                window = Window()
+            }
+            if let validation, validation.count > 0,
+                step % config.logging.evalEverySteps == 0 || step == totalSteps
+            {
+                let record = try evaluate(validation, step: step)
+                if isRoot {
+                    try metrics?.append(record)
+                    try tensorBoard?.add(record)
+                    progress?.message(String(
+                        format: "step %d validation: mlm loss %.4f, mlm accuracy %.4f, perplexity %.2f, nsp accuracy %.4f",
+                        step, record.mlmLoss ?? .nan, record.mlmAccuracy ?? .nan, record.perplexity ?? .nan,
+                        record.nspAccuracy ?? .nan))
+                }
+            }
+            if step % config.checkpoint.everySteps == 0 || step == lastStep {
+                lastCheckpoint = try checkpoint(state: state, store: store)
+            }
+        }
+        progress?.finish()
+        return TrainingSummary(
+            startStep: startStep, finalStep: state.step, lastLoss: state.loss,
+            skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint)
+    }
+
+    /// This rank's micro-batches of global step `step`.
+    func microBatches(step: Int) -> [PretrainingBatch] {
+        let epoch = step / sampler.stepsPerEpoch
+        let global = sampler.globalBatch(epoch: epoch, step: step % sampler.stepsPerEpoch)
+        let share = Array(sampler.share(of: global, rank: comm.rank, worldSize: comm.size))
+        return stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
+            let indices = Array(share[start..<min(share.count, start + layout.microBatchSize)])
+            return train.batch(sampleIndices: indices, epoch: epoch, seed: config.seed)
+        }
+    }
+
+    struct StepResult {
+        var loss: Double
+        var mlmLoss: Double
+        var nspLoss: Double
+        var mlmCorrect: Double
+        var mlmCount: Double
+        var nspCorrect: Double
+        var nspCount: Double
+        var gradNorm: Double
+        var learningRate: Double
+        var commWait: Double
+        var skipped: Bool
+        var nonfiniteRanks: String
+    }
+
+    /// Forward and backward over this rank's micro-batches, gradient reduction, checks, update.
+    func trainStep(step: Int, batches: [PretrainingBatch], appliedUpdates: Int) throws -> StepResult {
+        let globalSequences = sampler.batchSize(step: step % sampler.stepsPerEpoch)
+        let localMasked = batches.reduce(0) { $0 + $1.maskedPositions.count }
+        let globalMasked = try comm.allReduceSum(Int64(localMasked))
+
+        model.zeroGradients()
+        reducer.beginStep()
+        var sums = [Double](repeating: 0, count: 7)
+        for (index, batch) in batches.enumerated() {
+            let isLast = index == batches.count - 1
+            let result = model.step(
+                inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
+                maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
+                sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
+                maskedTokenNormalizer: Float(max(1, globalMasked)), sequenceNormalizer: Float(globalSequences),
+                training: true, dropoutSeed: config.seed, dropoutStep: UInt64(step), computeGradients: true,
+                onGradientsReady: isLast && comm.size > 1 ? { [reducer] in reducer.markReady($0) } : nil)
+            sums[0] += Double(result.mlmLoss)
+            sums[1] += Double(result.nspLoss)
+            sums[2] += Double(result.mlmCorrect)
+            sums[3] += Double(result.mlmCount)
+            sums[4] += Double(result.nspCorrect)
+            sums[5] += Double(result.nspCount)
+        }
+        if let injection = options.nanInjection, injection.rank == comm.rank, injection.steps.contains(step + 1) {
+            model.gradients[0] = .nan
+            sums[0] = .nan
+        }
+        let locallyFinite = sums[0].isFinite && sums[1].isFinite
+        sums[6] = locallyFinite ? 0 : 1
+        var commWait = 0.0
+        if comm.size > 1 {
+            commWait = try reducer.finish().waitSeconds
+            try comm.allReduceSum(&sums)
+        }
+        var nonfiniteRanks = ""
+        if sums[6] > 0 {
+            let flags = try comm.allGather(Int64(locallyFinite ? 0 : 1))
+            nonfiniteRanks = flags.indices.filter { flags[$0] != 0 }.map(String.init).joined(separator: ", ")
+        }
+
+        let statistics = Optimizer.gradientStatistics(UnsafeBufferPointer(model.gradients))
+        let learningRate = schedule.lr(step: step)
+        let skipped = !statistics.isFinite || sums[6] > 0
+        if !skipped {
+            let scale = Optimizer.clipScale(norm: statistics.norm, maxNorm: config.optimizer.maxGradNorm)
+            optimizer.step(
+                parameters: model.parameters, gradients: model.gradients, m: m, v: v,
+                learningRate: learningRate, step: appliedUpdates + 1, gradientScale: scale)
+        }
+        if skipped && nonfiniteRanks.isEmpty { nonfiniteRanks = "unknown (gradients after the all-reduce)" }
+        return StepResult(
+            loss: sums[0] + sums[1], mlmLoss: sums[0], nspLoss: sums[1], mlmCorrect: sums[2], mlmCount: sums[3],
+            nspCorrect: sums[4], nspCount: sums[5], gradNorm: statistics.norm, learningRate: learningRate,
+            commWait: commWait, skipped: skipped, nonfiniteRanks: nonfiniteRanks)
+    }
+
+    // MARK: - Evaluation
+
+    /// MLM and NSP loss and accuracy over the first `eval_batches` global batches of `dataset`
+    /// (fixed order and masking), summed across ranks.
+    func evaluate(_ dataset: PretrainingDataset, step: Int) throws -> MetricsRecord {
+        let evalSampler = Sampler(sampleCount: dataset.count, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
+        let batches = min(config.logging.evalBatches, evalSampler.stepsPerEpoch)
+        var sums = [Double](repeating: 0, count: 6)
+        for batchIndex in 0..<batches {
+            let global = evalSampler.globalBatch(epoch: 0, step: batchIndex)
+            let share = Array(evalSampler.share(of: global, rank: comm.rank, worldSize: comm.size))
+            let micro = stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
+                dataset.batch(sampleIndices: Array(share[start..<min(share.count, start + layout.microBatchSize)]),
+                              epoch: 0, seed: config.seed)
+            }
+            let globalMasked = try comm.allReduceSum(Int64(micro.reduce(0) { $0 + $1.maskedPositions.count }))
+            for batch in micro {
+                let result = model.step(
+                    inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
+                    maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
+                    sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
+                    maskedTokenNormalizer: Float(max(1, globalMasked)) * Float(batches),
+                    sequenceNormalizer: Float(global.count) * Float(batches),
+                    training: false, dropoutSeed: config.seed, dropoutStep: 0, computeGradients: false)
+                sums[0] += Double(result.mlmLoss)
+                sums[1] += Double(result.nspLoss)
+                sums[2] += Double(result.mlmCorrect)
+                sums[3] += Double(result.mlmCount)
+                sums[4] += Double(result.nspCorrect)
+                sums[5] += Double(result.nspCount)
+            }
+        }
+        try comm.allReduceSum(&sums)
+        return MetricsRecord(
+            step: step, split: .validation, loss: sums[0] + sums[1], mlmLoss: sums[0], nspLoss: sums[1],
+            mlmAccuracy: sums[3] > 0 ? sums[2] / sums[3] : nil, nspAccuracy: sums[5] > 0 ? sums[4] / sums[5] : nil,
+            perplexity: exp(sums[0]))
+    }
+
+    // MARK: - Metrics window
+
+    /// Sums over the steps since the last metrics record.
+    struct Window {
+        var steps = 0
+        var loss = 0.0, mlmLoss = 0.0, nspLoss = 0.0
+        var mlmCorrect = 0.0, mlmCount = 0.0, nspCorrect = 0.0, nspCount = 0.0
+        var gradNorm = 0.0
+        var seconds = 0.0, commWait = 0.0, dataWait = 0.0
+        var tokens = 0
+
+        mutating func add(_ result: StepResult, seconds: Double, tokens: Int) {
+            self.seconds += seconds
+            self.tokens += tokens
+            guard !result.skipped else { return }
+            steps += 1
+            loss += result.loss
+            mlmLoss += result.mlmLoss
+            nspLoss += result.nspLoss
+            mlmCorrect += result.mlmCorrect
+            mlmCount += result.mlmCount
+            nspCorrect += result.nspCorrect
+            nspCount += result.nspCount
+            gradNorm = result.gradNorm
+        }
+
+        func record(step: Int, learningRate: Double) -> MetricsRecord {
+            let n = Double(max(1, steps))
+            return MetricsRecord(
+                step: step, split: .train, loss: loss / n, mlmLoss: mlmLoss / n, nspLoss: nspLoss / n,
+                mlmAccuracy: mlmCount > 0 ? mlmCorrect / mlmCount : nil,
+                nspAccuracy: nspCount > 0 ? nspCorrect / nspCount : nil,
+                learningRate: learningRate, gradNorm: gradNorm,
+                tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : nil,
+                timeCompute: max(0, seconds - commWait - dataWait), timeCommWait: commWait, timeDataWait: dataWait)
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Transformer
+
+/// Checkpoints of a run: what goes into one, and how a run continues from one.
+///
+/// A checkpoint is a Hugging Face model directory (config.json, model.safetensors, vocab.txt,
+/// tokenizer_config.json) plus `optimizer.safetensors` (Adam moments, flat, in the parameter
+/// layout), `training_config.json` (the resolved run configuration) and `trainer_state.json` (the
+/// manifest `CheckpointStore` writes last: trainer state and SHA-256 of every file).
+extension Trainer {
+    static let optimizerFile = "optimizer.safetensors"
+    static let trainingConfigFile = "training_config.json"
+
+    /// Writes a checkpoint of `state` from rank 0; the other ranks wait for the commit, and every
+    /// rank stops with rank 0's error if it fails. A collective.
+    func checkpoint(state: TrainerState, store: CheckpointStore?) throws -> String? {
+        var outcome = ""
+        if comm.rank == 0, let store {
+            do {
+                let started = Date()
+                let checkpoint = try store.commit(step: state.step, state: state) { directory in
+                    try model.savePretrained(
+                        to: directory, vocabularyTokens: vocabularyTokens,
+                        lowercase: train.manifest.vocabulary.lowercase)
+                    try SafetensorsWriter.write(
+                        [(name: "exp_avg", shape: [model.table.totalCount], data: UnsafeBufferPointer(m)),
+                         (name: "exp_avg_sq", shape: [model.table.totalCount], data: UnsafeBufferPointer(v))],
+                        metadata: ["format": "swiftbert", "step": "\(state.step)"],
+                        to: (directory as NSString).appendingPathComponent(Trainer.optimizerFile))
+                    try config.writeResolved(to: (directory as NSString).appendingPathComponent(Trainer.trainingConfigFile))
+                }
+                log(String(format: "checkpoint %@ written in %.2f s", checkpoint.path, Date().timeIntervalSince(started)))
+                outcome = "ok:" + checkpoint.path
+            } catch {
+                outcome = "error:\(error)"
+            }
+        }
+        outcome = try comm.broadcast(string: outcome, root: 0)
+        if outcome.hasPrefix("error:") {
+            throw TrainingError(String(outcome.dropFirst("error:".count))
+                + " (the previous checkpoint is intact; free space or fix permissions, then resume)")
+        }
+        return outcome.hasPrefix("ok:") ? String(outcome.dropFirst(3)) : nil
+    }
+
+    /// Rank 0's choice of the checkpoint to continue from, or nil to start from scratch.
+    func chooseCheckpoint(store: CheckpointStore?) throws -> String? {
+        switch options.resume {
+        case .none:
+            if let existing = store?.list().first {
+                throw TrainingError(
+                    "\(options.runDirectory) already holds checkpoints (newest \(existing.path)); resume with "
+                        + "--resume auto, or train into a new --out directory")
+            }
+            return nil
+        case .path(let path):
+            try CheckpointStore.verify(path)
+            return path
+        case .auto:
+            guard let store else { return nil }
+            let (checkpoint, _, rejected) = store.newestVerified()
+            for (bad, error) in rejected {
+                log("warning: skipping checkpoint \(bad.path): \(error)")
+            }
+            return checkpoint?.path
+        }
+    }
+
+    /// Loads weights, optimizer moments and trainer state from a verified checkpoint (rank 0), after
+    /// checking that it belongs to this run.
+    func restore(from path: String) throws -> TrainerState {
+        let manifest = try CheckpointStore.verify(path)
+        let state = try manifest.decodeState(TrainerState.self)
+        let savedConfigPath = (path as NSString).appendingPathComponent(Trainer.trainingConfigFile)
+        let saved = try TrainingConfig.load(contentsOfFile: savedConfigPath)
+        let differences = config.resumeDifferences(from: saved)
+        if !differences.isEmpty {
+            throw TrainingError(
+                "cannot resume from \(path): the configuration changed in \(differences.joined(separator: ", ")); "
+                    + "these settings must stay as they were (start a new run directory to change them)")
+        }
+        if state.dataFingerprint != dataFingerprint {
+            throw TrainingError(
+                "cannot resume from \(path): it was trained on other data (manifest fingerprint "
+                    + "\(state.dataFingerprint.prefix(12))..., now \(dataFingerprint.prefix(12))...); use the same "
+                    + "data directory contents")
+        }
+        let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PretrainedDirectory.weightsFile))
+        _ = try model.loadWeights(from: [weights], initializationSeed: config.seed)
+        let optimizerPath = (path as NSString).appendingPathComponent(Trainer.optimizerFile)
+        let moments = try SafetensorsFile(contentsOfFile: optimizerPath)
+        for (name, buffer) in [("exp_avg", m), ("exp_avg_sq", v)] {
+            let values = try moments.floats(name)
+            guard values.count == buffer.count else {
+                throw TrainingError("\(optimizerPath): \(name) holds \(values.count) values, the model has \(buffer.count) parameters")
+            }
+            _ = buffer.initialize(from: values)
+        }
+        return state
+    }
+}

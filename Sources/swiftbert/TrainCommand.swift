@@ -1,0 +1,168 @@
+import ArgumentParser
+import Distributed
+import Foundation
+import Kernels
+import Training
+
+/// `swiftbert train`: the same code path standalone, under mpirun, and in the debug mode.
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pre-train BERT (MLM + NSP) on prepared data, data-parallel over MPI ranks.",
+        discussion: """
+            Standalone it runs as one rank; under `mpirun -np N` as N ranks on any number of hosts. \
+            The configuration's global batch is split over the ranks (micro-batches and gradient \
+            accumulation adapt), so results do not depend on the number of ranks. Rank 0 writes \
+            metrics.jsonl, TensorBoard events and checkpoints into the run directory.
+
+            Examples:
+              swiftbert train --config configs/bert-tiny.json --data data/kjv --out runs/tiny
+              mpirun -np 2 swiftbert train --config configs/bert-mini.json --data data/kjv --out runs/mini
+              swiftbert train --config configs/debug.json --data data/kjv --debug --ranks 2
+            """)
+
+    @Option(help: "Run configuration (JSON): model (Hugging Face BertConfig keys), batch, optimizer, schedule, ...")
+    var config: String
+
+    @Option(help: "Prepared data directory (from `swiftbert prepare`); overrides data.directory.")
+    var data: String?
+
+    @Option(help: "Run directory for metrics, TensorBoard events and checkpoints (default: runs/<config name>).")
+    var out: String?
+
+    @Option(help: "auto: continue from the newest verified checkpoint in the run directory; none: start fresh; or a checkpoint directory.")
+    var resume = "auto"
+
+    @Option(name: .customLong("set"), help: "Override a configuration value, e.g. --set optimizer.learning_rate=5e-4 (repeatable).")
+    var overrides: [String] = []
+
+    @Option(help: "Stop after this many steps of this invocation, with a checkpoint (the schedule still spans schedule.total_steps).")
+    var steps: Int?
+
+    @Flag(help: "Single-process debug mode: in-process ranks (threads) instead of MPI processes, deterministic.")
+    var debug = false
+
+    @Option(help: "Ranks in the debug mode.")
+    var ranks = 1
+
+    @Option(help: ArgumentHelp("Make RANK's gradients NaN at the given steps: RANK:STEP[,STEP...] (tests the guards).", visibility: .hidden))
+    var injectNan: String?
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: config) else {
+            throw ValidationError("configuration file \(config) does not exist; see configs/ for examples")
+        }
+        if ranks < 1 { throw ValidationError("--ranks must be at least 1") }
+        if ranks > 1 && !debug { throw ValidationError("--ranks applies to the --debug mode; use mpirun -np N otherwise") }
+        if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if let injectNan, parseInjection(injectNan) == nil {
+            throw ValidationError("--inject-nan takes RANK:STEP[,STEP...], got \(injectNan)")
+        }
+    }
+
+    private func parseInjection(_ text: String) -> (rank: Int, steps: Set<Int>)? {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let rank = Int(parts[0]) else { return nil }
+        let steps = parts[1].split(separator: ",").compactMap { Int($0) }
+        return steps.isEmpty ? nil : (rank, Set(steps))
+    }
+
+    func run() throws {
+        var overrides = overrides
+        if let data { overrides.append("data.directory=\(data)") }
+        let runConfig: TrainingConfig
+        do {
+            runConfig = try TrainingConfig.load(contentsOfFile: config, overrides: overrides)
+        } catch {
+            // Every rank reads the same file: only rank 0 reports it.
+            if Self.launcherRank == 0 { Console.standalone.fail("\(error)") }
+            throw ExitCode.failure
+        }
+        let name = ((config as NSString).lastPathComponent as NSString).deletingPathExtension
+        var options = TrainingOptions(runDirectory: out ?? "runs/\(name)")
+        switch resume {
+        case "auto": options.resume = .auto
+        case "none": options.resume = .none
+        default: options.resume = .path(resume)
+        }
+        options.stopAfterSteps = steps
+        options.nanInjection = injectNan.flatMap(parseInjection)
+
+        if debug {
+            try runInProcess(runConfig, options)
+        } else {
+            try runMPI(runConfig, options)
+        }
+    }
+
+    /// The rank the launcher gave this process, known before MPI starts (0 standalone).
+    static var launcherRank: Int {
+        let env = ProcessInfo.processInfo.environment
+        return Int(env["OMPI_COMM_WORLD_RANK"] ?? env["PMIX_RANK"] ?? env["SLURM_PROCID"] ?? "0") ?? 0
+    }
+
+    private func runMPI(_ config: TrainingConfig, _ options: TrainingOptions) throws {
+        let comm = try MPICommunicator.initialize(threadLevel: .multiple)
+        let console = Console(rank: comm.rank, size: comm.size)
+        do {
+            let layout = try HostLayout.gather(comm, hostname: try comm.processorName())
+            let threads = layout.threadsPerRank(cores: CPUFeatures.onlineCoreCount)
+            BLASRuntime.setThreadCount(threads)
+            Parallel.workerCount = threads
+            console.say("ranks: \(layout.summary); \(threads) thread\(threads == 1 ? "" : "s") per rank, "
+                + "OpenBLAS \(BLASRuntime.coreName)")
+            if layout.localSize * threads > CPUFeatures.onlineCoreCount {
+                console.warn("\(layout.localSize) ranks x \(threads) threads exceed the \(CPUFeatures.onlineCoreCount) cores of this host")
+            }
+            let summary = try train(config, options, comm, console)
+            try comm.barrier()
+            report(summary, options, console)
+            try comm.finalize()
+        } catch {
+            // Errors every rank reaches together are reported once, by rank 0.
+            if comm.rank == 0 || !(error is TrainingError || error is ConfigError) { console.fail("\(error)") }
+            if comm.size > 1 { comm.abort(code: 1) }
+            throw ExitCode.failure
+        }
+    }
+
+    private func runInProcess(_ config: TrainingConfig, _ options: TrainingOptions) throws {
+        let world = InProcessWorld(size: ranks, timeout: config.watchdogSeconds > 0 ? config.watchdogSeconds : nil)
+        // One process: BLAS and element-wise threads are shared by the rank threads.
+        let threads = max(1, CPUFeatures.onlineCoreCount / ranks)
+        BLASRuntime.setThreadCount(threads)
+        Parallel.workerCount = threads
+        let console = Console.standalone
+        console.say("debug mode: \(ranks) in-process rank\(ranks == 1 ? "" : "s"), \(threads) thread\(threads == 1 ? "" : "s") each")
+        let summaries = SummaryBox()
+        do {
+            try world.run { comm in
+                let summary = try train(config, options, comm, Console(rank: comm.rank, size: comm.size))
+                if comm.rank == 0 { summaries.value = summary }
+            }
+        } catch {
+            console.fail("\(error)")
+            throw ExitCode.failure
+        }
+        if let summary = summaries.value { report(summary, options, console) }
+    }
+
+    private final class SummaryBox: @unchecked Sendable { var value: TrainingSummary? }
+
+    private func train(_ config: TrainingConfig, _ options: TrainingOptions, _ comm: Communicator, _ console: Console) throws -> TrainingSummary {
+        let trainer = try Trainer(config: config, options: options, communicator: comm) { console.say($0) }
+        return try trainer.run()
+    }
+
+    private func report(_ summary: TrainingSummary, _ options: TrainingOptions, _ console: Console) {
+        let loss = summary.lastLoss.map { String(format: "%.4f", $0) } ?? "n/a"
+        console.say("""
+            finished at step \(summary.finalStep) (started at \(summary.startStep)), last loss \(loss)\
+            \(summary.skippedSteps > 0 ? ", \(summary.skippedSteps) steps skipped (non-finite)" : "")
+            run directory: \(options.runDirectory)
+              metrics:     \(options.runDirectory)/metrics.jsonl (one JSON object per line)
+              tensorboard: tensorboard --logdir \(options.runDirectory)
+              checkpoint:  \(summary.lastCheckpoint ?? "none") (a Hugging Face model directory)
+            next: swiftbert fill-mask --model \(summary.lastCheckpoint ?? "<checkpoint>") "the lord is my [MASK]."
+            """)
+    }
+}
