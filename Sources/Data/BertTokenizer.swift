@@ -77,6 +77,15 @@ public struct BertTokenizer: Sendable {
         }
     }
 
+    /// Calls `body` with the scalars of each basic token, skipping special tokens written in the
+    /// text (for the vocabulary builder, which counts words).
+    func forEachWord(_ text: String, _ body: (UnsafeBufferPointer<UInt32>) -> Void) {
+        var workspace = Workspace()
+        forEachBasicToken(text, &workspace) { special, piece in
+            if special < 0 { body(piece) }
+        }
+    }
+
     // MARK: - WordPiece
 
     /// Greedy longest-match-first: at each position the longest vocabulary entry that is a prefix of

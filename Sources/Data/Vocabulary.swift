@@ -116,9 +116,9 @@ public enum VocabularyError: Error, LocalizedError, CustomStringConvertible, Equ
     public var description: String {
         switch self {
         case .unreadable(let path, let reason):
-            return "cannot read vocabulary file '\(path)': \(reason). Pass an existing BERT vocab.txt."
+            return "cannot read vocabulary file '\(path)' (\(reason)); pass an existing BERT vocab.txt."
         case .unwritable(let path, let reason):
-            return "cannot write vocabulary file '\(path)': \(reason)."
+            return "cannot write vocabulary file '\(path)' (\(reason)); check the directory exists and is writable."
         case .notUTF8(let path):
             return "vocabulary file '\(path)' is not valid UTF-8; a BERT vocab.txt is UTF-8, one token a line."
         case .empty(let path):
