@@ -266,7 +266,9 @@ public final class Trainer {
                 path: (options.runDirectory as NSString).appendingPathComponent("metrics.jsonl"),
                 keepingStepsThrough: startStep)
             tensorBoard = try TensorBoardWriter(directory: options.runDirectory)
-            progress = ProgressLine(totalSteps: totalSteps)
+            // Under mpirun a rank's stdout is a pseudo-terminal even when the job's output is piped.
+            let launched = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
+            progress = ProgressLine(totalSteps: totalSteps, isTerminal: isatty(STDOUT_FILENO) != 0 && !launched)
             log("training \(model.table.totalCount.formatted()) parameters on \(comm.size) rank"
                 + "\(comm.size == 1 ? "" : "s"): global batch \(config.batch.globalBatchSize) = \(comm.size) x "
                 + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(train.count) training sequences "
