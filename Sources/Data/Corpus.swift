@@ -100,9 +100,8 @@ public final class CorpusReader {
                 paragraph = ""
             }
         }
-        while let line = try reader.next() {
-            let text = line.trimmingCharacters(in: .whitespaces)
-            document.byteCount += line.utf8.count + 1
+        while let text = try reader.next() {
+            document.byteCount += text.utf8.count + 1
             if text.isEmpty {
                 if format == .google {
                     if !document.texts.isEmpty { return document }
@@ -149,7 +148,7 @@ final class LineReader {
 
     deinit { fclose(file) }
 
-    /// The next line without its terminator, or nil at the end of the file.
+    /// The next line without its terminator and surrounding white space, or nil at the end of the file.
     func next() throws -> String? {
         while true {
             if let newline = buffer[position...].firstIndex(of: UInt8(ascii: "\n")) {
@@ -186,10 +185,17 @@ final class LineReader {
     private func decode(_ range: Range<Int>) throws -> String {
         lineNumber += 1
         var bytes = buffer[range]
-        if bytes.last == UInt8(ascii: "\r") { bytes = bytes.dropLast() }
         if lineNumber == 1 && bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        // ASCII white space (CR of CRLF included) is trimmed on the bytes; other white space, rare,
+        // by Foundation after decoding.
+        func isASCIISpace(_ b: UInt8) -> Bool { b == 0x20 || (b >= 0x09 && b <= 0x0D) }
+        while let first = bytes.first, isASCIISpace(first) { bytes = bytes.dropFirst() }
+        while let last = bytes.last, isASCIISpace(last) { bytes = bytes.dropLast() }
         guard let line = String(validating: bytes, as: UTF8.self) else {
             throw DataError.invalidUTF8(path: path, line: lineNumber)
+        }
+        if let first = bytes.first, let last = bytes.last, first >= 0x80 || last >= 0x80 {
+            return line.trimmingCharacters(in: .whitespaces)
         }
         return line
     }

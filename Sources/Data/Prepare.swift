@@ -215,6 +215,7 @@ public final class Preparer {
             // Tokenize on all cores.
             let firstDocumentIndex = corpus.documents
             let documents = tokenize(raw)
+            raw = []  // the text is no longer needed; free it before building instances
             corpus.bytes += chunkBytes
             corpus.documents += documents.count
             for document in documents {

@@ -24,34 +24,57 @@ public struct SentenceSplitter: Sendable {
     }
 
     /// The sentences of `text`, trimmed, without empty ones. Line breaks count as spaces.
+    ///
+    /// Works on the UTF-8 bytes: the marks that end sentences and the spaces that follow them are
+    /// ASCII or a few known scalars, so most bytes are passed over with one comparison.
     public func split(_ text: String) -> [String] {
-        let scalars = Array(text.unicodeScalars)
+        var text = text
+        return text.withUTF8 { split(utf8: $0) }
+    }
+
+    private func split(utf8 bytes: UnsafeBufferPointer<UInt8>) -> [String] {
         var sentences: [String] = []
+        let n = bytes.count
         var start = 0
         var i = 0
-        let n = scalars.count
         while i < n {
-            let c = scalars[i]
+            let b = bytes[i]
+            if b < 0x80 && b != UInt8(ascii: ".") && b != UInt8(ascii: "!") && b != UInt8(ascii: "?") {
+                i += 1
+                continue
+            }
+            let (c, length) = SentenceSplitter.scalar(bytes, at: i)
             if SentenceSplitter.isCJKTerminator(c) {
-                var end = i + 1
-                while end < n && (SentenceSplitter.isCJKTerminator(scalars[end]) || SentenceSplitter.isTerminator(scalars[end])
-                    || SentenceSplitter.isClosing(scalars[end])) { end += 1 }
-                append(scalars[start..<end], to: &sentences)
+                var end = i + length
+                while end < n {
+                    let (next, nextLength) = SentenceSplitter.scalar(bytes, at: end)
+                    guard SentenceSplitter.isCJKTerminator(next) || SentenceSplitter.isTerminator(next)
+                        || SentenceSplitter.isClosing(next) else { break }
+                    end += nextLength
+                }
+                append(bytes, start..<end, to: &sentences)
                 start = end
                 i = end
                 continue
             }
             if SentenceSplitter.isTerminator(c) {
                 var end = i + 1
-                while end < n && (SentenceSplitter.isTerminator(scalars[end]) || SentenceSplitter.isClosing(scalars[end])) {
-                    end += 1
+                while end < n {
+                    let (next, nextLength) = SentenceSplitter.scalar(bytes, at: end)
+                    guard SentenceSplitter.isTerminator(next) || SentenceSplitter.isClosing(next) else { break }
+                    end += nextLength
                 }
                 var next = end
-                while next < n && SentenceSplitter.isSpace(scalars[next]) { next += 1 }
+                while next < n {
+                    let (space, spaceLength) = SentenceSplitter.scalar(bytes, at: next)
+                    guard SentenceSplitter.isSpace(space) else { break }
+                    next += spaceLength
+                }
                 let followedBySpace = next > end
-                if end == n || (followedBySpace && next < n && SentenceSplitter.canStartSentence(scalars[next])
-                    && !(c == "." && isAbbreviation(scalars[start..<i]))) {
-                    append(scalars[start..<end], to: &sentences)
+                if end == n || (followedBySpace && next < n
+                    && SentenceSplitter.canStartSentence(SentenceSplitter.scalar(bytes, at: next).value)
+                    && !(c == 0x2E && isAbbreviation(bytes, before: i, from: start))) {
+                    append(bytes, start..<end, to: &sentences)
                     start = end
                     i = next
                     continue
@@ -59,56 +82,106 @@ public struct SentenceSplitter: Sendable {
                 i = end
                 continue
             }
-            i += 1
+            i += length
         }
-        append(scalars[start..<n], to: &sentences)
+        append(bytes, start..<n, to: &sentences)
         return sentences
     }
 
-    private func append(_ slice: ArraySlice<Unicode.Scalar>, to sentences: inout [String]) {
-        var low = slice.startIndex, high = slice.endIndex
-        while low < high && SentenceSplitter.isSpace(slice[low]) { low += 1 }
-        while high > low && SentenceSplitter.isSpace(slice[high - 1]) { high -= 1 }
+    /// The scalar starting at byte `i` of valid UTF-8, and its length in bytes.
+    @inline(__always)
+    static func scalar(_ bytes: UnsafeBufferPointer<UInt8>, at i: Int) -> (value: UInt32, length: Int) {
+        let b0 = UInt32(bytes[i])
+        if b0 < 0x80 { return (b0, 1) }
+        if b0 < 0xE0 { return ((b0 & 0x1F) << 6 | UInt32(bytes[i + 1]) & 0x3F, 2) }
+        if b0 < 0xF0 {
+            return ((b0 & 0x0F) << 12 | (UInt32(bytes[i + 1]) & 0x3F) << 6 | UInt32(bytes[i + 2]) & 0x3F, 3)
+        }
+        return ((b0 & 0x07) << 18 | (UInt32(bytes[i + 1]) & 0x3F) << 12 | (UInt32(bytes[i + 2]) & 0x3F) << 6
+                | UInt32(bytes[i + 3]) & 0x3F, 4)
+    }
+
+    /// Appends `bytes[range]` trimmed, with runs of white space made one space.
+    private func append(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, to sentences: inout [String]) {
+        var low = range.lowerBound, high = range.upperBound
+        while low < high {
+            let (c, length) = SentenceSplitter.scalar(bytes, at: low)
+            guard SentenceSplitter.isSpace(c) else { break }
+            low += length
+        }
+        while high > low {
+            var start = high - 1
+            while start > low && bytes[start] & 0xC0 == 0x80 { start -= 1 }
+            guard SentenceSplitter.isSpace(SentenceSplitter.scalar(bytes, at: start).value) else { break }
+            high = start
+        }
         guard low < high else { return }
-        var view = String.UnicodeScalarView()
+        // Paragraphs from the corpus reader have single spaces already; only others need the copy.
+        var needsCollapsing = false
+        var previousWasSpace = false
+        for k in low..<high {
+            let b = bytes[k]
+            let space = b == 0x20
+            if b == 0x0A || b == 0x09 || b == 0x0D || (space && previousWasSpace) {
+                needsCollapsing = true
+                break
+            }
+            previousWasSpace = space
+        }
+        if !needsCollapsing {
+            sentences.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[low..<high]), as: UTF8.self))
+            return
+        }
+        var collapsed: [UInt8] = []
+        collapsed.reserveCapacity(high - low)
         var lastWasSpace = false
-        for s in slice[low..<high] {
-            // Line breaks inside a paragraph are just spaces; runs of white space become one.
-            let space = SentenceSplitter.isSpace(s)
+        for k in low..<high {
+            let b = bytes[k]
+            let space = b == 0x20 || b == 0x0A || b == 0x09 || b == 0x0D
             if space && lastWasSpace { continue }
-            view.append(space ? " " : s)
+            collapsed.append(space ? 0x20 : b)
             lastWasSpace = space
         }
-        sentences.append(String(view))
+        sentences.append(String(decoding: collapsed, as: UTF8.self))
     }
 
-    /// Whether the word ending just before a period is an abbreviation or an initial.
-    private func isAbbreviation(_ before: ArraySlice<Unicode.Scalar>) -> Bool {
-        var wordStart = before.endIndex
-        while wordStart > before.startIndex {
-            let s = before[wordStart - 1]
-            if SentenceSplitter.isSpace(s) || s == "(" || s == "\"" || s == "'" || s == "[" { break }
+    /// Whether the word ending just before the period at `end` is an abbreviation or an initial.
+    private func isAbbreviation(_ bytes: UnsafeBufferPointer<UInt8>, before end: Int, from start: Int) -> Bool {
+        var wordStart = end
+        while wordStart > start {
+            let b = bytes[wordStart - 1]
+            // Abbreviations and initials are ASCII; a word with other letters is none of them.
+            if b >= 0x80 || b == 0x20 || b == 0x0A || b == 0x09 || b == 0x0D || b == UInt8(ascii: "(")
+                || b == UInt8(ascii: "\"") || b == UInt8(ascii: "'") || b == UInt8(ascii: "[") { break }
             wordStart -= 1
         }
-        let word = before[wordStart..<before.endIndex]
-        if word.isEmpty { return false }
-        if word.count == 1, let only = word.first, only.properties.isAlphabetic { return true }
-        var lowered = ""
-        for s in word { lowered.unicodeScalars.append(contentsOf: s.properties.lowercaseMapping.unicodeScalars) }
-        return abbreviations.contains(lowered)
+        let length = end - wordStart
+        if length == 0 { return false }
+        if length == 1 {
+            let b = bytes[wordStart] | 0x20
+            if b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z") { return true }
+        }
+        if length > 8 { return false }
+        var lowered = [UInt8]()
+        lowered.reserveCapacity(length)
+        for k in wordStart..<end {
+            let b = bytes[k]
+            lowered.append(b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z") ? b | 0x20 : b)
+        }
+        return abbreviations.contains(String(decoding: lowered, as: UTF8.self))
     }
 
-    static func isTerminator(_ c: Unicode.Scalar) -> Bool { c == "." || c == "!" || c == "?" }
+    static func isTerminator(_ c: UInt32) -> Bool { c == 0x2E || c == 0x21 || c == 0x3F }  // . ! ?
 
-    static func isCJKTerminator(_ c: Unicode.Scalar) -> Bool {
-        switch c.value {
+    static func isCJKTerminator(_ c: UInt32) -> Bool {
+        switch c {
         case 0x3002, 0xFF01, 0xFF1F, 0xFF1B, 0x2026, 0xFF61: return true  // 。！？；… ｡
         default: return false
         }
     }
 
-    static func isClosing(_ c: Unicode.Scalar) -> Bool {
-        switch c.value {
+    static func isClosing(_ c: UInt32) -> Bool {
+        switch c {
         case 0x22, 0x27, 0x29, 0x5D, 0x7D,                    // " ' ) ] }
              0x2019, 0x201D, 0x300D, 0x300F, 0xFF09, 0x300B, 0x3009, 0x3011, 0xFF3D:  // ’ ” 」 』 ） 》 〉 】 ］
             return true
@@ -116,17 +189,22 @@ public struct SentenceSplitter: Sendable {
         }
     }
 
-    static func isSpace(_ c: Unicode.Scalar) -> Bool {
-        c == " " || c == "\n" || c == "\t" || c == "\r" || c.value == 0xA0 || c.value == 0x3000
-            || (c.value > 0x7F && c.properties.isWhitespace)
+    static func isSpace(_ c: UInt32) -> Bool {
+        if c < 0x80 { return c == 0x20 || (c >= 0x09 && c <= 0x0D) }
+        return c == 0xA0 || c == 0x3000 || (Unicode.Scalar(c)?.properties.isWhitespace ?? false)
     }
 
-    static func canStartSentence(_ c: Unicode.Scalar) -> Bool {
-        if c.properties.isUppercase || c.properties.numericType != nil { return true }
-        switch c.value {
-        case 0x22, 0x27, 0x28, 0x5B, 0x2018, 0x201C, 0x300C, 0x300E, 0xFF08: return true  // " ' ( [ ‘ “ 「 『 （
+    static func canStartSentence(_ c: UInt32) -> Bool {
+        if c < 0x80 {
+            // A-Z, 0-9, " ' ( [
+            return (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x22 || c == 0x27 || c == 0x28 || c == 0x5B
+        }
+        switch c {
+        case 0x2018, 0x201C, 0x300C, 0x300E, 0xFF08: return true  // ‘ “ 「 『 （
         case 0x4E00...0x9FFF, 0x3400...0x4DBF, 0x3040...0x30FF, 0xAC00...0xD7AF: return true  // CJK, kana, hangul
-        default: return false
+        default:
+            guard let scalar = Unicode.Scalar(c) else { return false }
+            return scalar.properties.isUppercase || scalar.properties.numericType != nil
         }
     }
 }

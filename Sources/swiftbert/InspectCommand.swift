@@ -21,16 +21,21 @@ struct Inspect: ParsableCommand {
         case dataDirectory
     }
 
+    /// A path `inspect` cannot describe.
+    struct UnknownPathError: Error, CustomStringConvertible {
+        let description: String
+    }
+
     static func detect(_ path: String) throws -> Kind {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("'\(path)' does not exist")
+            throw UnknownPathError(description: "'\(path)' does not exist")
         }
         if isDirectory.boolValue,
            FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(DatasetManifest.fileName)) {
             return .dataDirectory
         }
-        throw ValidationError(
+        throw UnknownPathError(description:
             "'\(path)' is not something `swiftbert inspect` knows: expected a data directory written by "
                 + "`swiftbert prepare` (with \(DatasetManifest.fileName))")
     }
