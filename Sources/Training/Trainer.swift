@@ -73,6 +73,8 @@ public struct TrainingSummary: Sendable {
     public var lastLoss: Double?
     public var skippedSteps: Int
     public var lastCheckpoint: String?
+    /// The run ended early on SIGTERM/SIGINT, after a checkpoint.
+    public var stoppedBySignal: Bool
 }
 
 /// Data-parallel BERT pre-training on one rank of a job (see DESIGN.md, "One training step").
@@ -287,7 +289,18 @@ public final class Trainer {
         var window = Window()
         var lastCheckpoint: String?
         var step = startStep
+        var stoppedBySignal = false
+        var checkpointedStep = startStep
         while step < lastStep {
+            // Every rank learns of a signal any rank received, at the same step boundary.
+            if try comm.allReduceSum(Int64(StopSignal.requested ? 1 : 0)) > 0 {
+                stoppedBySignal = true
+                log("stop requested by a signal: checkpointing at step \(step), then exiting")
+                if step > startStep && checkpointedStep != step {
+                    lastCheckpoint = try checkpoint(state: state, store: store)
+                }
+                break
+            }
             let stepStart = Date()
             let dataStart = Date()
             guard let batches = try prefetcher.next() else { break }
@@ -341,12 +354,13 @@ public final class Trainer {
             }
             if step % config.checkpoint.everySteps == 0 || step == lastStep {
                 lastCheckpoint = try checkpoint(state: state, store: store)
+                checkpointedStep = step
             }
         }
         progress?.finish()
         return TrainingSummary(
             startStep: startStep, finalStep: state.step, lastLoss: state.loss,
-            skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint)
+            skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint, stoppedBySignal: stoppedBySignal)
     }
 
     /// This rank's micro-batches of global step `step`.

@@ -87,6 +87,7 @@ struct Train: ParsableCommand {
         options.stopAfterSteps = steps
         options.nanInjection = injectNan.flatMap(parseInjection)
 
+        StopSignal.install()
         if debug {
             try runInProcess(runConfig, options)
         } else {
@@ -155,6 +156,9 @@ struct Train: ParsableCommand {
 
     private func report(_ summary: TrainingSummary, _ options: TrainingOptions, _ console: Console) {
         let loss = summary.lastLoss.map { String(format: "%.4f", $0) } ?? "n/a"
+        if summary.stoppedBySignal {
+            console.say("stopped by a signal at step \(summary.finalStep); continue with: swiftbert train ... --resume auto")
+        }
         console.say("""
             finished at step \(summary.finalStep) (started at \(summary.startStep)), last loss \(loss)\
             \(summary.skippedSteps > 0 ? ", \(summary.skippedSteps) steps skipped (non-finite)" : "")
