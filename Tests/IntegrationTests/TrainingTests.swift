@@ -120,6 +120,37 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(a, b, "final weights differ after resume")
     }
 
+    func testSIGTERMCheckpointsExitsZeroAndResumesExactly() throws {
+        let straight = TrainingFixture.runDirectory("sigterm-straight")
+        XCTAssertEqual(try train(ranks: 1, ["--set", "schedule.total_steps=40"], out: straight).status, 0)
+
+        let out = TrainingFixture.runDirectory("sigterm")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Tool.binary)
+        process.arguments = ["train", "--config", TrainingFixture.debugConfig, "--data", try TrainingFixture.data(),
+                             "--out", out, "--set", "schedule.total_steps=40", "--set", "checkpoint.every_steps=1000"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(300)
+        while process.isRunning && Date() < deadline
+            && ((try? TrainingFixture.records(out).count) ?? 0) < 5 {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        kill(process.processIdentifier, SIGTERM)
+        let signalled = Date()
+        process.waitUntilExit()
+        XCTAssertLessThan(Date().timeIntervalSince(signalled), 60, "exit after SIGTERM took too long")
+        XCTAssertEqual(process.terminationReason, .exit)
+        XCTAssertEqual(process.terminationStatus, 0)
+        let checkpoint = try TrainingFixture.latestCheckpoint(out)
+        XCTAssertFalse(checkpoint.hasSuffix("step-00000040"), "the run should have been interrupted: \(checkpoint)")
+
+        let resumed = try train(ranks: 1, ["--set", "schedule.total_steps=40", "--set", "checkpoint.every_steps=1000"], out: out)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try TrainingFixture.losses(out), try TrainingFixture.losses(straight))
+    }
+
     func testResumeOnOtherRankCountsContinuesWithinTolerance() throws {
         let straight = TrainingFixture.runDirectory("straight2")
         XCTAssertEqual(try train(ranks: 2, ["--set", "schedule.total_steps=20"], out: straight).status, 0)
