@@ -221,10 +221,18 @@ public struct InstanceBuilder: Sendable {
     }
 
     /// Google's `truncate_seq_pair`: shortens the longer segment by one token at a time, from the
-    /// front or the back at random, until the pair fits.
+    /// front or the back at random, until the pair fits. One random word gives 32 coin flips.
     func truncatePair(_ a: inout Range<Int>, _ b: inout Range<Int>, maxTokenCount: Int, random rng: inout RandomStream) {
+        var coins: UInt32 = 0
+        var coinsLeft = 0
         while a.count + b.count > maxTokenCount {
-            let fromFront = rng.uniformDouble() < 0.5
+            if coinsLeft == 0 {
+                coins = rng.nextWord()
+                coinsLeft = 32
+            }
+            let fromFront = coins & 1 == 1
+            coins >>= 1
+            coinsLeft -= 1
             if a.count > b.count {
                 a = fromFront ? (a.lowerBound + 1)..<a.upperBound : a.lowerBound..<(a.upperBound - 1)
             } else {

@@ -192,7 +192,9 @@ public final class ShardWriter {
     }
 
     private func flushTokens() throws {
+        #if _endian(big)
         for i in buffer.indices { buffer[i] = buffer[i].littleEndian }
+        #endif
         try writePayload(buffer)
         buffer.removeAll(keepingCapacity: true)
     }
