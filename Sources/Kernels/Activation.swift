@@ -16,7 +16,7 @@ func activate(_ x: FloatVector, _ function: ActivationFunction) -> FloatVector {
         let u = 0.797_884_560_802_865_4 * (x + 0.044_715 * x * x * x)
         return 0.5 * x * (1 + vectorTanh(u))
     case .relu:
-        return pointwiseMax(x, FloatVector())
+        return vmax(x, FloatVector())
     }
 }
 

@@ -24,15 +24,15 @@ public func crossEntropyForwardBackward(
             var vmax0 = FloatVector(repeating: -.infinity), vmax1 = vmax0
             var j = 0
             while j + 32 <= V {
-                vmax0 = pointwiseMax(vmax0, load(x + j))
-                vmax1 = pointwiseMax(vmax1, load(x + j + 16))
+                vmax0 = vmax(vmax0, load(x + j))
+                vmax1 = vmax(vmax1, load(x + j + 16))
                 j += 32
             }
             while j + 16 <= V {
-                vmax0 = pointwiseMax(vmax0, load(x + j))
+                vmax0 = vmax(vmax0, load(x + j))
                 j += 16
             }
-            var maximum = pointwiseMax(vmax0, vmax1).max()
+            var maximum = horizontalMax(vmax(vmax0, vmax1))
             while j < V {
                 maximum = max(maximum, x[j])
                 j += 1
@@ -59,9 +59,9 @@ public func crossEntropyForwardBackward(
             let logSumExp = maximum + log(sum)
             losses[row] = logSumExp - x[label]
             if let correct {
-                // First index of the maximum, as torch.argmax.
+                // First index of the maximum, as torch.argmax (none when the logits hold NaN).
                 var first = 0
-                while x[first] != maximum { first += 1 }
+                while first < V && x[first] != maximum { first += 1 }
                 correct[row] = first == label
             }
             if let dlogits {

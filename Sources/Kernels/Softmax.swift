@@ -22,23 +22,35 @@ public func attentionSoftmaxForward(
     _ keyMask: UnsafePointer<Int32>?, _ dropout: DropoutMask?,
     batch B: Int, heads NH: Int, length T: Int
 ) {
-    let rows = B * NH * T
-    Parallel.forEachChunk(rows, minimumChunk: max(1, 8_192 / max(1, T))) { range in
+    Parallel.forEachChunk(B * NH * T, minimumChunk: max(1, 8_192 / max(1, T))) { range in
+        attentionSoftmaxForward(probs, dropped, keyMask, dropout, rows: range, heads: NH, length: T)
+    }
+}
+
+/// `attentionSoftmaxForward` on a range of the B*NH*T rows only (e.g. the T rows of one head), on
+/// the calling thread: for callers that parallelise over heads themselves. Pointers are to the
+/// whole (B, NH, T, T) tensors.
+public func attentionSoftmaxForward(
+    _ probs: UnsafeMutablePointer<Float>, _ dropped: UnsafeMutablePointer<Float>?,
+    _ keyMask: UnsafePointer<Int32>?, _ dropout: DropoutMask?,
+    rows range: Range<Int>, heads NH: Int, length T: Int
+) {
+    do {
         for row in range {
             let b = row / (NH * T)
             let p = probs + row * T
             let mask = keyMask.map { $0 + b * T }
             var maximum = -Float.infinity
             var j = 0
-            var vmax = FloatVector(repeating: -.infinity)
+            var running = FloatVector(repeating: -.infinity)
             while j < T {
                 let lanes = min(16, T - j)
                 var v = lanes == 16 ? load(p + j) : loadPartial(p + j, lanes, fill: -.infinity)
                 if let mask { v.replace(with: -.infinity, where: loadMask(mask + j, lanes)) }
-                vmax = pointwiseMax(vmax, v)
+                running = vmax(running, v)
                 j += 16
             }
-            maximum = vmax.max()
+            maximum = horizontalMax(running)
             if maximum == -.infinity {
                 for j in 0..<T { p[j] = 0 }
                 if let dropped { for j in 0..<T { dropped[row * T + j] = 0 } }
@@ -87,8 +99,17 @@ public func attentionSoftmaxBackward(
     _ dscores: UnsafeMutablePointer<Float>, _ probs: UnsafePointer<Float>, _ dropout: DropoutMask?,
     batch B: Int, heads NH: Int, length T: Int
 ) {
-    let rows = B * NH * T
-    Parallel.forEachChunk(rows, minimumChunk: max(1, 8_192 / max(1, T))) { range in
+    Parallel.forEachChunk(B * NH * T, minimumChunk: max(1, 8_192 / max(1, T))) { range in
+        attentionSoftmaxBackward(dscores, probs, dropout, rows: range, length: T)
+    }
+}
+
+/// `attentionSoftmaxBackward` on a range of the B*NH*T rows, on the calling thread.
+public func attentionSoftmaxBackward(
+    _ dscores: UnsafeMutablePointer<Float>, _ probs: UnsafePointer<Float>, _ dropout: DropoutMask?,
+    rows range: Range<Int>, length T: Int
+) {
+    do {
         for row in range {
             let d = dscores + row * T
             let p = probs + row * T
@@ -124,6 +145,20 @@ public func attentionSoftmaxBackward(
                 d[j] = p[j] * (d[j] - dot)
                 j += 1
             }
+        }
+    }
+}
+
+/// The probabilities after dropout, `dropped = probs * mask / (1 - p)`, for a range of the
+/// B*NH*T rows, on the calling thread (backward regenerates them instead of storing them).
+public func attentionDropoutForward(
+    _ dropped: UnsafeMutablePointer<Float>, _ probs: UnsafePointer<Float>, _ dropout: DropoutMask,
+    rows range: Range<Int>, length T: Int
+) {
+    for row in range {
+        let p = probs + row * T, d = dropped + row * T
+        withDropoutMultipliers(dropout, row: row, rowLength: T) { start, count, multipliers in
+            for k in 0..<count { d[start + k] = p[start + k] * multipliers[k] }
         }
     }
 }

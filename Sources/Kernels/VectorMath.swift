@@ -24,6 +24,26 @@ func store(_ vector: FloatVector, _ pointer: UnsafeMutablePointer<Float>) {
     UnsafeMutableRawPointer(pointer).storeBytes(of: vector, as: FloatVector.self)
 }
 
+/// Lane-wise maximum and minimum. The standard library's `pointwiseMax`/`pointwiseMin` handle NaN
+/// lane by lane in a scalar loop; a compare and blend is one instruction each.
+@inline(__always)
+func vmax(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a.replacing(with: b, where: b .> a) }
+
+@inline(__always)
+func vmin(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a.replacing(with: b, where: b .< a) }
+
+/// The largest lane, by halving (`SIMD.max()` is a scalar loop).
+@inline(__always)
+func horizontalMax(_ v: FloatVector) -> Float {
+    let a = v.lowHalf, b = v.highHalf
+    let c = a.replacing(with: b, where: b .> a)
+    let d = c.lowHalf, e = c.highHalf
+    let f = d.replacing(with: e, where: e .> d)
+    let g = f.lowHalf, h = f.highHalf
+    let i = g.replacing(with: h, where: h .> g)
+    return max(i[0], i[1])
+}
+
 /// Loads `count < 16` floats; the other lanes are `fill`.
 @inline(__always)
 func loadPartial(_ pointer: UnsafePointer<Float>, _ count: Int, fill: Float = 0) -> FloatVector {
@@ -41,7 +61,7 @@ func storePartial(_ vector: FloatVector, _ pointer: UnsafeMutablePointer<Float>,
 /// below 2e-7 for x in [-87, 88]; inputs below -87 give a tiny positive number, not 0.
 @inline(__always)
 public func vectorExp(_ x: FloatVector) -> FloatVector {
-    var x = pointwiseMin(pointwiseMax(x, FloatVector(repeating: -87.0)), FloatVector(repeating: 88.0))
+    var x = vmin(vmax(x, FloatVector(repeating: -87.0)), FloatVector(repeating: 88.0))
     // Adding 1.5 * 2^23 rounds x * log2(e) to the nearest integer n and leaves n in the low bits of
     // the sum's bit pattern, so n needs no float-to-int conversion.
     let magic = FloatVector(repeating: 12_582_912.0)
@@ -66,7 +86,7 @@ public func vectorExp(_ x: FloatVector) -> FloatVector {
 /// absolute error about 1e-7.
 @inline(__always)
 public func vectorErf(_ x: FloatVector) -> FloatVector {
-    let x = pointwiseMin(pointwiseMax(x, FloatVector(repeating: -4)), FloatVector(repeating: 4))
+    let x = vmin(vmax(x, FloatVector(repeating: -4)), FloatVector(repeating: 4))
     let x2 = x * x
     var p = x2 * -2.726_142_258_013_06e-10 + 2.770_681_424_959_02e-08
     p = x2 * p - 2.101_024_020_825_08e-06
@@ -86,7 +106,7 @@ public func vectorErf(_ x: FloatVector) -> FloatVector {
 /// exponential form would lose relative accuracy, and (1 - e^-2|x|) / (1 + e^-2|x|) above.
 @inline(__always)
 public func vectorTanh(_ x: FloatVector) -> FloatVector {
-    let magnitude = pointwiseMin(pointwiseMax(x, -x), FloatVector(repeating: 20))
+    let magnitude = vmin(vmax(x, -x), FloatVector(repeating: 20))
     let e = vectorExp(-2 * magnitude)
     var large = (1 - e) / (1 + e)
     large.replace(with: -large, where: x .< 0)

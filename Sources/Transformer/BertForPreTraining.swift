@@ -186,8 +186,7 @@ public final class BertForPreTraining {
                                     if computeGradients {
                                         onGradientsReady?(table.headRange)
                                         encoderBackward(
-                                            ids.baseAddress!, types.baseAddress!, mask.baseAddress!,
-                                            positions.baseAddress, maskedPositions.count, B, dropout, onGradientsReady)
+                                            ids.baseAddress!, types.baseAddress!, B, dropout, onGradientsReady)
                                     }
                                 }
                             }
@@ -263,7 +262,7 @@ public final class BertForPreTraining {
             logits.withUnsafeMutableBufferPointer { logits in
                 var start = 0
                 while start < P {
-                    let rows = min(a.maskedCapacity, P - start)
+                    let rows = min(logitsChunkRows, P - start)
                     mlmTransformForward(positions.baseAddress! + start, rows)
                     linearForward(
                         logits.baseAddress! + start * V, a.transformOut, param(offsets.wordEmbeddings),

@@ -58,58 +58,62 @@ extension BertForPreTraining {
     /// Scores, masked softmax (+ dropout) and context for every (sequence, head). Q, K, V of head h of
     /// sequence b are (T, hs) views into qkv with row stride 3C; the context is written straight into
     /// its (T, hs) slot of the (N, C) context buffer, so no transposing copies are made.
+    ///
+    /// The B*NH heads are independent small problems (T x T x hs): they are spread over the element-wise
+    /// workers with single-threaded GEMMs, so each head's scores stay in that core's cache from the
+    /// first GEMM through softmax to the second, and no BLAS thread hand-off happens per call.
     func attentionForward(
         _ l: Int, _ act: Activations.Layer, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
     ) {
         let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
         let scale = 1 / Float(hs).squareRoot()
-        for b in 0..<B {
-            for h in 0..<NH {
-                let q = act.qkv + b * T * 3 * C + h * hs
-                gemm(
-                    .none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: q + C, ldb: 3 * C,
-                    beta: 0, c: act.probs + (b * NH + h) * T * T, ldc: T)
-            }
-        }
         let attentionDropout = dropout.attentionMask(layer: l)
-        attentionSoftmaxForward(
-            act.probs, attentionDropout == nil ? nil : activations.attentionScratch, mask, attentionDropout,
-            batch: B, heads: NH, length: T)
-        let weights = attentionDropout == nil ? act.probs : activations.attentionScratch
-        for b in 0..<B {
-            for h in 0..<NH {
-                let v = act.qkv + b * T * 3 * C + 2 * C + h * hs
-                gemm(
-                    .none, .none, m: T, n: hs, k: T, a: weights + (b * NH + h) * T * T, lda: T, b: v, ldb: 3 * C,
-                    beta: 0, c: act.context + b * T * C + h * hs, ldc: C)
-            }
+        let scratch = activations.attentionScratch
+        let weights = attentionDropout == nil ? act.probs : scratch
+        overHeads(B * NH) { bh in
+            let b = bh / NH, h = bh % NH
+            let q = act.qkv + b * T * 3 * C + h * hs
+            let head = bh * T * T
+            gemm(
+                .none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: q + C, ldb: 3 * C,
+                beta: 0, c: act.probs + head, ldc: T)
+            attentionSoftmaxForward(
+                act.probs, attentionDropout == nil ? nil : scratch, mask, attentionDropout,
+                rows: (bh * T)..<((bh + 1) * T), heads: NH, length: T)
+            gemm(
+                .none, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: q + 2 * C, ldb: 3 * C,
+                beta: 0, c: act.context + b * T * C + h * hs, ldc: C)
         }
+    }
+
+    /// Runs `body(head)` for every head, spread over the element-wise workers with single-threaded
+    /// BLAS (restored afterwards).
+    func overHeads(_ count: Int, _ body: (Int) -> Void) {
+        let workers = min(Parallel.workerCount, count)
+        if workers <= 1 {
+            for head in 0..<count { body(head) }
+            return
+        }
+        let blasThreads = BLASRuntime.threadCount
+        BLASRuntime.setThreadCount(1)
+        Parallel.forEachChunk(count, minimumChunk: 1) { range in
+            for head in range { body(head) }
+        }
+        BLASRuntime.setThreadCount(blasThreads)
     }
 
     // MARK: - Backward
 
-    /// Backward through all layers and the embeddings. On entry `dense` holds the MLM head's gradient
-    /// with respect to the gathered rows (P, C) and `dClsRows` the pooler's with respect to the [CLS]
-    /// rows (B, C); see `headsForwardBackward`.
+    /// Backward through all layers and the embeddings. On entry `dResidual` holds d(loss)/d(last
+    /// hidden state), assembled by `headsForwardBackward`.
     func encoderBackward(
-        _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, _ mask: UnsafePointer<Int32>,
-        _ positions: UnsafePointer<Int32>?, _ P: Int, _ B: Int, _ dropout: DropoutSettings,
+        _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings,
         _ onGradientsReady: ((Range<Int>) -> Void)?
     ) {
         let T = sequenceLength, N = B * T, C = config.hiddenSize
         let a = activations, o = offsets
-
-        // Gradient of the last hidden state: the gathered MLM rows and the [CLS] rows.
-        a.dResidual.update(repeating: 0, count: N * C)
-        if let positions { scatterAddRows(a.dResidual, a.dense, positions, count: P, channels: C) }
-        if config.nspClassCount > 0 {
-            for b in 0..<B {
-                let row = a.dResidual + b * T * C, g = a.dClsRows + b * C
-                for j in 0..<C { row[j] += g[j] }
-            }
-        }
         for l in stride(from: config.hiddenLayerCount - 1, through: 0, by: -1) {
-            layerBackward(l, input: layerOutput(l), mask, B, dropout)
+            layerBackward(l, input: layerOutput(l), B, dropout)
             onGradientsReady?(table.layerRanges[l])
         }
         if let dropoutMask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
@@ -126,9 +130,7 @@ extension BertForPreTraining {
     }
 
     /// On entry `dResidual` holds d(loss)/d(layer output); on exit d(loss)/d(layer input).
-    func layerBackward(
-        _ l: Int, input x: UnsafePointer<Float>, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
-    ) {
+    func layerBackward(_ l: Int, input x: UnsafePointer<Float>, _ B: Int, _ dropout: DropoutSettings) {
         let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
         let p = offsets.layers[l], a = activations, act = a.layers[l]
         let dh = a.dResidual
@@ -168,45 +170,41 @@ extension BertForPreTraining {
             rows: N, inputSize: C, outputSize: 3 * C, accumulateInput: true)
     }
 
-    /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward`.
+    /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward` head by head.
     func attentionBackward(_ l: Int, _ act: Activations.Layer, _ B: Int, _ dropout: DropoutSettings) {
         let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
         let scale = 1 / Float(hs).squareRoot()
         let a = activations
         let attentionDropout = dropout.attentionMask(layer: l)
-        // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
-        if let attentionDropout {
-            dropoutForward(a.attentionScratch, act.probs, attentionDropout, rows: B * NH * T, columns: T)
-        }
-        let weights = attentionDropout == nil ? act.probs : a.attentionScratch
-        for b in 0..<B {
-            for h in 0..<NH {
-                let head = (b * NH + h) * T * T
-                let base = b * T * 3 * C + h * hs
-                let dctx = a.dContext + b * T * C + h * hs
-                // dV = P^T dctx
-                gemm(
-                    .transposed, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: dctx, ldb: C,
-                    beta: 0, c: a.dqkv + base + 2 * C, ldc: 3 * C)
-                // dP = dctx V^T (overwrites the dropped probabilities of this head, no longer needed)
-                gemm(
-                    .none, .transposed, m: T, n: T, k: hs, a: dctx, lda: C, b: act.qkv + base + 2 * C, ldb: 3 * C,
-                    beta: 0, c: a.attentionScratch + head, ldc: T)
+        let scratch = a.attentionScratch
+        overHeads(B * NH) { bh in
+            let b = bh / NH, h = bh % NH
+            let head = bh * T * T
+            let rows = (bh * T)..<((bh + 1) * T)
+            let base = b * T * 3 * C + h * hs
+            let dctx = a.dContext + b * T * C + h * hs
+            // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
+            var weights = UnsafePointer(act.probs)
+            if let attentionDropout {
+                attentionDropoutForward(scratch, act.probs, attentionDropout, rows: rows, length: T)
+                weights = UnsafePointer(scratch)
             }
-        }
-        attentionSoftmaxBackward(a.attentionScratch, act.probs, attentionDropout, batch: B, heads: NH, length: T)
-        for b in 0..<B {
-            for h in 0..<NH {
-                let head = (b * NH + h) * T * T
-                let base = b * T * 3 * C + h * hs
-                // scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q
-                gemm(
-                    .none, .none, m: T, n: hs, k: T, alpha: scale, a: a.attentionScratch + head, lda: T,
-                    b: act.qkv + base + C, ldb: 3 * C, beta: 0, c: a.dqkv + base, ldc: 3 * C)
-                gemm(
-                    .transposed, .none, m: T, n: hs, k: T, alpha: scale, a: a.attentionScratch + head, lda: T,
-                    b: act.qkv + base, ldb: 3 * C, beta: 0, c: a.dqkv + base + C, ldc: 3 * C)
-            }
+            // dV = P^T dctx
+            gemm(
+                .transposed, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: dctx, ldb: C,
+                beta: 0, c: a.dqkv + base + 2 * C, ldc: 3 * C)
+            // dP = dctx V^T (overwrites this head's dropped probabilities, no longer needed)
+            gemm(
+                .none, .transposed, m: T, n: T, k: hs, a: dctx, lda: C, b: act.qkv + base + 2 * C, ldb: 3 * C,
+                beta: 0, c: scratch + head, ldc: T)
+            attentionSoftmaxBackward(scratch, act.probs, attentionDropout, rows: rows, length: T)
+            // scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q
+            gemm(
+                .none, .none, m: T, n: hs, k: T, alpha: scale, a: scratch + head, lda: T,
+                b: act.qkv + base + C, ldb: 3 * C, beta: 0, c: a.dqkv + base, ldc: 3 * C)
+            gemm(
+                .transposed, .none, m: T, n: hs, k: T, alpha: scale, a: scratch + head, lda: T,
+                b: act.qkv + base, ldb: 3 * C, beta: 0, c: a.dqkv + base + C, ldc: 3 * C)
         }
     }
 }

@@ -31,7 +31,7 @@ extension BertForPreTraining {
     }
 
     /// Both heads' forward, losses and (with `computeGradients`) backward down to the last hidden
-    /// state: d(gathered rows) ends in `dense` (P, C), d([CLS] rows) in `dClsRows` (B, C).
+    /// state, whose gradient (N, C) they leave in `dResidual`.
     func headsForwardBackward(
         _ positions: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?, _ P: Int,
         _ nspLabels: UnsafePointer<Int32>?, _ B: Int,
@@ -40,6 +40,9 @@ extension BertForPreTraining {
         let C = config.hiddenSize, V = config.vocabSize, K = config.nspClassCount
         let a = activations, o = offsets
         var result = StepResult()
+        // d(last hidden state) is assembled here: the [CLS] rows from the pooler, the masked rows
+        // from the MLM head.
+        if computeGradients { a.dResidual.update(repeating: 0, count: B * sequenceLength * C) }
 
         if K > 0, let nspLabels {
             poolerForward(B)
@@ -59,40 +62,46 @@ extension BertForPreTraining {
                 linearBackward(
                     a.dClsRows, grad(o.poolerWeight), grad(o.poolerBias), a.dPooled, a.clsRows, param(o.poolerWeight),
                     rows: B, inputSize: C, outputSize: C)
+                for b in 0..<B {
+                    let row = a.dResidual + b * sequenceLength * C, g = a.dClsRows + b * C
+                    for j in 0..<C { row[j] += g[j] }
+                }
             }
         }
 
         if P > 0, let positions, let labels {
-            mlmTransformForward(positions, P)
-            // Decoder (tied to the word embeddings) and cross-entropy, a chunk of positions at a time.
+            // A chunk of masked positions at a time goes all the way: transform, decoder (tied to the
+            // word embeddings), cross-entropy and, with gradients, back to the hidden rows. So the
+            // head's buffers hold one chunk, whatever the masking rate.
             let dloss = 1 / maskedTokenNormalizer
             var start = 0
             while start < P {
                 let rows = min(logitsChunkRows, P - start)
-                let t = a.transformOut + start * C
-                linearForward(a.logits, t, param(o.wordEmbeddings), param(o.mlmBias), rows: rows, inputSize: C, outputSize: V)
+                mlmTransformForward(positions + start, rows)
+                linearForward(
+                    a.logits, a.transformOut, param(o.wordEmbeddings), param(o.mlmBias), rows: rows, inputSize: C, outputSize: V)
                 crossEntropyForwardBackward(
                     a.mlmLosses + start, a.mlmCorrect + start, computeGradients ? a.logits : nil, a.logits,
                     labels + start, dloss: dloss, rows: rows, vocabularySize: V)
                 if computeGradients {
                     linearBackward(
-                        a.dTransform + start * C, grad(o.wordEmbeddings), grad(o.mlmBias), a.logits, t,
+                        a.dTransform, grad(o.wordEmbeddings), grad(o.mlmBias), a.logits, a.transformOut,
                         param(o.wordEmbeddings), rows: rows, inputSize: C, outputSize: V)
+                    layerNormBackward(
+                        a.dTransform, grad(o.transformNormWeight), grad(o.transformNormBias), a.dTransform,
+                        a.transformAct, param(o.transformNormWeight), a.transformMean, a.transformRstd,
+                        rows: rows, columns: C)
+                    activationBackward(a.dTransform, a.dTransform, a.transformPre, config.hiddenActivation, count: rows * C)
+                    linearBackward(
+                        a.dGathered, grad(o.transformWeight), grad(o.transformBias), a.dTransform, a.gathered,
+                        param(o.transformWeight), rows: rows, inputSize: C, outputSize: C)
+                    scatterAddRows(a.dResidual, a.dGathered, positions + start, count: rows, channels: C)
                 }
                 start += rows
             }
             result.mlmLoss = Float(sum(a.mlmLosses, P) / Double(maskedTokenNormalizer))
             result.mlmCorrect = (0..<P).reduce(0) { $0 + (a.mlmCorrect[$1] ? 1 : 0) }
             result.mlmCount = P
-            if computeGradients {
-                layerNormBackward(
-                    a.dTransform, grad(o.transformNormWeight), grad(o.transformNormBias), a.dTransform, a.transformAct,
-                    param(o.transformNormWeight), a.transformMean, a.transformRstd, rows: P, columns: C)
-                activationBackward(a.dTransform, a.dTransform, a.transformPre, config.hiddenActivation, count: P * C)
-                linearBackward(
-                    a.dense, grad(o.transformWeight), grad(o.transformBias), a.dTransform, a.gathered,
-                    param(o.transformWeight), rows: P, inputSize: C, outputSize: C)
-            }
         }
         result.loss = result.mlmLoss + result.nspLoss
         return result

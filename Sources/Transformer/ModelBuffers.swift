@@ -96,12 +96,12 @@ final class Activations {
     let nspLogits: UnsafeMutablePointer<Float>        // (B, K)
     let nspLosses: UnsafeMutablePointer<Float>        // (B)
     let nspCorrect: UnsafeMutablePointer<Bool>        // (B)
-    // MLM head on gathered positions.
-    let maskedCapacity: Int
-    let gathered, transformPre, transformAct, transformOut, dTransform: UnsafeMutablePointer<Float> // (P, C)
-    let transformMean, transformRstd, mlmLosses: UnsafeMutablePointer<Float> // (P)
-    let mlmCorrect: UnsafeMutablePointer<Bool>        // (P)
-    let logits: UnsafeMutablePointer<Float>           // (logitsRows, V)
+    // MLM head, one chunk of masked positions (logitsRows) at a time.
+    let gathered, transformPre, transformAct, transformOut, dTransform, dGathered: UnsafeMutablePointer<Float> // (chunk, C)
+    let transformMean, transformRstd: UnsafeMutablePointer<Float> // (chunk)
+    let logits: UnsafeMutablePointer<Float>           // (chunk, V)
+    let mlmLosses: UnsafeMutablePointer<Float>        // (N): every masked position of the micro-batch
+    let mlmCorrect: UnsafeMutablePointer<Bool>        // (N)
 
     init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int) {
         let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
@@ -138,14 +138,14 @@ final class Activations {
         dClsRows = buffer(B * C)
         nspLogits = buffer(B * K)
         nspLosses = buffer(B)
-        maskedCapacity = N
-        gathered = buffer(N * C)
-        transformPre = buffer(N * C)
-        transformAct = buffer(N * C)
-        transformOut = buffer(N * C)
-        dTransform = buffer(N * C)
-        transformMean = buffer(N)
-        transformRstd = buffer(N)
+        gathered = buffer(logitsRows * C)
+        transformPre = buffer(logitsRows * C)
+        transformAct = buffer(logitsRows * C)
+        transformOut = buffer(logitsRows * C)
+        dTransform = buffer(logitsRows * C)
+        dGathered = buffer(logitsRows * C)
+        transformMean = buffer(logitsRows)
+        transformRstd = buffer(logitsRows)
         mlmLosses = buffer(N)
         logits = buffer(logitsRows * V)
         nspCorrect = .allocate(capacity: B)

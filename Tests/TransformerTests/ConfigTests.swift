@@ -107,7 +107,7 @@ final class ConfigTests: XCTestCase {
             XCTAssertTrue("\(error)".contains(path), "\(error)")
         }
         let invalid = scratch.appendingPathComponent("bad.json").path
-        FileManager.default.createFile(atPath: invalid, contents: Data(#"{"vocab_size": -3}"#.utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: invalid, contents: Data(#"{"vocab_size": -3}"#.utf8)))
         XCTAssertThrowsError(try BertConfig.load(contentsOfFile: invalid)) { error in
             XCTAssertTrue("\(error)".contains(invalid) && "\(error)".contains("vocab_size"), "\(error)")
         }

@@ -13,15 +13,15 @@ final class ParityTests: XCTestCase {
     let tolerance: Float = 1e-5
 
     func testHiddenSize48ThreeHeadsOf16WithPadding() throws {
-        try checkParity("pad_gelu_h48")
+        try checkParityWithOneAndTwoWorkers("pad_gelu_h48")
     }
 
     func testGeluNewThreeWayNextSentencePrediction() throws {
-        try checkParity("nsp3_gelunew_h64")
+        try checkParityWithOneAndTwoWorkers("nsp3_gelunew_h64")
     }
 
     func testReluFiveHeadsOf8TypeVocabulary3WithPadding() throws {
-        try checkParity("relu_eps6_h40")
+        try checkParityWithOneAndTwoWorkers("relu_eps6_h40")
     }
 
     /// Reference case loaded into a model.
@@ -54,6 +54,16 @@ final class ParityTests: XCTestCase {
             ids: try ints("input.input_ids"), types: try ints("input.token_type_ids"),
             mask: try ints("input.attention_mask"), positions: try ints("input.masked_positions"),
             labels: try ints("input.masked_labels"), nspLabels: try ints("input.nsp_labels"))
+    }
+
+    /// Single-threaded, and with the element-wise kernels and attention heads spread over two workers.
+    func checkParityWithOneAndTwoWorkers(_ name: String) throws {
+        let saved = Parallel.workerCount
+        defer { Parallel.workerCount = saved }
+        for workers in [1, 2] {
+            Parallel.workerCount = workers
+            try checkParity(name)
+        }
     }
 
     func checkParity(_ name: String) throws {
