@@ -17,6 +17,9 @@ struct Inspect: ParsableCommand {
     @Option(help: "Masking statistics cover at most this many instances per split.")
     var maskingSamples: Int = 200_000
 
+    @Option(help: "Also check that the data was prepared with this vocab.txt.")
+    var vocab: String?
+
     enum Kind {
         case dataDirectory
     }
@@ -50,6 +53,7 @@ struct Inspect: ParsableCommand {
     private func inspectData() throws {
         let manifestPath = (path as NSString).appendingPathComponent(DatasetManifest.fileName)
         let manifest = try DatasetManifest.load(directory: path)
+        let expectedFingerprint = try vocab.map { try Vocabulary(contentsOfFile: $0).fingerprint }
         print("# \(manifestPath)")
         if let text = try? String(contentsOfFile: manifestPath, encoding: .utf8) { print(text) }
         let labels: [String]
@@ -65,7 +69,8 @@ struct Inspect: ParsableCommand {
                 print("  no instances")
                 continue
             }
-            let dataset = try PretrainingDataset(directory: path, split: split)
+            let dataset = try PretrainingDataset(
+                directory: path, split: split, expectedVocabularyFingerprint: expectedFingerprint)
             try dataset.verifyChecksums()
             print("  checksums          OK (\(dataset.shards.count) shard(s))")
             let stats = DatasetStatistics(dataset: dataset, seed: seed, maskingSampleLimit: maskingSamples)

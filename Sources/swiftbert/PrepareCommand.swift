@@ -55,7 +55,9 @@ struct Prepare: ParsableCommand {
     @Option(help: "Share of documents held out for validation.")
     var validationFraction: Double = 0.01
 
-    @Option(help: "Memory bound for text in flight, in MB.")
+    @Option(help: ArgumentHelp(
+        "Memory bound for text, tokens and instances in flight, in MB.",
+        discussion: "Text is processed in chunks of about limit / (4 + dupe factor); random-next segments come from the current and the previous chunk."))
     var memoryLimit: Int = 512
 
     @Option(help: "Shard size in MB.")
