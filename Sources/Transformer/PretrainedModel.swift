@@ -217,27 +217,20 @@ extension BertForPreTraining {
         if sources["cls.predictions.bias"] == nil, let decoderBias {
             sources["cls.predictions.bias"] = decoderBias
         }
-        // Parameters the files lack start from BERT's init; the init covers the whole buffer, so it
-        // runs (before the copies) only when something is missing: drawing 100M+ normals for a
-        // complete checkpoint would only slow loading down.
-        if table.entries.contains(where: { sources[$0.name] == nil }) {
-            initializeParameters(seed: initializationSeed)
-        }
-        var missing: [String] = []
-        var initialized: [String] = []
-        for entry in table.entries {
-            guard let source = sources[entry.name] else {
-                if entry.name.hasPrefix("cls.") || entry.name.hasPrefix("bert.pooler.") {
-                    initialized.append(entry.name)
-                } else {
-                    missing.append(entry.name)
-                }
-                continue
-            }
-            try copy(source, into: entry)
-        }
+        // Only the pooler and the heads may be absent (an encoder saved alone, or for masked LM only).
+        let absent = table.entries.map(\.name).filter { sources[$0] == nil }
+        let missing = absent.filter { !$0.hasPrefix("cls.") && !$0.hasPrefix("bert.pooler.") }
         if !missing.isEmpty {
             throw PretrainedModelError.missingTensors(path: origin, names: missing)
+        }
+        // Absent parameters start from BERT's init. The init covers the whole buffer, so it runs
+        // before the copies and only when something is absent: drawing 100M+ normals for a complete
+        // checkpoint would only slow loading down.
+        if !absent.isEmpty {
+            initializeParameters(seed: initializationSeed)
+        }
+        for entry in table.entries {
+            if let source = sources[entry.name] { try copy(source, into: entry) }
         }
         if let decoderWeight {
             try checkTied(decoderWeight, to: "bert.embeddings.word_embeddings.weight", storedAs: sources)
@@ -245,7 +238,7 @@ extension BertForPreTraining {
         if let decoderBias, sources["cls.predictions.bias"]?.stored != decoderBias.stored {
             try checkTied(decoderBias, to: "cls.predictions.bias", storedAs: sources)
         }
-        return PretrainedLoadReport(initializedTensors: initialized, ignoredTensors: ignored, hadPrefix: bare == 0)
+        return PretrainedLoadReport(initializedTensors: absent, ignoredTensors: ignored, hadPrefix: bare == 0)
     }
 
     private func copy(_ source: (file: SafetensorsFile, stored: String), into entry: ParameterTable.Entry) throws {

@@ -172,6 +172,20 @@ final class PretrainedLoadingTests: XCTestCase {
         }
     }
 
+    func testMaskedLanguageModelCheckpointLoadsWithPoolerAndNSPInitialised() throws {
+        // BertForMaskedLM's layout: no pooler, no NSP head, the MLM bias stored as the decoder's bias.
+        let original = try hfTinyTensors()
+        let tensors = original.filter { !$0.name.hasPrefix("bert.pooler.") && !$0.name.hasPrefix("cls.seq_relationship.") }
+            .map { $0.name == "cls.predictions.bias" ? ("cls.predictions.decoder.bias", $0.shape, $0.values) : $0 }
+        let directory = try hfTinyVariant("masked-lm", tensors)
+        let (model, report) = try BertForPreTraining.pretrained(directory: directory, maxSequenceCount: 1, sequenceLength: 8)
+        XCTAssertEqual(Set(report.initializedTensors), [
+            "bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight", "cls.seq_relationship.bias",
+        ])
+        let bias = model.table.entry(named: "cls.predictions.bias")!
+        XCTAssertEqual(Array(model.parameters[bias.range]), original.first { $0.name == "cls.predictions.bias" }!.values)
+    }
+
     func testShardedDirectoryLoads() throws {
         let tensors = try hfTinyTensors()
         let directory = scratch.appendingPathComponent("sharded").path
