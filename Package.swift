@@ -39,7 +39,9 @@ let package = Package(
             dependencies: ["Kernels", "Data", "Transformer", "Distributed",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: kernelFlags),
+            // Without -fno-math-errno, Float.squareRoot() is a libm call that may set errno, which
+            // keeps sqrt (also in SIMD16 code) scalar on Linux; with it, one vsqrtps per 16 floats.
+            swiftSettings: kernelFlags + [.unsafeFlags(["-Xcc", "-fno-math-errno"])]),
         .executableTarget(
             name: "swiftbert",
             dependencies: ["Training", "Data", "Transformer", "Distributed", "Kernels",

@@ -112,8 +112,9 @@ public final class CheckpointStore {
             do {
                 try write(temporary)
             } catch {
-                throw CheckpointError(path: temporary, message: "writing checkpoint step \(step) failed: "
-                    + "\(error.localizedDescription)")
+                // Errors of other modules name their file in their description; keep it whole.
+                let reason = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+                throw CheckpointError(path: temporary, message: "writing checkpoint step \(step) failed: \(reason)")
             }
             let names = try CheckpointStore.entries(of: temporary)
             for fileName in names {
@@ -144,7 +145,7 @@ public final class CheckpointStore {
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
             if let error = error as? CheckpointError { throw error }
-            throw CheckpointError(path: temporary, message: "\(error.localizedDescription)")
+            throw CheckpointError(path: temporary, message: (error as? LocalizedError)?.errorDescription ?? "\(error)")
         }
 
         // The checkpoint is committed; the pointer and retention are conveniences on top of it.

@@ -222,6 +222,9 @@ public final class Optimizer {
     UnsafeMutableRawPointer(p).storeBytes(of: x, as: SIMD16<Float>.self)
 }
 
+// `squareRoot()` on SIMD16 compiles to one vsqrtps only because the Training target is built with
+// -Xcc -fno-math-errno (see Package.swift); otherwise it is 16 scalar libm-style square roots.
+
 /// AdamW on one run of elements. w, m, v, g are (n); weightDecay is 0 for tensors that do not decay.
 private func adamwUpdate(_ w: UnsafeMutablePointer<Float>, _ m: UnsafeMutablePointer<Float>,
                          _ v: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, count n: Int,
