@@ -127,6 +127,8 @@ struct WordPieceDecoder {
         var first = true
         for id in ids {
             if skipSpecialTokens && specials.contains(id) { continue }
+            // Models may pad vocab_size beyond vocab.txt; like `tokenizers`, ids without a token are dropped.
+            guard id >= 0 && Int(id) < vocabulary.count else { continue }
             var piece = vocabulary.token(for: id)
             if !first {
                 piece = piece.hasPrefix("##") ? String(piece.dropFirst(2)) : " " + piece
