@@ -130,6 +130,30 @@ final class PrepareTests: XCTestCase {
         XCTAssertEqual(stats.tokens, manifest.train.tokens)
         // Whole-word groups that do not fit are skipped, so the rate may fall a little short of 15%.
         XCTAssertEqual(stats.maskRate, 0.15, accuracy: 0.01)
+
+        // Real WordPieces: a word ("##" continuations after their start) is masked whole or not at all.
+        let T = dataset.sequenceLength
+        let indices = Array(0..<min(dataset.count, 500))
+        let batch = dataset.batch(sampleIndices: indices, epoch: 2, seed: 5)
+        let masked = Set(batch.maskedPositions.map(Int.init))
+        var splitWords = 0, maskedMultiPieceWords = 0
+        for (b, index) in indices.enumerated() {
+            let (shard, local) = dataset.location(of: index)
+            let tokens = shard.tokens(of: local)
+            let separator = Int(shard.segmentALengths[local]) + 1
+            var t = 1
+            while t < tokens.count - 1 {
+                if t == separator { t += 1; continue }
+                var end = t + 1
+                while end < tokens.count - 1 && end != separator && tokens[end] & ShardFormat.continuationBit != 0 { end += 1 }
+                let inWord = (t..<end).filter { masked.contains(b * T + $0) }.count
+                if inWord != 0 && inWord != end - t { splitWords += 1 }
+                if inWord > 1 { maskedMultiPieceWords += 1 }
+                t = end
+            }
+        }
+        XCTAssertEqual(splitWords, 0)
+        XCTAssertGreaterThan(maskedMultiPieceWords, 10)
     }
 
     // MARK: - Bad input
