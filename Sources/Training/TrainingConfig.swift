@@ -44,7 +44,7 @@ public struct ConfigError: Error, LocalizedError, CustomStringConvertible {
 ///   "init_from": null, "watchdog_seconds": 600 }
 /// ```
 ///
-/// Only `data.directory`, `batch.global_batch_size` and `schedule.total_steps` are required; every
+/// Only `model`, `data.directory`, `batch.global_batch_size` and `schedule.total_steps` are required; every
 /// other key has the default shown by `resolvedJSON()`. Unknown keys, wrong types and impossible
 /// values are `ConfigError`s naming the key path.
 public struct TrainingConfig: Equatable, Sendable {

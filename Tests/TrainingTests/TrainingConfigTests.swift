@@ -160,6 +160,17 @@ final class TrainingConfigTests: XCTestCase {
         ]))
     }
 
+    func testShippedConfigsLoad() throws {
+        let root = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let directory = root.appendingPathComponent("configs").path
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }
+        XCTAssertFalse(names.isEmpty, "no configs in \(directory)")
+        for name in names {
+            XCTAssertNoThrow(try TrainingConfig.load(contentsOfFile: directory + "/" + name), name)
+        }
+    }
+
     func testLoadNamesTheMissingFile() {
         XCTAssertThrowsError(try TrainingConfig.load(contentsOfFile: "/nonexistent/run.json")) {
             XCTAssertTrue("\($0)".hasPrefix("/nonexistent/run.json: cannot read"), "\($0)")
