@@ -7,7 +7,7 @@ public enum ActivationFunction: String, Sendable, Codable, CaseIterable {
     case relu
 }
 
-@inline(__always)
+@_transparent
 func activate(_ x: FloatVector, _ function: ActivationFunction) -> FloatVector {
     switch function {
     case .gelu:
@@ -21,7 +21,7 @@ func activate(_ x: FloatVector, _ function: ActivationFunction) -> FloatVector {
 }
 
 /// d activation / dx at x.
-@inline(__always)
+@_transparent
 func activationDerivative(_ x: FloatVector, _ function: ActivationFunction) -> FloatVector {
     switch function {
     case .gelu:

@@ -5,6 +5,8 @@
 // classic polynomial approximations (Cephes `expf`, Eigen's rational `erf`), written on
 // `SIMD16<Float>` so that a release build with `-target-cpu native` turns each into a handful of
 // AVX-512 instructions. Accuracy is a few ulp, checked against the C library in KernelsTests.
+// They are `@_transparent`: `@inline(__always)` was not honoured in the larger kernels, and an
+// out-of-line call passes the 16 lanes as four 128-bit pieces.
 
 /// Sixteen floats: the vector unit of every element-wise kernel.
 public typealias FloatVector = SIMD16<Float>
@@ -26,10 +28,10 @@ func store(_ vector: FloatVector, _ pointer: UnsafeMutablePointer<Float>) {
 
 /// Lane-wise maximum and minimum. The standard library's `pointwiseMax`/`pointwiseMin` handle NaN
 /// lane by lane in a scalar loop; a compare and blend is one instruction each.
-@inline(__always)
+@_transparent @usableFromInline
 func vmax(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a.replacing(with: b, where: b .> a) }
 
-@inline(__always)
+@_transparent @usableFromInline
 func vmin(_ a: FloatVector, _ b: FloatVector) -> FloatVector { a.replacing(with: b, where: b .< a) }
 
 /// The largest lane, by halving (`SIMD.max()` is a scalar loop).
@@ -59,7 +61,7 @@ func storePartial(_ vector: FloatVector, _ pointer: UnsafeMutablePointer<Float>,
 
 /// e^x lane by lane (Cephes `expf`: range reduction by ln 2, degree-6 polynomial), relative error
 /// below 2e-7 for x in [-87, 88]; inputs below -87 give a tiny positive number, not 0.
-@inline(__always)
+@_transparent
 public func vectorExp(_ x: FloatVector) -> FloatVector {
     var x = vmin(vmax(x, FloatVector(repeating: -87.0)), FloatVector(repeating: 88.0))
     // Adding 1.5 * 2^23 rounds x * log2(e) to the nearest integer n and leaves n in the low bits of
@@ -84,7 +86,7 @@ public func vectorExp(_ x: FloatVector) -> FloatVector {
 
 /// erf(x) lane by lane: Eigen's rational approximation on [-4, 4] (erf is ±1 in Float beyond),
 /// absolute error about 1e-7.
-@inline(__always)
+@_transparent
 public func vectorErf(_ x: FloatVector) -> FloatVector {
     let x = vmin(vmax(x, FloatVector(repeating: -4)), FloatVector(repeating: 4))
     let x2 = x * x
@@ -104,7 +106,7 @@ public func vectorErf(_ x: FloatVector) -> FloatVector {
 
 /// tanh(x) lane by lane (Cephes `tanhf`): an odd polynomial below |x| = 0.625, where the
 /// exponential form would lose relative accuracy, and (1 - e^-2|x|) / (1 + e^-2|x|) above.
-@inline(__always)
+@_transparent
 public func vectorTanh(_ x: FloatVector) -> FloatVector {
     let magnitude = vmin(vmax(x, -x), FloatVector(repeating: 20))
     let e = vectorExp(-2 * magnitude)
