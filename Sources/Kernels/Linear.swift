@@ -53,34 +53,30 @@ public func addBias(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Fl
 
 /// `dbias += sum over rows of dout`: dout is (N, OC), dbias is (OC).
 ///
-/// Split over groups of columns, not rows, so each output sum has one owner and a fixed summation
-/// order (results do not depend on the thread count).
+/// Split over blocks of columns, not rows, so each output sum has one owner and a fixed summation
+/// order (results do not depend on the thread count). Each block walks the rows in order, reading
+/// its slice of every row contiguously, with the partial sums in registers or on the stack.
 public func biasBackward(_ dbias: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, rows N: Int, columns OC: Int) {
-    let groups = (OC + 15) / 16
-    Parallel.forEachChunk(groups, minimumChunk: max(1, 16_384 / max(1, 16 * N))) { range in
-        for group in range {
-            let j = group * 16
-            let lanes = min(16, OC - j)
-            if lanes == 16 {
-                var sum0 = FloatVector(), sum1 = FloatVector(), sum2 = FloatVector(), sum3 = FloatVector()
-                var n = 0
-                while n + 4 <= N {
-                    sum0 += load(dout + n * OC + j)
-                    sum1 += load(dout + (n + 1) * OC + j)
-                    sum2 += load(dout + (n + 2) * OC + j)
-                    sum3 += load(dout + (n + 3) * OC + j)
-                    n += 4
+    let block = 128
+    let blocks = (OC + block - 1) / block
+    Parallel.forEachChunk(blocks, minimumChunk: max(1, 16_384 / max(1, block * N))) { range in
+        withUnsafeTemporaryAllocation(of: FloatVector.self, capacity: block / 16) { sums in
+            for blockIndex in range {
+                let first = blockIndex * block
+                let width = min(block, OC - first)
+                let vectors = width / 16
+                for v in 0..<vectors { sums[v] = FloatVector() }
+                for n in 0..<N {
+                    let row = dout + n * OC + first
+                    for v in 0..<vectors { sums[v] += load(row + 16 * v) }
                 }
-                while n < N {
-                    sum0 += load(dout + n * OC + j)
-                    n += 1
+                for v in 0..<vectors {
+                    store(load(dbias + first + 16 * v) + sums[v], dbias + first + 16 * v)
                 }
-                store(load(dbias + j) + ((sum0 + sum1) + (sum2 + sum3)), dbias + j)
-            } else {
-                for lane in 0..<lanes {
+                for j in (16 * vectors)..<width {
                     var sum: Float = 0
-                    for n in 0..<N { sum += dout[n * OC + j + lane] }
-                    dbias[j + lane] += sum
+                    for n in 0..<N { sum += dout[n * OC + first + j] }
+                    dbias[first + j] += sum
                 }
             }
         }
