@@ -21,6 +21,7 @@ line); every line is tokenized on its own. Digest encoding, per line: the ids as
 followed by the int32 -1; basic tokens: UTF-8 of the tokens joined by " ", then "\\n".
 
 Run with the reference stack:  /work/venv/bin/python scripts/make_tokenizer_fixtures.py --tables --fixtures
+(--benchmark FILE times the reference tokenizers on FILE's lines, to compare with `swiftbert tokenize`.)
 """
 
 import argparse
@@ -364,13 +365,44 @@ def write_corpus_digests(uncased, cased):
     print(f"wrote {path}: {len(files)} files")
 
 
+def benchmark(path):
+    """Throughput of the reference tokenizers on the lines of `path`, for comparison with
+    `swiftbert tokenize` measured on the same machine."""
+    import time
+    from transformers import BertTokenizer
+
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.decode("utf-8").split("\n")
+    megabytes = len(data) / 1e6
+    slow = reference_tokenizer(True)
+    start = time.perf_counter()
+    for line in lines:
+        slow.encode(line, add_special_tokens=False)
+    seconds = time.perf_counter() - start
+    print(f"Hugging Face BertTokenizerLegacy (pure Python), line by line: {megabytes / seconds:.2f} MB/s")
+    fast = BertTokenizer(VOCAB, do_lower_case=True)
+    start = time.perf_counter()
+    for line in lines:
+        fast.encode(line, add_special_tokens=False)
+    seconds = time.perf_counter() - start
+    print(f"Hugging Face BertTokenizer (Rust tokenizers), line by line: {megabytes / seconds:.2f} MB/s")
+    start = time.perf_counter()
+    fast(lines, add_special_tokens=False)
+    seconds = time.perf_counter() - start
+    print(f"Hugging Face BertTokenizer (Rust tokenizers), one batch (all threads): {megabytes / seconds:.2f} MB/s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", action="store_true", help="write Sources/Data/UnicodeTables.swift")
     parser.add_argument("--fixtures", action="store_true", help="write Tests/DataTests/Fixtures/tokenizer/")
+    parser.add_argument("--benchmark", metavar="FILE", help="time the reference tokenizers on the lines of FILE")
     args = parser.parse_args()
-    if not (args.tables or args.fixtures):
-        parser.error("nothing to do: pass --tables and/or --fixtures")
+    if not (args.tables or args.fixtures or args.benchmark):
+        parser.error("nothing to do: pass --tables, --fixtures or --benchmark FILE")
+    if args.benchmark:
+        benchmark(args.benchmark)
     if args.tables:
         write_tables()
     if args.fixtures:

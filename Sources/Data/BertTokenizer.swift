@@ -23,24 +23,19 @@ public struct BertTokenizer: Sendable {
     /// Pieces longer than this many scalars become `[UNK]` (the reference's `max_input_chars_per_word`).
     public static let maxCharactersPerWord = 100
 
-    private let unicode = UnicodeCharacterData.shared
-    /// The special tokens' UTF-8 bytes and ids.
-    private let specials: [(bytes: [UInt8], id: Int32)]
-    /// The trie node of "##", where continuation pieces start, or -1.
-    private let continuationNode: Int32
+    /// The state and the loops, in a class so that the hot path never copies this struct.
+    private let engine: TokenizerEngine
 
     public init(vocabulary: Vocabulary, lowercase: Bool = true) {
         self.vocabulary = vocabulary
         self.lowercase = lowercase
-        specials = Vocabulary.specialTokens.map { (Array($0.utf8), vocabulary.id(for: $0)!) }
-        continuationNode = vocabulary.trie.node(for: "##")
+        engine = TokenizerEngine(vocabulary: vocabulary, lowercase: lowercase)
     }
 
     /// The words WordPiece receives: cleaned, CJK split, normalised, cased or not, punctuation split.
     public func basicTokenize(_ text: String) -> [String] {
         var words: [String] = []
-        var workspace = Workspace()
-        forEachBasicToken(text, &workspace) { special, piece in
+        engine.forEachBasicToken(text) { special, piece in
             if special >= 0 {
                 words.append(vocabulary.token(for: special))
             } else {
@@ -67,8 +62,48 @@ public struct BertTokenizer: Sendable {
     /// Appends the token ids of `text` to `ids` (no [CLS]/[SEP]); for tokenizing many lines without
     /// allocating an array per line.
     public func encode(_ text: String, into ids: inout [Int32]) {
-        var workspace = Workspace()
-        forEachBasicToken(text, &workspace) { special, piece in
+        engine.encode(text, into: &ids)
+    }
+
+    /// Calls `body` with the scalars of each basic token, skipping special tokens written in the
+    /// text (for the vocabulary builder, which counts words).
+    func forEachWord(_ text: String, _ body: (UnsafeBufferPointer<UInt32>) -> Void) {
+        engine.forEachBasicToken(text) { special, piece in
+            if special >= 0 { return }
+            body(piece)
+        }
+    }
+}
+
+// MARK: - Engine
+
+/// The loops of `BertTokenizer`: basic tokenization over UTF-8 bytes and scalar buffers, and
+/// WordPiece over the vocabulary's trie.
+final class TokenizerEngine: @unchecked Sendable {
+    let lowercase: Bool
+    private let unicode = UnicodeCharacterData.shared
+    private let trie: TokenTrie
+    private let unknownID: Int32
+    /// The special tokens' UTF-8 bytes and ids.
+    private let specials: [SpecialToken]
+    /// The trie node of "##", where continuation pieces start, or -1.
+    private let continuationNode: Int32
+
+    private struct SpecialToken {
+        let bytes: [UInt8]
+        let id: Int32
+    }
+
+    init(vocabulary: Vocabulary, lowercase: Bool) {
+        self.lowercase = lowercase
+        specials = Vocabulary.specialTokens.map { SpecialToken(bytes: Array($0.utf8), id: vocabulary.id(for: $0)!) }
+        trie = vocabulary.trie
+        unknownID = vocabulary.unknownID
+        continuationNode = vocabulary.trie.node(for: "##")
+    }
+
+    func encode(_ text: String, into ids: inout [Int32]) {
+        forEachBasicToken(text) { special, piece in
             if special >= 0 {
                 ids.append(special)
             } else {
@@ -77,13 +112,10 @@ public struct BertTokenizer: Sendable {
         }
     }
 
-    /// Calls `body` with the scalars of each basic token, skipping special tokens written in the
-    /// text (for the vocabulary builder, which counts words).
-    func forEachWord(_ text: String, _ body: (UnsafeBufferPointer<UInt32>) -> Void) {
+    /// Calls `body(specialID, [])` for each special token and `body(-1, piece)` for each basic token.
+    func forEachBasicToken(_ text: String, _ body: (Int32, UnsafeBufferPointer<UInt32>) -> Void) {
         var workspace = Workspace()
-        forEachBasicToken(text, &workspace) { special, piece in
-            if special < 0 { body(piece) }
-        }
+        forEachBasicToken(text, &workspace, body)
     }
 
     // MARK: - WordPiece
@@ -92,11 +124,10 @@ public struct BertTokenizer: Sendable {
     /// the rest ("##"-prefixed after the first piece); all of `word` becomes [UNK] if some position has
     /// none.
     private func appendWordPieceIDs(_ word: UnsafeBufferPointer<UInt32>, to ids: inout [Int32]) {
-        if word.count > Self.maxCharactersPerWord {
-            ids.append(vocabulary.unknownID)
+        if word.count > BertTokenizer.maxCharactersPerWord {
+            ids.append(unknownID)
             return
         }
-        let trie = vocabulary.trie
         let firstID = ids.count
         var start = 0
         while start < word.count {
@@ -114,7 +145,7 @@ public struct BertTokenizer: Sendable {
             }
             if matchEnd < 0 {
                 ids.removeSubrange(firstID...)
-                ids.append(vocabulary.unknownID)
+                ids.append(unknownID)
                 return
             }
             ids.append(matchID)
@@ -136,7 +167,6 @@ public struct BertTokenizer: Sendable {
         }
     }
 
-    /// Calls `body(specialID, [])` for each special token and `body(-1, piece)` for each basic token.
     private func forEachBasicToken(
         _ text: String, _ workspace: inout Workspace,
         _ body: (Int32, UnsafeBufferPointer<UInt32>) -> Void
@@ -202,10 +232,10 @@ public struct BertTokenizer: Sendable {
     }
 
     @inline(__always)
-    private func specialToken(in bytes: UnsafeBufferPointer<UInt8>, at start: Int) -> (bytes: [UInt8], id: Int32)? {
+    private func specialToken(in bytes: UnsafeBufferPointer<UInt8>, at start: Int) -> SpecialToken? {
         for special in specials where start + special.bytes.count <= bytes.count {
             var matches = true
-            for (offset, byte) in special.bytes.enumerated() where bytes[start + offset] != byte {
+            for offset in 0..<special.bytes.count where bytes[start + offset] != special.bytes[offset] {
                 matches = false
                 break
             }
@@ -215,24 +245,26 @@ public struct BertTokenizer: Sendable {
     }
 
     /// Normalises, cases and punctuation-splits the word in `workspace.word`, then empties it.
+    /// The word moves between the workspace's buffers without copying (`inNormalized` says where it is).
     private func finishWord(
         _ workspace: inout Workspace, _ wordFlags: UInt16, _ body: (Int32, UnsafeBufferPointer<UInt32>) -> Void
     ) {
         if workspace.word.isEmpty { return }
         typealias Flags = UnicodeCharacterData.Flags
         var flagsSeen = wordFlags
-        // `current` names the buffer holding the word so far: 0 word, 1 normalized, 2 scratch.
-        var current = 0
+        var inNormalized = false
         if flagsSeen & Flags.normalizationSensitive.rawValue != 0 {
             workspace.normalized.removeAll(keepingCapacity: true)
             workspace.word.withUnsafeBufferPointer {
                 unicode.appendDecomposition(of: $0, to: &workspace.normalized)
             }
             unicode.compose(&workspace.normalized)
-            current = 1
+            inNormalized = true
             flagsSeen = flagsOf(workspace.normalized)
         }
-        if let special = wholeSpecialToken(current == 0 ? workspace.word : workspace.normalized) {
+        // After NFC, a word that spells a special token stays whole (the reference's never_split).
+        let special = inNormalized ? wholeSpecialToken(workspace.normalized) : wholeSpecialToken(workspace.word)
+        if special >= 0 {
             body(special, UnsafeBufferPointer(start: nil, count: 0))
             workspace.word.removeAll(keepingCapacity: true)
             return
@@ -240,59 +272,85 @@ public struct BertTokenizer: Sendable {
         if lowercase {
             if flagsSeen & Flags.hasLowercase.rawValue != 0 {
                 workspace.scratch.removeAll(keepingCapacity: true)
-                (current == 0 ? workspace.word : workspace.normalized).withUnsafeBufferPointer {
-                    unicode.appendLowercase(of: $0, to: &workspace.scratch)
+                if inNormalized {
+                    workspace.normalized.withUnsafeBufferPointer { unicode.appendLowercase(of: $0, to: &workspace.scratch) }
+                } else {
+                    workspace.word.withUnsafeBufferPointer { unicode.appendLowercase(of: $0, to: &workspace.scratch) }
                 }
                 swap(&workspace.scratch, &workspace.normalized)
-                current = 1
+                inNormalized = true
                 flagsSeen = flagsOf(workspace.normalized)
             }
+            // Accent stripping: NFD, then drop category Mn.
             if flagsSeen & Flags.normalizationSensitive.rawValue != 0 {
                 workspace.scratch.removeAll(keepingCapacity: true)
-                (current == 0 ? workspace.word : workspace.normalized).withUnsafeBufferPointer {
-                    unicode.appendDecomposition(of: $0, to: &workspace.scratch)
+                if inNormalized {
+                    workspace.normalized.withUnsafeBufferPointer { unicode.appendDecomposition(of: $0, to: &workspace.scratch) }
+                } else {
+                    workspace.word.withUnsafeBufferPointer { unicode.appendDecomposition(of: $0, to: &workspace.scratch) }
                 }
                 swap(&workspace.scratch, &workspace.normalized)
-                current = 1
+                inNormalized = true
                 flagsSeen = flagsOf(workspace.normalized)
             }
             if flagsSeen & Flags.nonspacingMark.rawValue != 0 {
-                if current == 0 { swap(&workspace.word, &workspace.normalized); workspace.word.removeAll(); current = 1 }
+                if !inNormalized {
+                    swap(&workspace.word, &workspace.normalized)
+                    inNormalized = true
+                }
                 let marks = Flags.nonspacingMark.rawValue
-                workspace.normalized.removeAll { unicode.flags[Int($0)] & marks != 0 }
+                let flags = unicode.flags
+                workspace.normalized.removeAll { flags[Int($0)] & marks != 0 }
             }
         }
-        let punctuation = Flags.punctuation.rawValue
-        let flags = unicode.flags
-        let splitsOnPunctuation = flagsSeen & punctuation != 0
-        (current == 0 ? workspace.word : workspace.normalized).withUnsafeBufferPointer { word in
-            guard splitsOnPunctuation else {
-                if !word.isEmpty { body(-1, word) }
-                return
-            }
-            var pieceStart = 0
-            for index in 0..<word.count where flags[Int(word[index])] & punctuation != 0 {
-                if pieceStart < index { body(-1, UnsafeBufferPointer(rebasing: word[pieceStart..<index])) }
-                body(-1, UnsafeBufferPointer(rebasing: word[index..<(index + 1)]))
-                pieceStart = index + 1
-            }
-            if pieceStart < word.count { body(-1, UnsafeBufferPointer(rebasing: word[pieceStart...])) }
+        let splitsOnPunctuation = flagsSeen & Flags.punctuation.rawValue != 0
+        if inNormalized {
+            workspace.normalized.withUnsafeBufferPointer { emitPieces($0, splitsOnPunctuation, body) }
+        } else {
+            workspace.word.withUnsafeBufferPointer { emitPieces($0, splitsOnPunctuation, body) }
         }
         workspace.word.removeAll(keepingCapacity: true)
     }
 
+    /// Punctuation splitting: every punctuation character is a piece of its own.
+    @inline(__always)
+    private func emitPieces(
+        _ word: UnsafeBufferPointer<UInt32>, _ splitsOnPunctuation: Bool,
+        _ body: (Int32, UnsafeBufferPointer<UInt32>) -> Void
+    ) {
+        guard splitsOnPunctuation else {
+            if !word.isEmpty { body(-1, word) }
+            return
+        }
+        let punctuation = UnicodeCharacterData.Flags.punctuation.rawValue
+        let flags = unicode.flags
+        var pieceStart = 0
+        for index in 0..<word.count where flags[Int(word[index])] & punctuation != 0 {
+            if pieceStart < index { body(-1, UnsafeBufferPointer(rebasing: word[pieceStart..<index])) }
+            body(-1, UnsafeBufferPointer(rebasing: word[index..<(index + 1)]))
+            pieceStart = index + 1
+        }
+        if pieceStart < word.count { body(-1, UnsafeBufferPointer(rebasing: word[pieceStart...])) }
+    }
+
     private func flagsOf(_ text: [UInt32]) -> UInt16 {
         var result: UInt16 = 0
-        for scalar in text { result |= unicode.flags[Int(scalar)] }
+        let flags = unicode.flags
+        for scalar in text { result |= flags[Int(scalar)] }
         return result
     }
 
-    /// The id of the special token `word` spells exactly, if any.
-    private func wholeSpecialToken(_ word: [UInt32]) -> Int32? {
-        guard word.count == 5 || word.count == 6, word[0] == UInt32(UInt8(ascii: "[")) else { return nil }
+    /// The id of the special token `word` spells exactly, or -1.
+    private func wholeSpecialToken(_ word: [UInt32]) -> Int32 {
+        guard word.count == 5 || word.count == 6, word[0] == UInt32(UInt8(ascii: "[")) else { return -1 }
         for special in specials where special.bytes.count == word.count {
-            if zip(special.bytes, word).allSatisfy({ UInt32($0) == $1 }) { return special.id }
+            var matches = true
+            for offset in 0..<word.count where UInt32(special.bytes[offset]) != word[offset] {
+                matches = false
+                break
+            }
+            if matches { return special.id }
         }
-        return nil
+        return -1
     }
 }

@@ -138,17 +138,22 @@ public enum VocabularyError: Error, LocalizedError, CustomStringConvertible, Equ
 
 /// A trie over the scalars of every token, for greedy longest-match WordPiece lookups without
 /// building strings: children are found in one open-addressing hash table keyed by (node, scalar).
-struct TokenTrie: Sendable {
+/// Immutable after `init`; raw storage keeps lookups in the tokenizer's inner loop free of
+/// reference counting.
+final class TokenTrie: @unchecked Sendable {
     static let root: Int32 = 0
-    /// Per node: the id of the token ending there, or -1.
-    private(set) var tokenIDs: [Int32] = [-1]
-    private var keys: [UInt64] = []
-    private var children: [Int32] = []
-    private var shift: UInt64 = 0
     private static let empty = UInt64.max
+    /// Per node: the id of the token ending there, or -1.
+    let tokenIDs: UnsafeMutablePointer<Int32>
+    private let keys: UnsafeMutablePointer<UInt64>
+    private let children: UnsafeMutablePointer<Int32>
+    private let nodeCount: Int
+    private let mask: Int
+    private let shift: UInt64
 
     init(tokens: [String]) {
         var edges: [UInt64: Int32] = [:]
+        var ids: [Int32] = [-1]
         for (id, token) in tokens.enumerated() {
             var node = Self.root
             for scalar in token.unicodeScalars {
@@ -156,20 +161,25 @@ struct TokenTrie: Sendable {
                 if let child = edges[key] {
                     node = child
                 } else {
-                    let child = Int32(tokenIDs.count)
-                    tokenIDs.append(-1)
+                    let child = Int32(ids.count)
+                    ids.append(-1)
                     edges[key] = child
                     node = child
                 }
             }
-            if node != Self.root { tokenIDs[Int(node)] = Int32(id) }
+            if node != Self.root { ids[Int(node)] = Int32(id) }
         }
+        nodeCount = ids.count
+        tokenIDs = .allocate(capacity: ids.count)
+        tokenIDs.initialize(from: ids, count: ids.count)
         var bits: UInt64 = 4
         while (1 << bits) < edges.count * 2 { bits += 1 }
         shift = 64 - bits
-        keys = [UInt64](repeating: Self.empty, count: 1 << bits)
-        children = [Int32](repeating: -1, count: 1 << bits)
-        let mask = (1 << bits) - 1
+        mask = (1 << bits) - 1
+        keys = .allocate(capacity: 1 << bits)
+        keys.initialize(repeating: Self.empty, count: 1 << bits)
+        children = .allocate(capacity: 1 << bits)
+        children.initialize(repeating: -1, count: 1 << bits)
         // Sorted so that the table's layout does not depend on dictionary order.
         for (key, child) in edges.sorted(by: { $0.key < $1.key }) {
             var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift)
@@ -179,6 +189,12 @@ struct TokenTrie: Sendable {
         }
     }
 
+    deinit {
+        tokenIDs.deallocate()
+        keys.deallocate()
+        children.deallocate()
+    }
+
     @inline(__always)
     private static func key(_ node: Int32, _ scalar: UInt32) -> UInt64 { UInt64(node) << 21 | UInt64(scalar) }
 
@@ -186,7 +202,6 @@ struct TokenTrie: Sendable {
     @inline(__always)
     func child(_ node: Int32, _ scalar: UInt32) -> Int32 {
         let key = Self.key(node, scalar)
-        let mask = keys.count - 1
         var slot = Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift)
         while true {
             let found = keys[slot]

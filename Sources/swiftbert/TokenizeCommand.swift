@@ -40,19 +40,23 @@ struct Tokenize: ParsableCommand {
         let vocabulary = try Vocabulary(contentsOfFile: vocab)
         let tokenizer = BertTokenizer(vocabulary: vocabulary, lowercase: !cased)
         // Tokens as UTF-8 bytes, looked up by id when writing WordPieces.
-        let tokenBytes = output == .tokens ? vocabulary.tokens.map { Array($0.utf8) } : []
+        // Read once: the property wrappers' getters are not free in a per-line loop.
+        let writeTokens = output == .tokens
+        let addSpecialTokens = specialTokens
+        let tokenBytes = writeTokens ? vocabulary.tokens.map { Array($0.utf8) } : []
+        let (classifierID, separatorID) = (vocabulary.classifierID, vocabulary.separatorID)
         var ids: [Int32] = []
         var out: [UInt8] = []
         out.reserveCapacity(1 << 20)
 
         func emit(_ line: UnsafeBufferPointer<UInt8>) {
             ids.removeAll(keepingCapacity: true)
-            if specialTokens { ids.append(vocabulary.classifierID) }
+            if addSpecialTokens { ids.append(classifierID) }
             tokenizer.encode(String(decoding: line, as: UTF8.self), into: &ids)
-            if specialTokens { ids.append(vocabulary.separatorID) }
+            if addSpecialTokens { ids.append(separatorID) }
             for (index, id) in ids.enumerated() {
                 if index > 0 { out.append(UInt8(ascii: " ")) }
-                if output == .tokens {
+                if writeTokens {
                     out.append(contentsOf: tokenBytes[Int(id)])
                 } else {
                     appendDecimal(id, to: &out)
