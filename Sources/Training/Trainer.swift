@@ -32,6 +32,9 @@ public struct TrainingOptions: Sendable {
     /// Stop after this many optimizer steps of this invocation (the schedule still spans
     /// `schedule.total_steps`); used to interrupt a run deterministically.
     public var stopAfterSteps: Int?
+    /// When set, each rank appends the global sample indices it trains on to `<path>.rank<r>`, one
+    /// line per step (`step: i j k ...`): a record of what was seen, for audits and tests.
+    public var sampleLog: String?
 
     public init(runDirectory: String) { self.runDirectory = runDirectory }
 }
@@ -286,6 +289,16 @@ public final class Trainer {
         }
         defer { prefetcher.cancel() }
 
+        let sampleLog = try options.sampleLog.map { path -> FileHandle in
+            let file = "\(path).rank\(comm.rank)"
+            if !FileManager.default.fileExists(atPath: file) { FileManager.default.createFile(atPath: file, contents: nil) }
+            guard let handle = FileHandle(forWritingAtPath: file) else {
+                throw TrainingError("cannot write the sample log \(file)")
+            }
+            handle.seekToEndOfFile()
+            return handle
+        }
+        defer { try? sampleLog?.close() }
         var window = Window()
         var lastCheckpoint: String?
         var step = startStep
@@ -307,6 +320,10 @@ public final class Trainer {
             window.dataWait += Date().timeIntervalSince(dataStart)
 
             let result = try trainStep(step: step, batches: batches, appliedUpdates: state.step - state.skippedSteps)
+            if let sampleLog {
+                let indices = batches.flatMap(\.sampleIndices).map(String.init).joined(separator: " ")
+                sampleLog.write(Data("\(step + 1): \(indices)\n".utf8))
+            }
             window.commWait += result.commWait
             state.step = step + 1
             state.epoch = (step + 1) / sampler.stepsPerEpoch

@@ -44,6 +44,9 @@ struct Train: ParsableCommand {
     @Option(help: "Ranks in the debug mode.")
     var ranks = 1
 
+    @Option(help: "Append the sample indices each rank trains on to FILE.rank<r>, one line per step.")
+    var sampleLog: String?
+
     @Option(help: ArgumentHelp("Make RANK's gradients NaN at the given steps: RANK:STEP[,STEP...] (tests the guards).", visibility: .hidden))
     var injectNan: String?
 
@@ -85,6 +88,7 @@ struct Train: ParsableCommand {
         default: options.resume = .path(resume)
         }
         options.stopAfterSteps = steps
+        options.sampleLog = sampleLog
         options.nanInjection = injectNan.flatMap(parseInjection)
 
         StopSignal.install()

@@ -34,7 +34,12 @@ final class GradientReducerTests: XCTestCase {
             }
             results.set(comm.rank, gradients)
         }
-        let expected = (0..<count).map { i in Float((0..<ranks).reduce(0) { $0 + (i * 31 + $1 * 7) % 101 }) }
+        var expected = [Float](repeating: 0, count: count)
+        for i in 0..<count {
+            var sum = 0
+            for rank in 0..<ranks { sum += (i * 31 + rank * 7) % 101 }
+            expected[i] = Float(sum)
+        }
         for rank in 0..<ranks { XCTAssertEqual(results.get(rank), expected, "rank \(rank)") }
     }
 }
