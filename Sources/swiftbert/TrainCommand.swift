@@ -116,15 +116,23 @@ struct Train: ParsableCommand {
             console.say("ranks: \(layout.summary); \(threads) thread\(threads == 1 ? "" : "s") per rank, "
                 + "OpenBLAS \(BLASRuntime.coreName)")
             if layout.localSize * threads > CPUFeatures.onlineCoreCount {
-                console.warn("\(layout.localSize) ranks x \(threads) threads exceed the \(CPUFeatures.onlineCoreCount) cores of this host")
+                console.warn("\(layout.localSize) ranks x \(threads) thread\(threads == 1 ? "" : "s") exceed the "
+                    + "\(CPUFeatures.onlineCoreCount) cores of this host (oversubscribed: expect slow steps)")
             }
             let summary = try train(config, options, comm, console)
             try comm.barrier()
             report(summary, options, console)
             try comm.finalize()
+        } catch let error where error is TrainingError || error is ConfigError {
+            // Configuration errors and the trainer's own stops are reached by every rank at the same
+            // point: rank 0 reports once and all ranks end MPI normally. Should a rank not get there,
+            // the job is aborted after a grace period instead of hanging.
+            if comm.rank == 0 { Console.standalone.fail("\(error)") }
+            DispatchQueue.global().asyncAfter(deadline: .now() + 30) { comm.abort(code: 1) }
+            try? comm.finalize()
+            throw ExitCode.failure
         } catch {
-            // Errors every rank reaches together are reported once, by rank 0.
-            if comm.rank == 0 || !(error is TrainingError || error is ConfigError) { console.fail("\(error)") }
+            console.fail("\(error)")
             if comm.size > 1 { comm.abort(code: 1) }
             throw ExitCode.failure
         }
