@@ -158,7 +158,12 @@ public final class CheckpointStore {
             throw CheckpointError(path: pointer, message: "checkpoint \(name) is committed but the latest pointer "
                 + "was not updated (\(error)); resume still finds the checkpoint")
         }
-        try prune()
+        do {
+            try prune()
+        } catch let error as CheckpointError {
+            throw CheckpointError(path: error.path, message: "checkpoint \(name) is committed, but retention failed: "
+                + error.message)
+        }
         return Checkpoint(step: step, path: final)
     }
 
