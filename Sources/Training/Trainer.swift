@@ -32,6 +32,10 @@ public struct TrainingOptions: Sendable {
     /// Stop after this many optimizer steps of this invocation (the schedule still spans
     /// `schedule.total_steps`); used to interrupt a run deterministically.
     public var stopAfterSteps: Int?
+    /// Fault injection for tests: this rank stops responding at this step.
+    public var hangInjection: (rank: Int, step: Int)?
+    /// Called when this rank sees no progress for `watchdog_seconds` (the job should be aborted).
+    public var onHang: (@Sendable (_ message: String) -> Void)?
     /// When set, each rank appends the global sample indices it trains on to `<path>.rank<r>`, one
     /// line per step (`step: i j k ...`): a record of what was seen, for audits and tests.
     public var sampleLog: String?
@@ -257,6 +261,10 @@ public final class Trainer {
         if isRoot, let store {
             for stale in store.removeStaleTemporaries() { log("removed an interrupted checkpoint write: \(stale)") }
         }
+        let watchdog = Watchdog(timeout: options.onHang == nil ? 0 : config.watchdogSeconds) { [options] message in
+            options.onHang?(message)
+        }
+        defer { watchdog.stop() }
         var state = try start(store: isRoot ? store : nil)
         let startStep = state.step
         let totalSteps = config.schedule.totalSteps
@@ -314,6 +322,10 @@ public final class Trainer {
                 }
                 break
             }
+            watchdog.beat("step \(step + 1)")
+            if let hang = options.hangInjection, hang.rank == comm.rank, hang.step == step + 1 {
+                while true { Thread.sleep(forTimeInterval: 3600) }
+            }
             let stepStart = Date()
             let dataStart = Date()
             guard let batches = try prefetcher.next() else { break }
@@ -359,6 +371,7 @@ public final class Trainer {
             if let validation, validation.count > 0,
                 step % config.logging.evalEverySteps == 0 || step == totalSteps
             {
+                watchdog.beat("evaluation at step \(step)")
                 let record = try evaluate(validation, step: step)
                 if isRoot {
                     try metrics?.append(record)
@@ -370,6 +383,7 @@ public final class Trainer {
                 }
             }
             if step % config.checkpoint.everySteps == 0 || step == lastStep {
+                watchdog.beat("checkpoint at step \(step)")
                 lastCheckpoint = try checkpoint(state: state, store: store)
                 checkpointedStep = step
             }

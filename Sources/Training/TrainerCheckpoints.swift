@@ -9,6 +9,7 @@ import Transformer
 /// manifest `CheckpointStore` writes last: trainer state and SHA-256 of every file).
 extension Trainer {
     static let optimizerFile = "optimizer.safetensors"
+    public static var optimizerFileName: String { optimizerFile }
     static let trainingConfigFile = "training_config.json"
 
     /// Writes a checkpoint of `state` from rank 0; the other ranks wait for the commit, and every

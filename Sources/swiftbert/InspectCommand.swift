@@ -6,9 +6,14 @@ import Foundation
 /// a detector and a report; a path that is none of them is an error saying what was expected.
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the manifest and statistics of a prepared data directory and verify its checksums.")
+        abstract: "Describe a prepared data directory or a checkpoint and verify its checksums.",
+        discussion: """
+            A data directory (from `swiftbert prepare`): manifest, statistics, shard checksums. A checkpoint \
+            (runs/NAME/checkpoints/step-NNNNNNNN): step, samples, loss at save, world size, file sizes, \
+            and the SHA-256 of every file. Exits non-zero when anything does not verify.
+            """)
 
-    @Argument(help: "A data directory written by `swiftbert prepare`.")
+    @Argument(help: "A data directory written by `swiftbert prepare`, or a checkpoint directory.")
     var path: String
 
     @Option(help: "Seed for the masking statistics (the training seed, to see what training will see).")
@@ -22,6 +27,7 @@ struct Inspect: ParsableCommand {
 
     enum Kind {
         case dataDirectory
+        case checkpoint
     }
 
     /// A path `inspect` cannot describe.
@@ -38,15 +44,20 @@ struct Inspect: ParsableCommand {
            FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(DatasetManifest.fileName)) {
             return .dataDirectory
         }
+        if isDirectory.boolValue, CheckpointInspection.isCheckpoint(path) {
+            return .checkpoint
+        }
         throw UnknownPathError(description:
             "'\(path)' is not something `swiftbert inspect` knows: expected a data directory written by "
-                + "`swiftbert prepare` (with \(DatasetManifest.fileName))")
+                + "`swiftbert prepare` (with \(DatasetManifest.fileName)) or a checkpoint directory (with trainer_state.json)")
     }
 
     func run() throws {
         switch try Inspect.detect(path) {
         case .dataDirectory:
             try inspectData()
+        case .checkpoint:
+            try CheckpointInspection.inspect(path)
         }
     }
 

@@ -50,6 +50,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Make RANK's gradients NaN at the given steps: RANK:STEP[,STEP...] (tests the guards).", visibility: .hidden))
     var injectNan: String?
 
+    @Option(help: ArgumentHelp("Make RANK stop responding at STEP: RANK:STEP (tests the watchdog).", visibility: .hidden))
+    var injectHang: String?
+
     func validate() throws {
         guard FileManager.default.fileExists(atPath: config) else {
             throw ValidationError("configuration file \(config) does not exist; see configs/ for examples")
@@ -90,6 +93,9 @@ struct Train: ParsableCommand {
         options.stopAfterSteps = steps
         options.sampleLog = sampleLog
         options.nanInjection = injectNan.flatMap(parseInjection)
+        if let hang = injectHang.flatMap(parseInjection), let step = hang.steps.first {
+            options.hangInjection = (hang.rank, step)
+        }
 
         StopSignal.install()
         if debug {
@@ -118,6 +124,11 @@ struct Train: ParsableCommand {
             if layout.localSize * threads > CPUFeatures.onlineCoreCount {
                 console.warn("\(layout.localSize) ranks x \(threads) thread\(threads == 1 ? "" : "s") exceed the "
                     + "\(CPUFeatures.onlineCoreCount) cores of this host (oversubscribed: expect slow steps)")
+            }
+            var options = options
+            options.onHang = { message in
+                console.fail(message)
+                comm.abort(code: 1)
             }
             let summary = try train(config, options, comm, console)
             try comm.barrier()

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Training
+import Transformer
+
+/// What `swiftbert inspect` prints for a checkpoint, and `swiftbert export`.
+enum CheckpointInspection {
+    static func isCheckpoint(_ path: String) -> Bool {
+        FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(CheckpointStore.manifestName))
+            || FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(PretrainedDirectory.configFile))
+                && FileManager.default.fileExists(atPath: (path as NSString).appendingPathComponent(Trainer.optimizerFileName))
+    }
+
+    /// Prints the checkpoint's state and files and verifies every checksum; throws naming the first
+    /// file that does not match.
+    static func inspect(_ path: String) throws {
+        let manifestPath = (path as NSString).appendingPathComponent(CheckpointStore.manifestName)
+        guard FileManager.default.fileExists(atPath: manifestPath) else {
+            throw CheckpointError(path: manifestPath, message: "missing: the checkpoint was not completely written "
+                + "and cannot be verified; resume from an older one")
+        }
+        print("# checkpoint \(path)")
+        let manifest: CheckpointManifest
+        do {
+            manifest = try CheckpointStore.verify(path)
+        } catch {
+            print("  checksums      FAILED")
+            throw error
+        }
+        let state = try manifest.decodeState(TrainerState.self)
+        print("  step           \(state.step)")
+        print("  samples        \(state.consumedSamples) (epoch \(state.epoch))")
+        print("  loss at save   " + (state.loss.map { String(format: "%.4f", $0) } ?? "n/a"))
+        print("  learning rate  \(String(format: "%.3e", state.learningRate))")
+        print("  world size     \(state.worldSize) rank\(state.worldSize == 1 ? "" : "s"), global batch \(state.globalBatchSize)")
+        print("  skipped steps  \(state.skippedSteps)")
+        print("  config         \(state.configFingerprint.prefix(16))...")
+        print("  data           \(state.dataFingerprint.prefix(16))...")
+        print("  files")
+        for file in manifest.files {
+            print("    \(file.name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(byteCount(file.size).padding(toLength: 10, withPad: " ", startingAt: 0)) sha256 \(file.sha256.prefix(16))... OK")
+        }
+        print("  checksums      OK (\(manifest.files.count) files)")
+    }
+
+    static func byteCount(_ bytes: Int) -> String {
+        if bytes >= 1 << 30 { return String(format: "%.2f GiB", Double(bytes) / Double(1 << 30)) }
+        if bytes >= 1 << 20 { return String(format: "%.1f MiB", Double(bytes) / Double(1 << 20)) }
+        if bytes >= 1 << 10 { return String(format: "%.1f KiB", Double(bytes) / Double(1 << 10)) }
+        return "\(bytes) B"
+    }
+}
+
+/// `swiftbert export CHECKPOINT --out DIR`: the Hugging Face model of a checkpoint, for sharing.
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the Hugging Face model of a verified checkpoint (no optimizer or trainer state).",
+        discussion: """
+            The result holds config.json, model.safetensors, vocab.txt and tokenizer_config.json: \
+            transformers' BertForPreTraining.from_pretrained(DIR) loads it.
+            """)
+
+    @Argument(help: "A checkpoint directory (runs/NAME/checkpoints/step-NNNNNNNN).")
+    var checkpoint: String
+
+    @Option(help: "Directory to create (must not exist).")
+    var out: String
+
+    func run() throws {
+        try CheckpointStore.verify(checkpoint)
+        guard !FileManager.default.fileExists(atPath: out) else {
+            throw ValidationError("\(out) already exists; choose a new directory")
+        }
+        let parent = ((out as NSString).deletingLastPathComponent as NSString)
+        let temporary = (parent.length == 0 ? "." : parent as String) + "/.tmp-export-\(getpid())"
+        do {
+            try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+            for file in [PretrainedDirectory.configFile, PretrainedDirectory.weightsFile,
+                         PretrainedDirectory.vocabularyFile, PretrainedDirectory.tokenizerConfigFile] {
+                let source = (checkpoint as NSString).appendingPathComponent(file)
+                guard FileManager.default.fileExists(atPath: source) else { continue }
+                try FileManager.default.copyItem(atPath: source, toPath: (temporary as NSString).appendingPathComponent(file))
+            }
+            try FileManager.default.moveItem(atPath: temporary, toPath: out)
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CheckpointError(path: out, message: "export failed: \(error.localizedDescription)")
+        }
+        print("exported \(checkpoint) -> \(out) (Hugging Face model directory)")
+    }
+}

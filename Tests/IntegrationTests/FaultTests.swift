@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+
+/// Kills, hangs and damaged checkpoints under real mpirun: the job ends instead of hanging, and
+/// `--resume auto` continues from the newest checkpoint that verifies, exactly.
+final class FaultTests: XCTestCase {
+    let total = ["--set", "schedule.total_steps=40", "--set", "checkpoint.every_steps=1", "--set", "checkpoint.keep_last=2"]
+
+    func arguments(_ out: String) throws -> [String] {
+        ["train", "--config", TrainingFixture.debugConfig, "--data", try TrainingFixture.data(), "--out", out] + total
+    }
+
+    /// Process ids of this job's ranks, by rank, read from their environment.
+    func rankProcesses(of out: String) -> [Int: Int32] {
+        var ranks: [Int: Int32] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry),
+                  let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+                  String(decoding: cmdline, as: UTF8.self).contains(out),
+                  let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            for variable in String(decoding: environ, as: UTF8.self).split(separator: "\0")
+                where variable.hasPrefix("OMPI_COMM_WORLD_RANK=") {
+                if let rank = Int(variable.dropFirst("OMPI_COMM_WORLD_RANK=".count)) { ranks[rank] = pid }
+            }
+        }
+        return ranks
+    }
+
+    /// Starts `mpirun -np 2` training, kills `rank` with SIGKILL after `delay` seconds, and returns
+    /// how the job ended.
+    func killRank(_ rank: Int, after delay: Double, out: String) throws -> (status: Int32, seconds: Double) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
+        process.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "2", try Tool.binary] + (try arguments(out))
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: delay)
+        let pid = rankProcesses(of: out)[rank]
+        XCTAssertNotNil(pid, "rank \(rank) not found")
+        if let pid { kill(pid, SIGKILL) }
+        let killed = Date()
+        let deadline = killed.addingTimeInterval(90)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        let hung = process.isRunning
+        if hung { process.terminate() }
+        process.waitUntilExit()
+        XCTAssertFalse(hung, "the job did not end after rank \(rank) was killed")
+        return (process.terminationStatus, Date().timeIntervalSince(killed))
+    }
+
+    func testKilledRanksEndTheJobAndResumeContinuesExactly() throws {
+        let straight = TrainingFixture.runDirectory("faults-straight")
+        let reference = try Tool.mpirun(ranks: 2, try arguments(straight), timeout: 600)
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        let expected = try TrainingFixture.losses(straight)
+
+        // Rank 1 mid-step, then rank 0 at moments that fall in steps and in checkpoint writes
+        // (a checkpoint is written after every step).
+        for (trial, (rank, delay)) in [(1, 2.5), (0, 3.1), (0, 4.7), (0, 6.3)].enumerated() {
+            let out = TrainingFixture.runDirectory("faults-\(trial)")
+            let ended = try killRank(rank, after: delay, out: out)
+            XCTAssertNotEqual(ended.status, 0, "trial \(trial)")
+            XCTAssertLessThan(ended.seconds, 60, "trial \(trial): the job took too long to end")
+            let resumed = try Tool.mpirun(ranks: 2, try arguments(out), timeout: 600)
+            XCTAssertEqual(resumed.status, 0, "trial \(trial): \(resumed.stderr)")
+            XCTAssertEqual(try TrainingFixture.losses(out), expected, "trial \(trial): loss curve differs after resume")
+        }
+    }
+
+    func testHungRankIsAbortedByTheWatchdog() throws {
+        let out = TrainingFixture.runDirectory("hang")
+        let result = try Tool.mpirun(
+            ranks: 2, try arguments(out) + ["--set", "watchdog_seconds=5", "--inject-hang", "1:3"], timeout: 120)
+        XCTAssertFalse(result.timedOut, "the watchdog did not end the hung job")
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("no progress for"), result.stderr)
+    }
+
+    func testDamagedCheckpointsAreDetectedSkippedAndRefused() throws {
+        let out = TrainingFixture.runDirectory("corrupt")
+        let first = try Tool.swiftbert(
+            ["train", "--config", TrainingFixture.debugConfig, "--data", try TrainingFixture.data(), "--out", out,
+             "--set", "schedule.total_steps=40", "--set", "checkpoint.every_steps=10", "--steps", "20"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let newest = out + "/checkpoints/step-00000020"
+        let files = try FileManager.default.contentsOfDirectory(atPath: newest).sorted()
+        XCTAssertEqual(Set(files), ["config.json", "model.safetensors", "optimizer.safetensors", "tokenizer_config.json",
+                                    "trainer_state.json", "training_config.json", "vocab.txt"])
+        XCTAssertEqual(try Tool.swiftbert(["inspect", newest]).status, 0)
+
+        let pristine = TrainingFixture.runDirectory("corrupt-pristine")
+        try FileManager.default.copyItem(atPath: newest, toPath: pristine)
+        for file in files {
+            for damage in ["flip", "truncate", "delete"] {
+                try? FileManager.default.removeItem(atPath: newest)
+                try FileManager.default.copyItem(atPath: pristine, toPath: newest)
+                let path = newest + "/" + file
+                var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+                switch damage {
+                case "flip": bytes[bytes.count / 2] ^= 0x01; try bytes.write(to: URL(fileURLWithPath: path))
+                case "truncate": try bytes.prefix(bytes.count - 1).write(to: URL(fileURLWithPath: path))
+                default: try FileManager.default.removeItem(atPath: path)
+                }
+                let label = "\(damage) \(file)"
+                let inspected = try Tool.swiftbert(["inspect", newest])
+                XCTAssertNotEqual(inspected.status, 0, label)
+                XCTAssertTrue(inspected.stderr.contains(file == "trainer_state.json" && damage != "delete" ? "trainer_state" : file),
+                              "\(label): \(inspected.stderr)")
+                let explicit = try Tool.swiftbert(
+                    ["train", "--config", TrainingFixture.debugConfig, "--data", try TrainingFixture.data(), "--out", out,
+                     "--set", "schedule.total_steps=40", "--resume", newest, "--steps", "1"])
+                XCTAssertNotEqual(explicit.status, 0, "\(label): an explicitly named damaged checkpoint must be refused")
+                if damage == "flip" && file == files.first {
+                    let auto = try Tool.swiftbert(
+                        ["train", "--config", TrainingFixture.debugConfig, "--data", try TrainingFixture.data(), "--out", out,
+                         "--set", "schedule.total_steps=40", "--set", "checkpoint.every_steps=1000", "--steps", "1"])
+                    XCTAssertEqual(auto.status, 0, "\(label): \(auto.stderr)")
+                    XCTAssertTrue(auto.stdout.contains("skipping checkpoint \(newest)"), "\(label): \(auto.stdout)")
+                    XCTAssertTrue(auto.stdout.contains("resumed from \(out)/checkpoints/step-00000010"), "\(label): \(auto.stdout)")
+                }
+            }
+        }
+    }
+}
