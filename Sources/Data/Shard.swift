@@ -4,6 +4,11 @@ import Foundation
 import Glibc
 #endif
 
+// The reader maps shards and uses their little-endian integers in place.
+#if _endian(big)
+#error("SwiftBERT shards are little-endian and memory-mapped as they are; big-endian hosts are not supported")
+#endif
+
 // MARK: - Format
 
 /// The binary shard format: pretraining instances, unmasked, so masking can differ per epoch.
@@ -172,8 +177,8 @@ public final class ShardWriter {
         try flushTokens()
         let padding = ShardFormat.paddedTokenBytes(tokenCount) - 4 * tokenCount
         try writePayload([UInt8](repeating: 0, count: padding))
-        try writePayload(offsets.map { $0.littleEndian })
-        try writePayload(segmentALengths.map { $0.littleEndian })
+        try writePayload(offsets)
+        try writePayload(segmentALengths)
         try writePayload(nspLabels)
         let header = ShardHeader(
             instanceCount: instanceCount, tokenCount: tokenCount, sequenceLength: sequenceLength,
@@ -192,9 +197,6 @@ public final class ShardWriter {
     }
 
     private func flushTokens() throws {
-        #if _endian(big)
-        for i in buffer.indices { buffer[i] = buffer[i].littleEndian }
-        #endif
         try writePayload(buffer)
         buffer.removeAll(keepingCapacity: true)
     }
