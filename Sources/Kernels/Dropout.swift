@@ -42,7 +42,9 @@ public struct DropoutMask {
     var threshold: UInt32 { UInt32((probability * 65_536).rounded()) }
 
     /// Writes the multipliers (0 or `scale`) of elements `first ..< first + count` of sequence
-    /// `sample` (index into `sampleIndices`).
+    /// `sample` (index into `sampleIndices`). Element e uses the 16-bit half (low for even e, high for
+    /// odd e) of word (e & 7) >> 1 of Philox block e >> 3, and is dropped when that half is below
+    /// `round(probability * 65536)`.
     @inline(__always)
     public func multipliers(_ out: UnsafeMutablePointer<Float>, sample: Int, first: Int, count: Int) {
         let generator = Philox(seed: seed, step, UInt64(sampleIndices[sample]), layer, site)
@@ -51,6 +53,36 @@ public struct DropoutMask {
         var j = 0
         while j < count {
             let element = first + j
+            if element & 7 == 0 && count - j >= 128 {
+                // 16 blocks (128 elements) at once.
+                let (w0, w1, w2, w3) = philoxBlocks(generator.key, firstBlock: UInt64(element >> 3))
+                let limit = SIMD16<UInt32>(repeating: threshold)
+                let zero = FloatVector(), kept = FloatVector(repeating: scale)
+                var halves = (FloatVector(), FloatVector(), FloatVector(), FloatVector(),
+                              FloatVector(), FloatVector(), FloatVector(), FloatVector())
+                halves.0 = kept.replacing(with: zero, where: (w0 & 0xFFFF) .< limit)
+                halves.1 = kept.replacing(with: zero, where: (w0 &>> 16) .< limit)
+                halves.2 = kept.replacing(with: zero, where: (w1 & 0xFFFF) .< limit)
+                halves.3 = kept.replacing(with: zero, where: (w1 &>> 16) .< limit)
+                halves.4 = kept.replacing(with: zero, where: (w2 & 0xFFFF) .< limit)
+                halves.5 = kept.replacing(with: zero, where: (w2 &>> 16) .< limit)
+                halves.6 = kept.replacing(with: zero, where: (w3 & 0xFFFF) .< limit)
+                halves.7 = kept.replacing(with: zero, where: (w3 &>> 16) .< limit)
+                let o = out + j
+                for block in 0..<16 {
+                    let b = o + 8 * block
+                    b[0] = halves.0[block]
+                    b[1] = halves.1[block]
+                    b[2] = halves.2[block]
+                    b[3] = halves.3[block]
+                    b[4] = halves.4[block]
+                    b[5] = halves.5[block]
+                    b[6] = halves.6[block]
+                    b[7] = halves.7[block]
+                }
+                j += 128
+                continue
+            }
             let block = generator.block(UInt64(element >> 3))
             var lane = element & 7
             while lane < 8 && j < count {
@@ -68,6 +100,36 @@ public struct DropoutMask {
             }
         }
     }
+}
+
+/// Philox4x32-10 (the same function as `Philox.block`) for the 16 consecutive block counters
+/// `firstBlock ..< firstBlock + 16` at once; lane i of each output word belongs to block
+/// `firstBlock + i`. The 32 x 32 -> 64-bit products become AVX-512 `vpmuludq`.
+@inline(__always)
+func philoxBlocks(
+    _ key: (UInt32, UInt32), firstBlock: UInt64
+) -> (SIMD16<UInt32>, SIMD16<UInt32>, SIMD16<UInt32>, SIMD16<UInt32>) {
+    let lanes = SIMD16<UInt64>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    let counters = SIMD16<UInt64>(repeating: firstBlock) &+ lanes
+    var c0 = SIMD16<UInt32>(truncatingIfNeeded: counters)
+    var c1 = SIMD16<UInt32>(truncatingIfNeeded: counters &>> 32)
+    var c2 = SIMD16<UInt32>(), c3 = SIMD16<UInt32>()
+    var k0 = key.0, k1 = key.1
+    @inline(__always)
+    func multiply(_ a: SIMD16<UInt32>, _ m: UInt32) -> (high: SIMD16<UInt32>, low: SIMD16<UInt32>) {
+        let wide = SIMD16<UInt64>(truncatingIfNeeded: a) &* UInt64(m)
+        return (SIMD16<UInt32>(truncatingIfNeeded: wide &>> 32), a &* m)
+    }
+    for round in 0..<10 {
+        if round > 0 {
+            k0 &+= 0x9E37_79B9
+            k1 &+= 0xBB67_AE85
+        }
+        let (hi0, lo0) = multiply(c0, 0xD251_1F53)
+        let (hi1, lo1) = multiply(c2, 0xCD9E_8D57)
+        (c0, c1, c2, c3) = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+    }
+    return (c0, c1, c2, c3)
 }
 
 /// Rows of multipliers are generated into a stack buffer of at most this many floats at a time.

@@ -341,6 +341,32 @@ final class KernelGradientTests: XCTestCase {
         assertClose(dx, g.indices.map { g[$0] * Double(a[$0]) }, 1e-6, "dropout backward")
     }
 
+    func testDropoutMaskFollowsTheDocumentedPhiloxRule() {
+        // Rows of 37 (unaligned starts, scalar path) and of 300 elements (vectorised runs of 128).
+        for C in [37, 300] {
+            let rows = 6, rowsPerSample = 3, samples = [4, 17]
+            var out = [Float](repeating: 0, count: rows * C)
+            samples.withUnsafeBufferPointer { samples in
+                let dropout = DropoutMask(
+                    probability: 0.3, seed: 5, step: 6, layer: 2, site: 1, sampleIndices: samples.baseAddress!,
+                    rowsPerSample: rowsPerSample)
+                dropoutForward(&out, [Float](repeating: 1, count: rows * C), dropout, rows: rows, columns: C)
+            }
+            let threshold = UInt32((Float(0.3) * 65_536).rounded())
+            let scale = 1 / (1 - Float(0.3))
+            for row in 0..<rows {
+                let generator = Philox(seed: 5, 6, UInt64(samples[row / rowsPerSample]), 2, 1)
+                for j in 0..<C {
+                    let e = (row % rowsPerSample) * C + j
+                    let b = generator.block(UInt64(e >> 3))
+                    let word = [b.0, b.1, b.2, b.3][(e & 7) >> 1]
+                    let bits = e & 1 == 0 ? word & 0xFFFF : word >> 16
+                    XCTAssertEqual(out[row * C + j], bits < threshold ? 0 : scale, "C \(C) row \(row) element \(j)")
+                }
+            }
+        }
+    }
+
     // MARK: - Cross-entropy
 
     func testCrossEntropyLossGradientAndAccuracy() {
