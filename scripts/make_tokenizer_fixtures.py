@@ -12,6 +12,8 @@ Two outputs, both committed:
               ../shared/vocab/bert-base-uncased-vocab.txt:
                 hard-cases.json      every hard case with its basic tokens, WordPieces and ids,
                                      uncased and cased;
+                random-cases.json    random strings (fixed seed) drawn from characters the tokenizer
+                                     treats specially, with their ids and cased basic tokens;
                 corpus-digests.json  for every corpus file, the line count and, per block of
                                      BLOCK_LINES lines, SHA-256 digests of the ids (uncased and
                                      cased) and of the cased basic tokens.
@@ -320,6 +322,59 @@ def write_hard_cases(uncased, cased):
     print(f"wrote {path}: {len(cases)} cases")
 
 
+def random_texts(count=3000, seed=20240607):
+    """Random strings from pools of characters the tokenizer treats specially (and from anywhere in
+    the code space), so that the comparison covers text nobody wrote."""
+    import random
+
+    rng = random.Random(seed)
+    pools = [
+        [chr(c) for c in range(0x20, 0x7F)] * 3,  # ASCII, weighted up
+        [chr(c) for c in range(0x00, 0x20)] + ["\x7f", "\x85", "\u00a0", "\u2028", "\u2029", "\u200b", "\ufeff",
+                                               "\ufffd", "\u3000", "\u1680", "\u180e", "\u00ad"],
+        [chr(c) for c in range(0xC0, 0x250)],  # Latin-1 and Latin Extended
+        [chr(c) for c in range(0x300, 0x370)],  # combining diacritics
+        [chr(c) for c in range(0x370, 0x400)] + ["\u03a3"] * 20,  # Greek, capital sigma weighted up
+        [chr(c) for c in range(0x1F00, 0x2000)],  # Greek extended
+        [chr(c) for c in range(0x2000, 0x2070)],  # general punctuation
+        [chr(c) for c in range(0x4E00, 0x4E80)] + [chr(c) for c in range(0xF900, 0xF920)],
+        [chr(c) for c in range(0x1100, 0x1200)] + [chr(c) for c in range(0xAC00, 0xAC80)],  # Hangul
+        [chr(c) for c in range(0x0900, 0x0980)] + [chr(c) for c in range(0x0E00, 0x0E60)],  # Devanagari, Thai
+        [chr(c) for c in range(0xFF00, 0xFFF0)],  # fullwidth and halfwidth forms
+        ["[MASK]", "[CLS]", "[SEP]", "[PAD]", "[UNK]", "[", "]", "##", "\u0130", "\u212a", "\u1e9e"],
+    ]
+    texts = []
+    for _ in range(count):
+        length = rng.choice([1, 2, 3, 5, 8, 13, 21, 40, 120])
+        chars = []
+        for _ in range(length):
+            if rng.random() < 0.08:
+                cp = rng.randrange(0x110000)
+                if 0xD800 <= cp <= 0xDFFF:
+                    cp = 0x20
+                chars.append(chr(cp))
+            else:
+                chars.append(rng.choice(rng.choice(pools)))
+        texts.append("".join(chars))
+    return texts
+
+
+def write_random_cases(uncased, cased):
+    cases = []
+    for text in random_texts():
+        cases.append({
+            "text": text,
+            "uncased": reference_ids(uncased, text),
+            "cased": reference_ids(cased, text),
+            "casedBasic": reference_basic_tokens(cased, text),
+        })
+    path = os.path.join(FIXTURES, "random-cases.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"vocab": "bert-base-uncased-vocab.txt", "cases": cases}, f, ensure_ascii=True, indent=0)
+        f.write("\n")
+    print(f"wrote {path}: {len(cases)} cases")
+
+
 def corpus_files():
     files = ["kjv/kjv-chapters.txt"]
     for folder in ("python-docs", "zh-handbook"):
@@ -397,6 +452,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", action="store_true", help="write Sources/Data/UnicodeTables.swift")
     parser.add_argument("--fixtures", action="store_true", help="write Tests/DataTests/Fixtures/tokenizer/")
+    parser.add_argument("--skip-corpora", action="store_true", help="with --fixtures: keep corpus-digests.json")
     parser.add_argument("--benchmark", metavar="FILE", help="time the reference tokenizers on the lines of FILE")
     args = parser.parse_args()
     if not (args.tables or args.fixtures or args.benchmark):
@@ -410,7 +466,9 @@ def main():
         uncased = reference_tokenizer(True)
         cased = reference_tokenizer(False)
         write_hard_cases(uncased, cased)
-        write_corpus_digests(uncased, cased)
+        write_random_cases(uncased, cased)
+        if not args.skip_corpora:
+            write_corpus_digests(uncased, cased)
 
 
 if __name__ == "__main__":

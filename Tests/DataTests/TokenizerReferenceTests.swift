@@ -75,6 +75,36 @@ final class TokenizerReferenceTests: XCTestCase {
         }
     }
 
+    private struct RandomCases: Decodable {
+        struct Case: Decodable {
+            let text: String
+            let uncased: [Int32]
+            let cased: [Int32]
+            let casedBasic: [String]
+        }
+        let cases: [Case]
+    }
+
+    /// Random strings of characters the tokenizer treats specially, and of any code point.
+    func testRandomTextsMatchReferenceTokenizer() throws {
+        let data = try Foundation.Data(
+            contentsOf: TokenizerFixtures.directory.appendingPathComponent("random-cases.json"))
+        let fixture = try JSONDecoder().decode(RandomCases.self, from: data)
+        XCTAssertGreaterThan(fixture.cases.count, 1000)
+        let vocabulary = try TokenizerFixtures.bertVocabulary()
+        let uncased = BertTokenizer(vocabulary: vocabulary, lowercase: true)
+        let cased = BertTokenizer(vocabulary: vocabulary, lowercase: false)
+        var failures: [String] = []
+        for testCase in fixture.cases {
+            if uncased.encode(testCase.text) != testCase.uncased { failures.append("uncased \"\(describe(testCase.text))\"") }
+            if cased.encode(testCase.text) != testCase.cased { failures.append("cased \"\(describe(testCase.text))\"") }
+            if scalars(cased.basicTokenize(testCase.text)) != scalars(testCase.casedBasic) {
+                failures.append("cased basic tokens \"\(describe(testCase.text))\"")
+            }
+        }
+        XCTAssertEqual(failures, [], "\(failures.count) mismatches, first: \(failures.prefix(10))")
+    }
+
     /// Every line of every corpus file, uncased and cased, against per-block digests of the reference.
     func testCorporaMatchReferenceTokenizer() throws {
         let data = try Foundation.Data(
