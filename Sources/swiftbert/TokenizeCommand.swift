@@ -10,7 +10,8 @@ struct Tokenize: ParsableCommand {
             Every line ("\\n"-terminated; a final line without "\\n" counts) is tokenized on its own and \
             gives one output line: ids or WordPieces separated by spaces, empty for a line without \
             tokens. The tokenization is Hugging Face's BertTokenizer (pure Python) exactly; special \
-            tokens written in the text ([MASK], [CLS], ...) stay whole, as there.
+            tokens written in the text ([MASK], [CLS], ...) stay whole, as there. Input is UTF-8; \
+            invalid bytes become U+FFFD, which the tokenizer drops.
             """)
 
     enum Output: String, EnumerableFlag {
