@@ -253,10 +253,18 @@ public final class Preparer {
                 reason: "no training instances were made from \(corpus.documents) document(s); lower the validation fraction or add text")
         }
 
+        // The data directory carries its vocabulary, so that it is complete wherever it is moved and
+        // checkpoints of models trained on it can include vocab.txt.
+        let vocabularyCopy = (directory as NSString).appendingPathComponent("vocab.txt")
+        do {
+            try FileManager.default.copyItem(atPath: tokenizer.vocabularyFile, toPath: vocabularyCopy)
+        } catch {
+            throw DataError.writeFailed(path: vocabularyCopy, reason: "cannot copy \(tokenizer.vocabularyFile): \(error.localizedDescription)")
+        }
         let manifest = DatasetManifest(
             format: DatasetManifest.formatName, version: DatasetManifest.currentVersion,
             vocabulary: .init(fingerprint: tokenizer.fingerprint, size: tokenizer.vocabularySize,
-                              file: tokenizer.vocabularyFile, lowercase: tokenizer.lowercase,
+                              file: "vocab.txt", lowercase: tokenizer.lowercase,
                               padID: tokenizer.padID, unknownID: tokenizer.unknownID, classifierID: tokenizer.classifierID,
                               separatorID: tokenizer.separatorID, maskID: tokenizer.maskID),
             instances: settings.instances, masking: settings.masking,
