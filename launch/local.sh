@@ -42,9 +42,9 @@ mpi=(mpirun -np "$ranks")
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 if [ "$ranks" -le "$cores" ]; then
     threads=$(( cores / ranks ))
-    # Each rank on `threads` whole cores of its own, so its BLAS threads never share a core with
-    # another rank's.
-    mpi+=(--map-by "slot:PE=$threads" --bind-to core)
+    # Each rank on `threads` logical CPUs of its own (swiftbert counts logical CPUs too), so its BLAS
+    # threads never share a CPU with another rank's.
+    mpi+=(--use-hwthread-cpus --map-by "slot:PE=$threads" --bind-to hwthread)
 else
     threads=1
     mpi+=(--oversubscribe --bind-to none)
