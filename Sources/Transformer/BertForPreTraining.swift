@@ -89,6 +89,10 @@ public final class BertForPreTraining {
             config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows)
     }
 
+    /// Bytes of all activation and scratch buffers (allocated once in `init`), excluding parameters
+    /// and gradients.
+    public var activationByteCount: Int { activations.floatCount * MemoryLayout<Float>.stride }
+
     deinit {
         parameters.deallocate()
         gradients.deallocate()

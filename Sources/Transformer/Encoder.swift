@@ -46,9 +46,11 @@ extension BertForPreTraining {
             dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput), rows: N, columns: C, epsilon: eps)
 
         // Feed-forward: GEMM, fused bias + activation, GEMM, fused bias + dropout + residual + LayerNorm.
+        // The activation output is not kept (backward recomputes it from `pre`): it lives in the
+        // (N, I) scratch that backward uses for its gradient, which saves an (N, I) buffer per layer.
         linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: N, inputSize: C, outputSize: I)
-        biasActivationForward(act.act, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
-        linearForward(a.dense, act.act, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
+        biasActivationForward(a.dIntermediate, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
+        linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
         residualLayerNormForward(
             act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
             param(p.outputNormWeight), param(p.outputNormBias),
@@ -144,8 +146,14 @@ extension BertForPreTraining {
             dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
             dOutput = UnsafePointer(a.dense)
         }
+        // Recompute the activation output for the weight gradient, then overwrite it with the input
+        // gradient (the GEMM for dinp reads only dOutput and the weight).
+        activationForward(a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
         linearBackward(
-            a.dIntermediate, grad(p.outputWeight), grad(p.outputBias), dOutput, act.act, param(p.outputWeight),
+            nil, grad(p.outputWeight), grad(p.outputBias), dOutput, a.dIntermediate, param(p.outputWeight),
+            rows: N, inputSize: I, outputSize: C)
+        linearBackward(
+            a.dIntermediate, nil, nil, dOutput, a.dIntermediate, param(p.outputWeight),
             rows: N, inputSize: I, outputSize: C)
         activationBackward(a.dIntermediate, a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
         linearBackward(

@@ -18,8 +18,8 @@ extension BertForPreTraining {
         tanhForward(a.pooled, a.pooled, count: B * C)
     }
 
-    /// Gathers P masked rows of the last hidden state and applies the MLM transform
-    /// (dense, activation, LayerNorm) into `transformOut`, (P, C).
+    /// Gathers P <= `logitsChunkRows` masked rows of the last hidden state and applies the MLM
+    /// transform (dense, activation, LayerNorm) into `transformOut`, (P, C).
     func mlmTransformForward(_ positions: UnsafePointer<Int32>, _ P: Int) {
         let C = config.hiddenSize, a = activations, o = offsets
         gatherRows(a.gathered, lastHidden, positions, count: P, channels: C)

@@ -72,7 +72,6 @@ final class Activations {
         let mean1, rstd1: UnsafeMutablePointer<Float> // (N)
         let hidden1: UnsafeMutablePointer<Float>      // (N, C) after the attention LayerNorm
         let pre: UnsafeMutablePointer<Float>          // (N, I) intermediate dense output + bias
-        let act: UnsafeMutablePointer<Float>          // (N, I) after the activation
         let residual2: UnsafeMutablePointer<Float>    // (N, C)
         let mean2, rstd2: UnsafeMutablePointer<Float> // (N)
         let output: UnsafeMutablePointer<Float>       // (N, C) layer output
@@ -88,7 +87,7 @@ final class Activations {
     let dense: UnsafeMutablePointer<Float>            // (N, C) dense outputs before bias; their gradients
     let attentionScratch: UnsafeMutablePointer<Float> // (B, NH, T, T) dropped probabilities; their gradients
     let dResidual: UnsafeMutablePointer<Float>        // (N, C) gradient flowing down the residual stream
-    let dIntermediate: UnsafeMutablePointer<Float>    // (N, I)
+    let dIntermediate: UnsafeMutablePointer<Float>    // (N, I) activation output in forward; its gradient
     let dqkv: UnsafeMutablePointer<Float>             // (N, 3C)
     let dContext: UnsafeMutablePointer<Float>         // (N, C)
     // Pooler and NSP head.
@@ -123,7 +122,7 @@ final class Activations {
             Layer(
                 qkv: buffer(N * 3 * C), probs: buffer(B * NH * T * T), context: buffer(N * C),
                 residual1: buffer(N * C), mean1: buffer(N), rstd1: buffer(N), hidden1: buffer(N * C),
-                pre: buffer(N * I), act: buffer(N * I), residual2: buffer(N * C), mean2: buffer(N),
+                pre: buffer(N * I), residual2: buffer(N * C), mean2: buffer(N),
                 rstd2: buffer(N), output: buffer(N * C))
         }
         dense = buffer(N * C)

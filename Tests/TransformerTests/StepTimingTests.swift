@@ -54,6 +54,9 @@ final class StepTimingTests: XCTestCase {
         print(String(
             format: "BERT-mini step, batch %dx%d, %d masked: %.1f ms/step, %.0f tokens/s (BLAS %@, %d threads)",
             B, T, positions.count, seconds * 1000, Double(B * T) / seconds, BLASRuntime.coreName, threads))
+        print(String(
+            format: "parameters %d (%.0f MB at 16 bytes each), activations %.0f MB",
+            model.table.totalCount, Double(model.table.totalCount) * 16 / 1e6, Double(model.activationByteCount) / 1e6))
 
         // Freshly initialised, the MLM loss is about ln(V) and NSP about ln(2).
         XCTAssertEqual(result.mlmLoss, log(Float(config.vocabSize)), accuracy: 0.5)
