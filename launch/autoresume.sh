@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
         --backoff) [ $# -ge 2 ] || die "$1 needs seconds"; backoff=$2; shift 2 ;;
         --max-backoff) [ $# -ge 2 ] || die "$1 needs seconds"; max_backoff=$2; shift 2 ;;
         --run) [ $# -ge 2 ] || die "$1 needs the run directory"; run=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option $1 (see launch/autoresume.sh --help)" ;;
         *) break ;;

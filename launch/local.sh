@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
         --ranks) [ $# -ge 2 ] || die "--ranks needs a number"; ranks=$2; shift 2 ;;
         --binary) [ $# -ge 2 ] || die "--binary needs a path"; binary=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         *) break ;;
     esac

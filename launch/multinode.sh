@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
         --no-check) check=0; shift ;;
         --binary) need "$1" $#; binary=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option $1 (see launch/multinode.sh --help)" ;;
         *) break ;;
