@@ -167,22 +167,22 @@ struct DropoutSettings {
     let enabled: Bool
     let seed: UInt64
     let step: UInt64
-    let sampleIndices: UnsafePointer<Int>
+    /// Global sample index per sequence, [B]; nil when dropout is off.
+    let sampleIndices: UnsafePointer<Int>?
     let hidden: Float
     let attention: Float
     let heads: Int
     let length: Int
 
-    /// No dropout (inference); never dereferences `sampleIndices`.
+    /// No dropout (inference).
     static func disabled(heads: Int, length: Int) -> DropoutSettings {
         DropoutSettings(
-            enabled: false, seed: 0, step: 0, sampleIndices: UnsafePointer(bitPattern: 8)!,
-            hidden: 0, attention: 0, heads: heads, length: length)
+            enabled: false, seed: 0, step: 0, sampleIndices: nil, hidden: 0, attention: 0, heads: heads, length: length)
     }
 
     /// Mask for (N, C) hidden states of `layer` (0 = embeddings) at `site`, or nil when off.
     func hiddenMask(layer: Int, site: UInt64) -> DropoutMask? {
-        guard enabled, hidden > 0 else { return nil }
+        guard enabled, hidden > 0, let sampleIndices else { return nil }
         return DropoutMask(
             probability: hidden, seed: seed, step: step, layer: UInt64(layer), site: site,
             sampleIndices: sampleIndices, rowsPerSample: length)
@@ -190,7 +190,7 @@ struct DropoutSettings {
 
     /// Mask for the (B, NH, T, T) attention probabilities of encoder layer `layer`, or nil when off.
     func attentionMask(layer: Int) -> DropoutMask? {
-        guard enabled, attention > 0 else { return nil }
+        guard enabled, attention > 0, let sampleIndices else { return nil }
         return DropoutMask(
             probability: attention, seed: seed, step: step, layer: UInt64(layer + 1), site: DropoutSite.attentionProbabilities,
             sampleIndices: sampleIndices, rowsPerSample: heads * length)
