@@ -24,6 +24,35 @@ final class ParityTests: XCTestCase {
         try checkParityWithOneAndTwoWorkers("relu_eps6_h40")
     }
 
+    /// A model directory written by transformers' `save_pretrained` (the layout of real pretrained
+    /// checkpoints): last hidden states of BertModel for whole texts, from hf-tiny-embeddings.json.
+    func testHiddenStatesOfASavedHuggingFaceModel() throws {
+        let directory = Self.fixtures.appendingPathComponent("hf-tiny")
+        let config = try BertConfig.load(contentsOfFile: directory.appendingPathComponent("config.json").path)
+        let weights = try SafetensorsFile(contentsOfFile: directory.appendingPathComponent("model.safetensors").path)
+        struct Expected: Decodable { let text: String; let input_ids: [Int32]; let cls: [Float]; let mean: [Float] }
+        let cases = try JSONDecoder().decode(
+            [Expected].self, from: Data(contentsOf: Self.fixtures.appendingPathComponent("hf-tiny-embeddings.json")))
+        XCTAssertFalse(cases.isEmpty)
+        for expected in cases {
+            let T = expected.input_ids.count, C = config.hiddenSize
+            let model = BertForPreTraining(config: config, maxSequenceCount: 1, sequenceLength: T)
+            for entry in model.table.entries {
+                try weights.copyFloats(entry.name, into: UnsafeMutableBufferPointer(rebasing: model.parameters[entry.range]))
+            }
+            let hidden = try model.hiddenStates(
+                inputIDs: expected.input_ids, tokenTypeIDs: [Int32](repeating: 0, count: T),
+                attentionMask: [Int32](repeating: 1, count: T), sequenceCount: 1)
+            let cls = Array(hidden[0..<C])
+            let mean = (0..<C).map { c in (0..<T).reduce(Float(0)) { $0 + hidden[$1 * C + c] } / Float(T) }
+            for (name, ours, reference) in [("cls", cls, expected.cls), ("mean", mean, expected.mean)] {
+                let scale = reference.map { abs($0) }.max() ?? 0
+                let error = zip(ours, reference).map { abs($0 - $1) }.max() ?? 0
+                XCTAssertLessThanOrEqual(error, tolerance * scale, "\(expected.text): \(name) max error \(error)")
+            }
+        }
+    }
+
     /// Reference case loaded into a model.
     struct Case {
         let file: SafetensorsFile
