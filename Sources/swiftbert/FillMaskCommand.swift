@@ -1,6 +1,7 @@
 import ArgumentParser
 import Data
 import Foundation
+import Training
 import Transformer
 
 /// `swiftbert fill-mask`: the tokens a BERT model predicts behind each [MASK], with the fields and
@@ -190,19 +191,5 @@ struct PretrainedModelOptions: ParsableArguments {
 /// JSON text for the inference commands' output.
 enum JSONText {
     /// A JSON string literal (UTF-8 kept as is, as `json.dumps(..., ensure_ascii=False)`).
-    static func quoted(_ value: String) -> String {
-        var result = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
-    }
+    static func quoted(_ value: String) -> String { JSONValue.string(value).compactText() }
 }

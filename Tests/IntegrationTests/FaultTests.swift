@@ -26,16 +26,21 @@ final class FaultTests: XCTestCase {
         return ranks
     }
 
-    /// Starts `mpirun -np 2` training, kills `rank` with SIGKILL after `delay` seconds, and returns
-    /// how the job ended.
-    func killRank(_ rank: Int, after delay: Double, out: String) throws -> (status: Int32, seconds: Double) {
+    /// Starts `mpirun -np 2` training, kills `rank` with SIGKILL `jitter` seconds after rank 0 has
+    /// logged `records` steps, and returns how the job ended.
+    func killRank(_ rank: Int, afterRecords records: Int, jitter: Double, out: String) throws -> (status: Int32, seconds: Double) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
         process.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "2", try Tool.binary] + (try arguments(out))
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        Thread.sleep(forTimeInterval: delay)
+        let started = Date()
+        while process.isRunning && Date().timeIntervalSince(started) < 300
+            && ((try? TrainingFixture.records(out).count) ?? 0) < records {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        Thread.sleep(forTimeInterval: jitter)
         let pid = rankProcesses(of: out)[rank]
         XCTAssertNotNil(pid, "rank \(rank) not found")
         if let pid { kill(pid, SIGKILL) }
@@ -55,12 +60,15 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(reference.status, 0, reference.stderr)
         let expected = try TrainingFixture.losses(straight)
 
-        // Rank 1 mid-step, then rank 0 at moments that fall in steps and in checkpoint writes
-        // (a checkpoint is written after every step).
-        for (trial, (rank, delay)) in [(1, 2.5), (0, 3.1), (0, 4.7), (0, 6.3)].enumerated() {
+        // Rank 1 mid-run, then rank 0 at random moments, which fall in steps and in checkpoint
+        // writes (a checkpoint is written after every step).
+        var generator = SystemRandomNumberGenerator()
+        let trials = [(1, 8)] + (0..<3).map { _ in (0, Int.random(in: 4...30, using: &generator)) }
+        for (trial, (rank, records)) in trials.enumerated() {
             let out = TrainingFixture.runDirectory("faults-\(trial)")
-            let ended = try killRank(rank, after: delay, out: out)
-            XCTAssertNotEqual(ended.status, 0, "trial \(trial)")
+            let jitter = Double.random(in: 0..<0.3, using: &generator)
+            let ended = try killRank(rank, afterRecords: records, jitter: jitter, out: out)
+            XCTAssertNotEqual(ended.status, 0, "trial \(trial): rank \(rank) killed after \(records) steps + \(jitter) s")
             XCTAssertLessThan(ended.seconds, 60, "trial \(trial): the job took too long to end")
             let resumed = try Tool.mpirun(ranks: 2, try arguments(out), timeout: 600)
             XCTAssertEqual(resumed.status, 0, "trial \(trial): \(resumed.stderr)")
