@@ -32,6 +32,8 @@ public struct TrainingOptions: Sendable {
     /// Stop after this many optimizer steps of this invocation (the schedule still spans
     /// `schedule.total_steps`); used to interrupt a run deterministically.
     public var stopAfterSteps: Int?
+    /// Debug mode: check every op's output for NaN/Inf (naming op and layer) and time every op.
+    public var debugChecks = false
     /// Fault injection for tests: this rank stops responding at this step.
     public var hangInjection: (rank: Int, step: Int)?
     /// Called when this rank sees no progress for `watchdog_seconds` (the job should be aborted).
@@ -179,7 +181,15 @@ public final class Trainer {
         boundaries.append(model.table.totalCount)
         reducer = GradientReducer(
             communicator: comm, gradients: model.gradients, boundaries: boundaries, bucketElements: bucketElements)
+        if options.debugChecks {
+            let monitor = OpMonitor(table: model.table)
+            self.monitor = monitor
+            model.forwardProbe = { op, layer, output in monitor.forward(op, layer, output) }
+        }
     }
+
+    /// Set in the debug mode.
+    var monitor: OpMonitor?
 
     deinit { moments.deallocate() }
 
@@ -389,6 +399,7 @@ public final class Trainer {
             }
         }
         progress?.finish()
+        if let monitor, step > startStep { log(monitor.report(steps: step - startStep)) }
         return TrainingSummary(
             startStep: startStep, finalStep: state.step, lastLoss: state.loss,
             skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint, stoppedBySignal: stoppedBySignal)
@@ -429,21 +440,35 @@ public final class Trainer {
         model.zeroGradients()
         reducer.beginStep()
         var sums = [Double](repeating: 0, count: 7)
+        let reduce = comm.size > 1 ? reducer : nil
         for (index, batch) in batches.enumerated() {
             let isLast = index == batches.count - 1
+            var onGradientsReady: ((Range<Int>) -> Void)? = isLast ? reduce.map { reducer in { reducer.markReady($0) } } : nil
+            if let monitor {
+                let next = onGradientsReady
+                let gradients = model.gradients
+                onGradientsReady = { range in
+                    monitor.gradients(range, gradients)
+                    next?(range)
+                }
+                monitor.restart()
+            }
             let result = model.step(
                 inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
                 maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
                 sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
                 maskedTokenNormalizer: Float(max(1, globalMasked)), sequenceNormalizer: Float(globalSequences),
                 training: true, dropoutSeed: config.seed, dropoutStep: UInt64(step), computeGradients: true,
-                onGradientsReady: isLast && comm.size > 1 ? { [reducer] in reducer.markReady($0) } : nil)
+                onGradientsReady: onGradientsReady)
             sums[0] += Double(result.mlmLoss)
             sums[1] += Double(result.nspLoss)
             sums[2] += Double(result.mlmCorrect)
             sums[3] += Double(result.mlmCount)
             sums[4] += Double(result.nspCorrect)
             sums[5] += Double(result.nspCount)
+        }
+        if let failure = monitor?.failure {
+            throw TrainingError("step \(step + 1), rank \(comm.rank): \(failure) (debug mode)")
         }
         if let injection = options.nanInjection, injection.rank == comm.rank, injection.steps.contains(step + 1) {
             model.gradients[0] = .nan

@@ -61,6 +61,14 @@ public final class BertForPreTraining {
     public var parameters: UnsafeMutableBufferPointer<Float>
     /// Flat gradients, laid out like `parameters`; backward adds into them.
     public var gradients: UnsafeMutableBufferPointer<Float>
+    /// Debug mode: called after each forward op with the op's name, its encoder layer (nil outside
+    /// the layers) and its output, to find the first op that produces NaN/Inf and to time the ops.
+    public var forwardProbe: ((_ op: String, _ layer: Int?, _ output: UnsafeBufferPointer<Float>) -> Void)?
+
+    @inline(__always)
+    func probe(_ op: String, _ layer: Int?, _ output: UnsafePointer<Float>, _ count: Int) {
+        forwardProbe?(op, layer, UnsafeBufferPointer(start: output, count: count))
+    }
 
     let offsets: Offsets
     let activations: Activations

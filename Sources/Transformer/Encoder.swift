@@ -24,6 +24,7 @@ extension BertForPreTraining {
         if let mask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
             dropoutForward(a.embeddingOut, a.embeddingOut, mask, rows: N, columns: C)
         }
+        probe("embeddings + LayerNorm", nil, a.embeddingOut, N * C)
         for l in 0..<config.hiddenLayerCount {
             layerForward(l, input: layerOutput(l), mask, B, dropout)
         }
@@ -38,23 +39,29 @@ extension BertForPreTraining {
 
         // Self-attention: one GEMM for the three projections, then per-head GEMMs on strided views.
         linearForward(act.qkv, x, param(p.qkvWeight), param(p.qkvBias), rows: N, inputSize: C, outputSize: 3 * C)
+        probe("query/key/value projection", l, act.qkv, N * 3 * C)
         attentionForward(l, act, mask, B, dropout)
+        probe("attention (scores, masked softmax, context)", l, act.context, N * C)
         linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: N, inputSize: C, outputSize: C)
         residualLayerNormForward(
             act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), x,
             param(p.attentionNormWeight), param(p.attentionNormBias),
             dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput), rows: N, columns: C, epsilon: eps)
+        probe("attention output dense + residual + LayerNorm", l, act.hidden1, N * C)
 
         // Feed-forward: GEMM, fused bias + activation, GEMM, fused bias + dropout + residual + LayerNorm.
         // The activation output is not kept (backward recomputes it from `pre`): it lives in the
         // (N, I) scratch that backward uses for its gradient, which saves an (N, I) buffer per layer.
         linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: N, inputSize: C, outputSize: I)
+        probe("intermediate dense", l, act.pre, N * I)
         biasActivationForward(a.dIntermediate, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
+        probe("bias + activation", l, a.dIntermediate, N * I)
         linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
         residualLayerNormForward(
             act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
             param(p.outputNormWeight), param(p.outputNormBias),
             dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput), rows: N, columns: C, epsilon: eps)
+        probe("output dense + residual + LayerNorm", l, act.output, N * C)
     }
 
     /// Scores, masked softmax (+ dropout) and context for every (sequence, head). Q, K, V of head h of

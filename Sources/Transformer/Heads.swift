@@ -16,6 +16,7 @@ extension BertForPreTraining {
             a.pooled, a.clsRows, param(offsets.poolerWeight), param(offsets.poolerBias),
             rows: B, inputSize: C, outputSize: C)
         tanhForward(a.pooled, a.pooled, count: B * C)
+        probe("pooler dense + tanh", nil, a.pooled, B * C)
     }
 
     /// Gathers P <= `logitsChunkRows` masked rows of the last hidden state and applies the MLM
@@ -28,6 +29,7 @@ extension BertForPreTraining {
         layerNormForward(
             a.transformOut, a.transformMean, a.transformRstd, a.transformAct, param(o.transformNormWeight),
             param(o.transformNormBias), rows: P, columns: C, epsilon: config.layerNormEpsilon)
+        probe("MLM transform (dense, activation, LayerNorm)", nil, a.transformOut, P * C)
     }
 
     /// Both heads' forward, losses and (with `computeGradients`) backward down to the last hidden

@@ -92,6 +92,7 @@ struct Train: ParsableCommand {
         }
         options.stopAfterSteps = steps
         options.sampleLog = sampleLog
+        options.debugChecks = debug
         options.nanInjection = injectNan.flatMap(parseInjection)
         if let hang = injectHang.flatMap(parseInjection), let step = hang.steps.first {
             options.hangInjection = (hang.rank, step)

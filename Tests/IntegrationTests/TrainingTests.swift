@@ -151,6 +151,22 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(try TrainingFixture.losses(out), try TrainingFixture.losses(straight))
     }
 
+    func testDebugModeNamesTheFirstOpWithNonFiniteOutputAndTimesOps() throws {
+        let healthy = try train(ranks: 1, debugRanks: 2, ["--set", "schedule.total_steps=3"], out: TrainingFixture.runDirectory("debug-ok"))
+        XCTAssertEqual(healthy.status, 0, healthy.stderr)
+        XCTAssertTrue(healthy.stdout.contains("per-op time (debug mode, 3 steps):"), healthy.stdout)
+        XCTAssertTrue(healthy.stdout.contains("forward: attention (scores, masked softmax, context)"), healthy.stdout)
+
+        // A learning rate of 1e30 makes the weights overflow after the first update.
+        let broken = try train(
+            ranks: 1, debugRanks: 2,
+            ["--set", "schedule.total_steps=5", "--set", "optimizer.learning_rate=1e30", "--set", "optimizer.max_grad_norm=0"],
+            out: TrainingFixture.runDirectory("debug-nan"))
+        XCTAssertNotEqual(broken.status, 0)
+        XCTAssertTrue(broken.stderr.contains("non-finite value"), broken.stderr)
+        XCTAssertTrue(broken.stderr.contains("in encoder layer 0") || broken.stderr.contains("embeddings"), broken.stderr)
+    }
+
     func testResumeOnOtherRankCountsContinuesWithinTolerance() throws {
         let straight = TrainingFixture.runDirectory("straight2")
         XCTAssertEqual(try train(ranks: 2, ["--set", "schedule.total_steps=20"], out: straight).status, 0)
