@@ -439,6 +439,10 @@ public final class Trainer {
 
         model.zeroGradients()
         reducer.beginStep()
+        // Reductions started during backward use the gradient buffer and involve the other ranks: they
+        // complete before this function returns, also when it throws.
+        var reductionFinished = comm.size == 1
+        defer { if !reductionFinished { _ = try? reducer.finish() } }
         var sums = [Double](repeating: 0, count: 7)
         let reduce = comm.size > 1 ? reducer : nil
         for (index, batch) in batches.enumerated() {
@@ -478,6 +482,7 @@ public final class Trainer {
         sums[6] = locallyFinite ? 0 : 1
         var commWait = 0.0
         if comm.size > 1 {
+            reductionFinished = true
             commWait = try reducer.finish().waitSeconds
             try comm.allReduceSum(&sums)
         }

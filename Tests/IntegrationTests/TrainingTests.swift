@@ -152,7 +152,7 @@ final class TrainingTests: XCTestCase {
     }
 
     func testDebugModeNamesTheFirstOpWithNonFiniteOutputAndTimesOps() throws {
-        let healthy = try train(ranks: 1, debugRanks: 2, ["--set", "schedule.total_steps=3"], out: TrainingFixture.runDirectory("debug-ok"))
+        let healthy = try train(ranks: 1, debugRanks: 2, ["--set", "schedule.total_steps=3", "--set", "schedule.warmup_steps=1"], out: TrainingFixture.runDirectory("debug-ok"))
         XCTAssertEqual(healthy.status, 0, healthy.stderr)
         XCTAssertTrue(healthy.stdout.contains("per-op time (debug mode, 3 steps):"), healthy.stdout)
         XCTAssertTrue(healthy.stdout.contains("forward: attention (scores, masked softmax, context)"), healthy.stdout)
