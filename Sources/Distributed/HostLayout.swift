@@ -30,8 +30,11 @@ public struct HostLayout: Sendable, Equatable {
     /// This rank's index among the ranks of its host.
     public var localRank: Int { ranks(on: hostOfRank[rank]).firstIndex(of: rank)! }
 
-    /// Threads each rank of this host should use so that the host's cores are shared evenly.
-    public func threadsPerRank(cores: Int) -> Int { max(1, cores / localSize) }
+    /// Threads each rank of this host should use so that the host's cores are shared evenly, and no
+    /// more than the cores this rank is bound to (`allowedCores`).
+    public func threadsPerRank(cores: Int, allowedCores: Int? = nil) -> Int {
+        max(1, min(cores / localSize, allowedCores ?? cores))
+    }
 
     /// `host-a: ranks 0-1; host-b: ranks 2-3`.
     public var summary: String {

@@ -33,6 +33,21 @@ public struct CPUFeatures: Sendable, Equatable {
         return CPUFeatures(flags: [])
     }()
 
-    /// Logical processors this process may run on.
+    /// Logical processors of this machine.
     public static var onlineCoreCount: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// Logical processors this process may run on: fewer than `onlineCoreCount` when a launcher binds
+    /// it (mpirun --bind-to, srun --cpu-bind, taskset). Read from `Cpus_allowed_list` in
+    /// /proc/self/status (`0-3,8,10-11`).
+    public static var allowedCoreCount: Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") })
+        else { return onlineCoreCount }
+        var count = 0
+        for part in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {
+            let bounds = part.split(separator: "-").compactMap { Int($0) }
+            if bounds.count == 2 { count += bounds[1] - bounds[0] + 1 } else if bounds.count == 1 { count += 1 }
+        }
+        return count > 0 ? min(count, onlineCoreCount) : onlineCoreCount
+    }
 }

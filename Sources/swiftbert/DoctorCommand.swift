@@ -47,7 +47,7 @@ struct Doctor: ParsableCommand {
     private func diagnose(_ comm: MPICommunicator, _ console: Console) throws {
         let layout = try HostLayout.gather(comm, hostname: try comm.processorName())
         let cores = CPUFeatures.onlineCoreCount
-        let threads = layout.threadsPerRank(cores: cores)
+        let threads = layout.threadsPerRank(cores: cores, allowedCores: CPUFeatures.allowedCoreCount)
         BLASRuntime.setThreadCount(threads)
         Parallel.workerCount = threads
         if let failRank, failRank == comm.rank {

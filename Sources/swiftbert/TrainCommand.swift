@@ -117,7 +117,7 @@ struct Train: ParsableCommand {
         let console = Console(rank: comm.rank, size: comm.size)
         do {
             let layout = try HostLayout.gather(comm, hostname: try comm.processorName())
-            let threads = layout.threadsPerRank(cores: CPUFeatures.onlineCoreCount)
+            let threads = layout.threadsPerRank(cores: CPUFeatures.onlineCoreCount, allowedCores: CPUFeatures.allowedCoreCount)
             BLASRuntime.setThreadCount(threads)
             Parallel.workerCount = threads
             console.say("ranks: \(layout.summary); \(threads) thread\(threads == 1 ? "" : "s") per rank, "
