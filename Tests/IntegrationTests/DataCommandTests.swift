@@ -1,0 +1,67 @@
+import Foundation
+import XCTest
+
+/// The data commands run as a user runs them: `tokenize` against the reference ids, `vocab`, and
+/// `prepare`'s handling of bad input.
+final class DataCommandTests: XCTestCase {
+    let vocab = Tool.shared.appendingPathComponent("vocab/bert-base-uncased-vocab.txt").path
+
+    func testTokenizeGivesTheReferenceIdsLineByLine() throws {
+        let fixture = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/tokenizer/hard-cases.json")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture)) as? [String: Any]
+        let cases = try XCTUnwrap(object?["cases"] as? [[String: Any]])
+        // One case per input line: texts that hold line breaks cannot be given line by line.
+        let single = cases.filter { !($0["text"] as! String).contains(where: \.isNewline) }
+        XCTAssertGreaterThan(single.count, 40)
+        for (mode, flags) in [("uncased", [String]()), ("cased", ["--cased"])] {
+            let input = single.map { $0["text"] as! String }.joined(separator: "\n") + "\n"
+            let result = try Tool.swiftbert(["tokenize", "--vocab", vocab, "--ids"] + flags, input: input)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+            XCTAssertEqual(lines.count, single.count, mode)
+            for (line, testCase) in zip(lines, single) {
+                let expected = ((testCase[mode] as? [String: Any])?["ids"] as? [Int] ?? []).map(String.init).joined(separator: " ")
+                XCTAssertEqual(String(line), expected, "\(mode): \(testCase["text"] as! String)")
+            }
+        }
+    }
+
+    func testTokenizeNamesAMissingVocabulary() throws {
+        let result = try Tool.swiftbert(["tokenize", "--vocab", "/nonexistent/vocab.txt"], input: "hello\n")
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("/nonexistent/vocab.txt"), result.stderr)
+    }
+
+    func testVocabLearnsAVocabularyWithBertsSpecialTokens() throws {
+        let out = TrainingFixture.runDirectory("vocab") + ".txt"
+        let result = try Tool.swiftbert(
+            ["vocab", "--input", Tool.root.appendingPathComponent("corpus/kjv.txt").path, "--size", "3000", "--out", out])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let tokens = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(tokens.count, 3000)
+        XCTAssertEqual(tokens[0], "[PAD]")
+        XCTAssertEqual(Array(tokens[100...103]), ["[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    }
+
+    func testPrepareRejectsBadInputWithoutLeavingOutput() throws {
+        let directory = TrainingFixture.runDirectory("bad-input")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let empty = directory + "/empty.txt"
+        try Data().write(to: URL(fileURLWithPath: empty))
+        let binary = directory + "/binary.txt"
+        try Data([0x61, 0x62, 0xFF, 0xFE, 0x0A]).write(to: URL(fileURLWithPath: binary))
+        let cases: [(input: String, vocab: String, expected: String)] = [
+            (empty, vocab, "empty.txt"),
+            (binary, vocab, "binary.txt"),
+            (Tool.root.appendingPathComponent("corpus/kjv.txt").path, directory + "/missing-vocab.txt", "missing-vocab.txt"),
+        ]
+        for (index, testCase) in cases.enumerated() {
+            let out = directory + "/out-\(index)"
+            let result = try Tool.swiftbert(["prepare", "--input", testCase.input, "--vocab", testCase.vocab, "--out", out])
+            XCTAssertNotEqual(result.status, 0, testCase.expected)
+            XCTAssertTrue(result.stderr.contains(testCase.expected), "\(testCase.expected): \(result.stderr)")
+            let left = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.contains("out-\(index)") }
+            XCTAssertEqual(left, [], "\(testCase.expected): output left behind")
+        }
+    }
+}
