@@ -3,6 +3,11 @@ import XCTest
 
 /// Running the built `swiftbert` binary the way a user does, with a time limit so a hung job fails
 /// the test instead of the whole run.
+struct ToolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 enum Tool {
     /// The repository root, from this file's location.
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -21,7 +26,7 @@ enum Tool {
                 if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
                 directory = directory.deletingLastPathComponent()
             }
-            throw XCTSkip("swiftbert binary not found next to \(Bundle.main.bundleURL.path); build it first (swift build) or set SWIFTBERT_BINARY")
+            throw ToolError("swiftbert binary not found next to \(Bundle.main.bundleURL.path); build it first (launch/test.sh does) or set SWIFTBERT_BINARY")
         }
     }
 
@@ -89,7 +94,7 @@ enum Tool {
     /// Runs `swiftbert arguments` as `ranks` MPI processes on this machine.
     static func mpirun(ranks: Int, _ arguments: [String], timeout: Double = 300) throws -> Result {
         guard let mpirun = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first(where: FileManager.default.isExecutableFile) else {
-            throw XCTSkip("mpirun not found: install openmpi-bin (launch/install.sh does)")
+            throw ToolError("mpirun not found: install openmpi-bin (launch/install.sh does)")
         }
         return try run(
             mpirun,
