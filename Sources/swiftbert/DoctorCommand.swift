@@ -55,12 +55,14 @@ struct Doctor: ParsableCommand {
             Foundation.exit(3)
         }
 
-        // Ranks measure one after another, so that each figure is a rank's own, uncontended.
+        // Ranks measure one after another, so that each figure is a rank's own, uncontended; the
+        // others wait in a barrier that sleeps instead of polling.
         var gflops = [Double](repeating: 0, count: comm.size)
         for rank in 0..<comm.size {
-            try comm.barrier()
+            try comm.quietBarrier()
             if rank == comm.rank { gflops[rank] = GEMMCheck.measureGFLOPS(size: gemmSize) }
         }
+        try comm.quietBarrier()
         try comm.allReduceSum(&gflops)
 
         var bandwidths: [(bytes: Int, gbps: Double?)] = []
