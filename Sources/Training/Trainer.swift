@@ -309,7 +309,7 @@ public final class Trainer {
 
         let sampleLog = try options.sampleLog.map { path -> FileHandle in
             let file = "\(path).rank\(comm.rank)"
-            if !FileManager.default.fileExists(atPath: file) { FileManager.default.createFile(atPath: file, contents: nil) }
+            if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
             guard let handle = FileHandle(forWritingAtPath: file) else {
                 throw TrainingError("cannot write the sample log \(file)")
             }
