@@ -61,6 +61,16 @@ public struct CommunicatorError: Error, CustomStringConvertible, Sendable {
     public var description: String { "rank \(rank): \(operation) failed: \(message)" }
 }
 
+/// Checks the buffers of a block collective: `whole` must hold one `block` per rank. Shared by the
+/// communicators so both report a mismatch the same way.
+func checkBlockSizes(whole: Int, block: Int, ranks: Int, rank: Int, operation: String, wholeName: String) throws {
+    guard whole == block * ranks else {
+        throw CommunicatorError(
+            rank: rank, operation: operation,
+            message: "\(wholeName) buffer holds \(whole) elements, needs \(block * ranks)")
+    }
+}
+
 // MARK: - Conveniences built on the primitives
 
 extension Communicator {

@@ -187,11 +187,8 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     public func allGather<T: CollectiveElement>(
         _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>
     ) throws {
-        guard receive.count == send.count * size else {
-            throw CommunicatorError(
-                rank: rank, operation: "allGather",
-                message: "receive buffer holds \(receive.count) elements, needs \(send.count * size)")
-        }
+        try checkBlockSizes(
+            whole: receive.count, block: send.count, ranks: size, rank: rank, operation: "allGather", wholeName: "receive")
         try queue.sync {
             try collective("allGather", UnsafeMutableRawPointer(mutating: send.baseAddress), send.count) { world in
                 let count = send.count
@@ -207,11 +204,8 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
     public func reduceScatterSum<T: CollectiveElement>(
         _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>
     ) throws {
-        guard send.count == receive.count * size else {
-            throw CommunicatorError(
-                rank: rank, operation: "reduceScatter",
-                message: "send buffer holds \(send.count) elements, needs \(receive.count * size)")
-        }
+        try checkBlockSizes(
+            whole: send.count, block: receive.count, ranks: size, rank: rank, operation: "reduceScatter", wholeName: "send")
         try queue.sync {
             try collective("reduceScatter", UnsafeMutableRawPointer(mutating: send.baseAddress), send.count) { world in
                 let count = receive.count

@@ -117,11 +117,8 @@ public final class MPICommunicator: Communicator {
     public func allGather<T: CollectiveElement>(
         _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>
     ) throws {
-        guard receive.count == send.count * size else {
-            throw CommunicatorError(
-                rank: rank, operation: "MPI_Allgather",
-                message: "receive buffer holds \(receive.count) elements, needs \(send.count * size)")
-        }
+        try checkBlockSizes(
+            whole: receive.count, block: send.count, ranks: size, rank: rank, operation: "MPI_Allgather", wholeName: "receive")
         try check(
             CMPIShim_allgather(send.baseAddress, receive.baseAddress, Int64(send.count), T.shimType),
             "MPI_Allgather")
@@ -131,11 +128,9 @@ public final class MPICommunicator: Communicator {
         _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>
     ) throws {
         try checkSummable(T.self)
-        guard send.count == receive.count * size else {
-            throw CommunicatorError(
-                rank: rank, operation: "MPI_Reduce_scatter_block",
-                message: "send buffer holds \(send.count) elements, needs \(receive.count * size)")
-        }
+        try checkBlockSizes(
+            whole: send.count, block: receive.count, ranks: size, rank: rank, operation: "MPI_Reduce_scatter_block",
+            wholeName: "send")
         try check(
             CMPIShim_reduce_scatter_sum(send.baseAddress, receive.baseAddress, Int64(receive.count), T.shimType),
             "MPI_Reduce_scatter_block")
