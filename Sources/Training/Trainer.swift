@@ -101,11 +101,8 @@ public final class Trainer {
     let validation: PretrainingDataset?
     let sampler: Sampler
     let layout: (microBatchSize: Int, accumulationSteps: Int)
-    let model: BertForPreTraining
-    let optimizer: Optimizer
+    let replica: Replica
     let schedule: LearningRateSchedule
-    let reducer: GradientReducer
-    let moments: UnsafeMutableBufferPointer<Float>
     let dataFingerprint: String
     let vocabularyTokens: [String]?
 
@@ -169,32 +166,16 @@ public final class Trainer {
             what: "configuration or data manifest (\(manifestPath))")
 
         sampler = Sampler(sampleCount: train.count, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
-        model = BertForPreTraining(
-            config: config.model, maxSequenceCount: layout.microBatchSize, sequenceLength: train.sequenceLength)
-        let tensors = model.table.entries.map { (range: $0.range, decays: $0.decays) }
-        optimizer = Optimizer(settings: config.optimizer, tensors: tensors)
+        replica = Replica(
+            config: config, communicator: comm, microBatchSize: layout.microBatchSize,
+            sequenceLength: train.sequenceLength)
         schedule = LearningRateSchedule(config: config)
-        moments = .allocate(capacity: 2 * model.table.totalCount)
-        moments.initialize(repeating: 0)
-        let bucketElements = max(1, Int(config.allreduceBucketMB * 1_048_576 / 4))
-        var boundaries = model.table.entries.map(\.range.lowerBound)
-        boundaries.append(model.table.totalCount)
-        reducer = GradientReducer(
-            communicator: comm, gradients: model.gradients, boundaries: boundaries, bucketElements: bucketElements)
-        if options.debugChecks {
-            let monitor = OpMonitor(table: model.table)
-            self.monitor = monitor
-            model.forwardProbe = { op, layer, output in monitor.forward(op, layer, output) }
-        }
+        if options.debugChecks { replica.enableDebugChecks() }
     }
 
-    /// Set in the debug mode.
-    var monitor: OpMonitor?
-
-    deinit { moments.deallocate() }
-
-    var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.totalCount]) }
-    var v: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[model.table.totalCount...]) }
+    var model: BertForPreTraining { replica.model }
+    var m: UnsafeMutableBufferPointer<Float> { replica.m }
+    var v: UnsafeMutableBufferPointer<Float> { replica.v }
 
     /// Fails on every rank, naming the ranks whose `value` differs from rank 0's.
     static func agree(_ comm: Communicator, on value: String, what: String) throws {
@@ -241,7 +222,7 @@ public final class Trainer {
         if !message.isEmpty { throw TrainingError(message) }
         resumedFrom = try comm.broadcast(string: resumedFrom, root: 0)
         try comm.broadcast(model.parameters, root: 0)
-        try comm.broadcast(moments, root: 0)
+        try comm.broadcast(replica.moments, root: 0)
         let stateJSON = try comm.broadcast(
             string: String(decoding: try JSONEncoder().encode(state), as: UTF8.self), root: 0)
         state = try JSONDecoder().decode(TrainerState.self, from: Data(stateJSON.utf8))
@@ -341,7 +322,11 @@ public final class Trainer {
             guard let batches = try prefetcher.next() else { break }
             window.dataWait += Date().timeIntervalSince(dataStart)
 
-            let result = try trainStep(step: step, batches: batches, appliedUpdates: state.step - state.skippedSteps)
+            let injectNaN = options.nanInjection.map { $0.rank == comm.rank && $0.steps.contains(step + 1) } ?? false
+            let result = try replica.step(
+                step, batches: batches, globalSequences: sampler.batchSize(step: step % sampler.stepsPerEpoch),
+                learningRate: schedule.lr(step: step), appliedUpdates: state.step - state.skippedSteps,
+                injectNaN: injectNaN)
             if let sampleLog {
                 let indices = batches.flatMap(\.sampleIndices).map(String.init).joined(separator: " ")
                 sampleLog.write(Data("\(step + 1): \(indices)\n".utf8))
@@ -399,7 +384,7 @@ public final class Trainer {
             }
         }
         progress?.finish()
-        if let monitor, step > startStep { log(monitor.report(steps: step - startStep)) }
+        if let monitor = replica.monitor, step > startStep { log(monitor.report(steps: step - startStep)) }
         return TrainingSummary(
             startStep: startStep, finalStep: state.step, lastLoss: state.loss,
             skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint, stoppedBySignal: stoppedBySignal)
@@ -414,98 +399,6 @@ public final class Trainer {
             let indices = Array(share[start..<min(share.count, start + layout.microBatchSize)])
             return train.batch(sampleIndices: indices, epoch: epoch, seed: config.seed)
         }
-    }
-
-    struct StepResult {
-        var loss: Double
-        var mlmLoss: Double
-        var nspLoss: Double
-        var mlmCorrect: Double
-        var mlmCount: Double
-        var nspCorrect: Double
-        var nspCount: Double
-        var gradNorm: Double
-        var learningRate: Double
-        var commWait: Double
-        var skipped: Bool
-        var nonfiniteRanks: String
-    }
-
-    /// Forward and backward over this rank's micro-batches, gradient reduction, checks, update.
-    func trainStep(step: Int, batches: [PretrainingBatch], appliedUpdates: Int) throws -> StepResult {
-        let globalSequences = sampler.batchSize(step: step % sampler.stepsPerEpoch)
-        let localMasked = batches.reduce(0) { $0 + $1.maskedPositions.count }
-        let globalMasked = try comm.allReduceSum(Int64(localMasked))
-
-        model.zeroGradients()
-        reducer.beginStep()
-        // Reductions started during backward use the gradient buffer and involve the other ranks: they
-        // complete before this function returns, also when it throws.
-        var reductionFinished = comm.size == 1
-        defer { if !reductionFinished { _ = try? reducer.finish() } }
-        var sums = [Double](repeating: 0, count: 7)
-        let reduce = comm.size > 1 ? reducer : nil
-        for (index, batch) in batches.enumerated() {
-            let isLast = index == batches.count - 1
-            var onGradientsReady: ((Range<Int>) -> Void)? = isLast ? reduce.map { reducer in { reducer.markReady($0) } } : nil
-            if let monitor {
-                let next = onGradientsReady
-                let gradients = model.gradients
-                onGradientsReady = { range in
-                    monitor.gradients(range, gradients)
-                    next?(range)
-                }
-                monitor.restart()
-            }
-            let result = model.step(
-                inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
-                maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
-                sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
-                maskedTokenNormalizer: Float(max(1, globalMasked)), sequenceNormalizer: Float(globalSequences),
-                training: true, dropoutSeed: config.seed, dropoutStep: UInt64(step), computeGradients: true,
-                onGradientsReady: onGradientsReady)
-            sums[0] += Double(result.mlmLoss)
-            sums[1] += Double(result.nspLoss)
-            sums[2] += Double(result.mlmCorrect)
-            sums[3] += Double(result.mlmCount)
-            sums[4] += Double(result.nspCorrect)
-            sums[5] += Double(result.nspCount)
-        }
-        if let failure = monitor?.failure {
-            throw TrainingError("step \(step + 1), rank \(comm.rank): \(failure) (debug mode)")
-        }
-        if let injection = options.nanInjection, injection.rank == comm.rank, injection.steps.contains(step + 1) {
-            model.gradients[0] = .nan
-            sums[0] = .nan
-        }
-        let locallyFinite = sums[0].isFinite && sums[1].isFinite
-        sums[6] = locallyFinite ? 0 : 1
-        var commWait = 0.0
-        if comm.size > 1 {
-            reductionFinished = true
-            commWait = try reducer.finish().waitSeconds
-            try comm.allReduceSum(&sums)
-        }
-        var nonfiniteRanks = ""
-        if sums[6] > 0 {
-            let flags = try comm.allGather(Int64(locallyFinite ? 0 : 1))
-            nonfiniteRanks = flags.indices.filter { flags[$0] != 0 }.map(String.init).joined(separator: ", ")
-        }
-
-        let statistics = Optimizer.gradientStatistics(UnsafeBufferPointer(model.gradients))
-        let learningRate = schedule.lr(step: step)
-        let skipped = !statistics.isFinite || sums[6] > 0
-        if !skipped {
-            let scale = Optimizer.clipScale(norm: statistics.norm, maxNorm: config.optimizer.maxGradNorm)
-            optimizer.step(
-                parameters: model.parameters, gradients: model.gradients, m: m, v: v,
-                learningRate: learningRate, step: appliedUpdates + 1, gradientScale: scale)
-        }
-        if skipped && nonfiniteRanks.isEmpty { nonfiniteRanks = "unknown (gradients after the all-reduce)" }
-        return StepResult(
-            loss: sums[0] + sums[1], mlmLoss: sums[0], nspLoss: sums[1], mlmCorrect: sums[2], mlmCount: sums[3],
-            nspCorrect: sums[4], nspCount: sums[5], gradNorm: statistics.norm, learningRate: learningRate,
-            commWait: commWait, skipped: skipped, nonfiniteRanks: nonfiniteRanks)
     }
 
     // MARK: - Evaluation
@@ -558,7 +451,7 @@ public final class Trainer {
         var seconds = 0.0, commWait = 0.0, dataWait = 0.0
         var tokens = 0
 
-        mutating func add(_ result: StepResult, seconds: Double, tokens: Int) {
+        mutating func add(_ result: Replica.StepResult, seconds: Double, tokens: Int) {
             self.seconds += seconds
             self.tokens += tokens
             guard !result.skipped else { return }

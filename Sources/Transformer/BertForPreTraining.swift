@@ -65,9 +65,18 @@ public final class BertForPreTraining {
     /// the layers) and its output, to find the first op that produces NaN/Inf and to time the ops.
     public var forwardProbe: ((_ op: String, _ layer: Int?, _ output: UnsafeBufferPointer<Float>) -> Void)?
 
+    /// When set, `step` adds each op's wall-clock time to its class (the benchmark's breakdown).
+    public var profile: OpProfile?
+
     @inline(__always)
     func probe(_ op: String, _ layer: Int?, _ output: UnsafePointer<Float>, _ count: Int) {
         forwardProbe?(op, layer, UnsafeBufferPointer(start: output, count: count))
+    }
+
+    /// Runs `body`, timed as `op` when profiling.
+    @inline(__always)
+    func timed(_ op: OpClass, _ body: () -> Void) {
+        if let profile { profile.measure(op, body) } else { body() }
     }
 
     let offsets: Offsets

@@ -15,14 +15,18 @@ extension BertForPreTraining {
         let a = activations, o = offsets
         lastSequenceCount = B
 
-        embeddingForward(
-            a.embeddingSum, ids, types, param(o.wordEmbeddings), param(o.positionEmbeddings),
-            param(o.tokenTypeEmbeddings), batch: B, length: T, channels: C)
-        layerNormForward(
-            a.embeddingOut, a.embeddingMean, a.embeddingRstd, a.embeddingSum,
-            param(o.embeddingNormWeight), param(o.embeddingNormBias), rows: N, columns: C, epsilon: eps)
-        if let mask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
-            dropoutForward(a.embeddingOut, a.embeddingOut, mask, rows: N, columns: C)
+        timed(.embedding) {
+            embeddingForward(
+                a.embeddingSum, ids, types, param(o.wordEmbeddings), param(o.positionEmbeddings),
+                param(o.tokenTypeEmbeddings), batch: B, length: T, channels: C)
+        }
+        timed(.layerNorm) {
+            layerNormForward(
+                a.embeddingOut, a.embeddingMean, a.embeddingRstd, a.embeddingSum,
+                param(o.embeddingNormWeight), param(o.embeddingNormBias), rows: N, columns: C, epsilon: eps)
+            if let mask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
+                dropoutForward(a.embeddingOut, a.embeddingOut, mask, rows: N, columns: C)
+            }
         }
         probe("embeddings + LayerNorm", nil, a.embeddingOut, N * C)
         for l in 0..<config.hiddenLayerCount {
@@ -38,29 +42,44 @@ extension BertForPreTraining {
         let p = offsets.layers[l], a = activations, act = a.layers[l]
 
         // Self-attention: one GEMM for the three projections, then per-head GEMMs on strided views.
-        linearForward(act.qkv, x, param(p.qkvWeight), param(p.qkvBias), rows: N, inputSize: C, outputSize: 3 * C)
+        timed(.gemm) {
+            linearForward(act.qkv, x, param(p.qkvWeight), param(p.qkvBias), rows: N, inputSize: C, outputSize: 3 * C)
+        }
         probe("query/key/value projection", l, act.qkv, N * 3 * C)
         attentionForward(l, act, mask, B, dropout)
         probe("attention (scores, masked softmax, context)", l, act.context, N * C)
-        linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: N, inputSize: C, outputSize: C)
-        residualLayerNormForward(
-            act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), x,
-            param(p.attentionNormWeight), param(p.attentionNormBias),
-            dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput), rows: N, columns: C, epsilon: eps)
+        timed(.gemm) {
+            linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: N, inputSize: C, outputSize: C)
+        }
+        timed(.layerNorm) {
+            residualLayerNormForward(
+                act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), x,
+                param(p.attentionNormWeight), param(p.attentionNormBias),
+                dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput), rows: N, columns: C, epsilon: eps)
+        }
         probe("attention output dense + residual + LayerNorm", l, act.hidden1, N * C)
 
         // Feed-forward: GEMM, fused bias + activation, GEMM, fused bias + dropout + residual + LayerNorm.
         // The activation output is not kept (backward recomputes it from `pre`): it lives in the
         // (N, I) scratch that backward uses for its gradient, which saves an (N, I) buffer per layer.
-        linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: N, inputSize: C, outputSize: I)
+        timed(.gemm) {
+            linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: N, inputSize: C, outputSize: I)
+        }
         probe("intermediate dense", l, act.pre, N * I)
-        biasActivationForward(a.dIntermediate, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
+        timed(.activation) {
+            biasActivationForward(
+                a.dIntermediate, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
+        }
         probe("bias + activation", l, a.dIntermediate, N * I)
-        linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
-        residualLayerNormForward(
-            act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
-            param(p.outputNormWeight), param(p.outputNormBias),
-            dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput), rows: N, columns: C, epsilon: eps)
+        timed(.gemm) {
+            linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
+        }
+        timed(.layerNorm) {
+            residualLayerNormForward(
+                act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
+                param(p.outputNormWeight), param(p.outputNormBias),
+                dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput), rows: N, columns: C, epsilon: eps)
+        }
         probe("output dense + residual + LayerNorm", l, act.output, N * C)
     }
 
@@ -79,36 +98,59 @@ extension BertForPreTraining {
         let attentionDropout = dropout.attentionMask(layer: l)
         let scratch = activations.attentionScratch
         let weights = attentionDropout == nil ? act.probs : scratch
-        overHeads(B * NH) { bh in
+        overHeads(B * NH) { bh, softmaxPart in
             let b = bh / NH, h = bh % NH
             let q = act.qkv + b * T * 3 * C + h * hs
             let head = bh * T * T
             gemm(
                 .none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: q + C, ldb: 3 * C,
                 beta: 0, c: act.probs + head, ldc: T)
-            attentionSoftmaxForward(
-                act.probs, attentionDropout == nil ? nil : scratch, mask, attentionDropout,
-                rows: (bh * T)..<((bh + 1) * T), heads: NH, length: T)
+            softmaxPart {
+                attentionSoftmaxForward(
+                    act.probs, attentionDropout == nil ? nil : scratch, mask, attentionDropout,
+                    rows: (bh * T)..<((bh + 1) * T), heads: NH, length: T)
+            }
             gemm(
                 .none, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: q + 2 * C, ldb: 3 * C,
                 beta: 0, c: act.context + b * T * C + h * hs, ldc: C)
         }
     }
 
-    /// Runs `body(head)` for every head, spread over the element-wise workers with single-threaded
-    /// BLAS (restored afterwards).
-    func overHeads(_ count: Int, _ body: (Int) -> Void) {
-        let workers = min(Parallel.workerCount, count)
-        if workers <= 1 {
-            for head in 0..<count { body(head) }
-            return
+    /// Runs `body(head, softmaxPart)` for every head, spread over the element-wise workers with
+    /// single-threaded BLAS (restored afterwards). `body` runs its softmax through `softmaxPart`, so
+    /// that profiling can split the loop's time between the attention GEMMs and the softmax.
+    func overHeads(_ count: Int, _ body: (_ head: Int, _ softmaxPart: (() -> Void) -> Void) -> Void) {
+        let start = OpProfile.now()
+        let times = profile == nil ? nil : HeadTimes()
+        func run(_ range: Range<Int>) {
+            guard let times else {
+                for head in range { body(head) { $0() } }
+                return
+            }
+            let chunkStart = OpProfile.now()
+            var softmax = 0.0
+            for head in range {
+                body(head) { part in
+                    let partStart = OpProfile.now()
+                    part()
+                    softmax += OpProfile.now() - partStart
+                }
+            }
+            times.add(softmax: softmax, all: OpProfile.now() - chunkStart)
         }
-        let blasThreads = BLASRuntime.threadCount
-        BLASRuntime.setThreadCount(1)
-        Parallel.forEachChunk(count, minimumChunk: 1) { range in
-            for head in range { body(head) }
+        if min(Parallel.workerCount, count) <= 1 {
+            run(0..<count)
+        } else {
+            let blasThreads = BLASRuntime.threadCount
+            BLASRuntime.setThreadCount(1)
+            Parallel.forEachChunk(count, minimumChunk: 1, run)
+            BLASRuntime.setThreadCount(blasThreads)
         }
-        BLASRuntime.setThreadCount(blasThreads)
+        if let profile, let times {
+            let wall = OpProfile.now() - start
+            profile.add(.softmax, seconds: wall * times.softmaxShare)
+            profile.add(.attention, seconds: wall * (1 - times.softmaxShare))
+        }
     }
 
     // MARK: - Backward
@@ -125,16 +167,20 @@ extension BertForPreTraining {
             layerBackward(l, input: layerOutput(l), B, dropout)
             onGradientsReady?(table.layerRanges[l])
         }
-        if let dropoutMask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
-            dropoutBackward(a.dResidual, a.dResidual, dropoutMask, rows: N, columns: C)
+        timed(.layerNorm) {
+            if let dropoutMask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
+                dropoutBackward(a.dResidual, a.dResidual, dropoutMask, rows: N, columns: C)
+            }
+            layerNormBackward(
+                a.dResidual, grad(o.embeddingNormWeight), grad(o.embeddingNormBias), a.dResidual, a.embeddingSum,
+                param(o.embeddingNormWeight), a.embeddingMean, a.embeddingRstd, rows: N, columns: C)
         }
-        layerNormBackward(
-            a.dResidual, grad(o.embeddingNormWeight), grad(o.embeddingNormBias), a.dResidual, a.embeddingSum,
-            param(o.embeddingNormWeight), a.embeddingMean, a.embeddingRstd, rows: N, columns: C)
         let padding = (0..<config.vocabSize).contains(config.padTokenID) ? Int32(config.padTokenID) : nil
-        embeddingBackward(
-            grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings), a.dResidual,
-            ids, types, paddingID: padding, batch: B, length: T, channels: C)
+        timed(.embedding) {
+            embeddingBackward(
+                grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings), a.dResidual,
+                ids, types, paddingID: padding, batch: B, length: T, channels: C)
+        }
         onGradientsReady?(table.embeddingRange)
     }
 
@@ -145,44 +191,58 @@ extension BertForPreTraining {
         let dh = a.dResidual
 
         // Feed-forward, in reverse.
-        layerNormBackward(
-            dh, grad(p.outputNormWeight), grad(p.outputNormBias), dh, act.residual2, param(p.outputNormWeight),
-            act.mean2, act.rstd2, rows: N, columns: C)
         var dOutput = UnsafePointer(dh)
-        if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput) {
-            dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
-            dOutput = UnsafePointer(a.dense)
+        timed(.layerNorm) {
+            layerNormBackward(
+                dh, grad(p.outputNormWeight), grad(p.outputNormBias), dh, act.residual2, param(p.outputNormWeight),
+                act.mean2, act.rstd2, rows: N, columns: C)
+            if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput) {
+                dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
+                dOutput = UnsafePointer(a.dense)
+            }
         }
         // Recompute the activation output for the weight gradient, then overwrite it with the input
         // gradient (the GEMM for dinp reads only dOutput and the weight).
-        activationForward(a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
-        linearBackward(
-            nil, grad(p.outputWeight), grad(p.outputBias), dOutput, a.dIntermediate, param(p.outputWeight),
-            rows: N, inputSize: I, outputSize: C)
-        linearBackward(
-            a.dIntermediate, nil, nil, dOutput, a.dIntermediate, param(p.outputWeight),
-            rows: N, inputSize: I, outputSize: C)
-        activationBackward(a.dIntermediate, a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
-        linearBackward(
-            dh, grad(p.intermediateWeight), grad(p.intermediateBias), a.dIntermediate, act.hidden1,
-            param(p.intermediateWeight), rows: N, inputSize: C, outputSize: I, accumulateInput: true)
+        timed(.activation) { activationForward(a.dIntermediate, act.pre, config.hiddenActivation, count: N * I) }
+        timed(.gemm) {
+            linearBackward(
+                nil, grad(p.outputWeight), grad(p.outputBias), dOutput, a.dIntermediate, param(p.outputWeight),
+                rows: N, inputSize: I, outputSize: C)
+            linearBackward(
+                a.dIntermediate, nil, nil, dOutput, a.dIntermediate, param(p.outputWeight),
+                rows: N, inputSize: I, outputSize: C)
+        }
+        timed(.activation) {
+            activationBackward(a.dIntermediate, a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
+        }
+        timed(.gemm) {
+            linearBackward(
+                dh, grad(p.intermediateWeight), grad(p.intermediateBias), a.dIntermediate, act.hidden1,
+                param(p.intermediateWeight), rows: N, inputSize: C, outputSize: I, accumulateInput: true)
+        }
 
         // Self-attention, in reverse.
-        layerNormBackward(
-            dh, grad(p.attentionNormWeight), grad(p.attentionNormBias), dh, act.residual1,
-            param(p.attentionNormWeight), act.mean1, act.rstd1, rows: N, columns: C)
         var dAttentionOutput = UnsafePointer(dh)
-        if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput) {
-            dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
-            dAttentionOutput = UnsafePointer(a.dense)
+        timed(.layerNorm) {
+            layerNormBackward(
+                dh, grad(p.attentionNormWeight), grad(p.attentionNormBias), dh, act.residual1,
+                param(p.attentionNormWeight), act.mean1, act.rstd1, rows: N, columns: C)
+            if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput) {
+                dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
+                dAttentionOutput = UnsafePointer(a.dense)
+            }
         }
-        linearBackward(
-            a.dContext, grad(p.attentionOutputWeight), grad(p.attentionOutputBias), dAttentionOutput, act.context,
-            param(p.attentionOutputWeight), rows: N, inputSize: C, outputSize: C)
+        timed(.gemm) {
+            linearBackward(
+                a.dContext, grad(p.attentionOutputWeight), grad(p.attentionOutputBias), dAttentionOutput, act.context,
+                param(p.attentionOutputWeight), rows: N, inputSize: C, outputSize: C)
+        }
         attentionBackward(l, act, B, dropout)
-        linearBackward(
-            dh, grad(p.qkvWeight), grad(p.qkvBias), a.dqkv, x, param(p.qkvWeight),
-            rows: N, inputSize: C, outputSize: 3 * C, accumulateInput: true)
+        timed(.gemm) {
+            linearBackward(
+                dh, grad(p.qkvWeight), grad(p.qkvBias), a.dqkv, x, param(p.qkvWeight),
+                rows: N, inputSize: C, outputSize: 3 * C, accumulateInput: true)
+        }
     }
 
     /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward` head by head.
@@ -192,7 +252,7 @@ extension BertForPreTraining {
         let a = activations
         let attentionDropout = dropout.attentionMask(layer: l)
         let scratch = a.attentionScratch
-        overHeads(B * NH) { bh in
+        overHeads(B * NH) { bh, softmaxPart in
             let b = bh / NH, h = bh % NH
             let head = bh * T * T
             let rows = (bh * T)..<((bh + 1) * T)
@@ -201,7 +261,7 @@ extension BertForPreTraining {
             // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
             var weights = UnsafePointer(act.probs)
             if let attentionDropout {
-                attentionDropoutForward(scratch, act.probs, attentionDropout, rows: rows, length: T)
+                softmaxPart { attentionDropoutForward(scratch, act.probs, attentionDropout, rows: rows, length: T) }
                 weights = UnsafePointer(scratch)
             }
             // dV = P^T dctx
@@ -212,7 +272,7 @@ extension BertForPreTraining {
             gemm(
                 .none, .transposed, m: T, n: T, k: hs, a: dctx, lda: C, b: act.qkv + base + 2 * C, ldb: 3 * C,
                 beta: 0, c: scratch + head, ldc: T)
-            attentionSoftmaxBackward(scratch, act.probs, attentionDropout, rows: rows, length: T)
+            softmaxPart { attentionSoftmaxBackward(scratch, act.probs, attentionDropout, rows: rows, length: T) }
             // scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q
             gemm(
                 .none, .none, m: T, n: hs, k: T, alpha: scale, a: scratch + head, lda: T,

@@ -12,10 +12,12 @@ extension BertForPreTraining {
     func poolerForward(_ B: Int) {
         let T = sequenceLength, C = config.hiddenSize, a = activations
         for b in 0..<B { (a.clsRows + b * C).update(from: lastHidden + b * T * C, count: C) }
-        linearForward(
-            a.pooled, a.clsRows, param(offsets.poolerWeight), param(offsets.poolerBias),
-            rows: B, inputSize: C, outputSize: C)
-        tanhForward(a.pooled, a.pooled, count: B * C)
+        timed(.gemm) {
+            linearForward(
+                a.pooled, a.clsRows, param(offsets.poolerWeight), param(offsets.poolerBias),
+                rows: B, inputSize: C, outputSize: C)
+        }
+        timed(.activation) { tanhForward(a.pooled, a.pooled, count: B * C) }
         probe("pooler dense + tanh", nil, a.pooled, B * C)
     }
 
@@ -23,12 +25,19 @@ extension BertForPreTraining {
     /// transform (dense, activation, LayerNorm) into `transformOut`, (P, C).
     func mlmTransformForward(_ positions: UnsafePointer<Int32>, _ P: Int) {
         let C = config.hiddenSize, a = activations, o = offsets
-        gatherRows(a.gathered, lastHidden, positions, count: P, channels: C)
-        linearForward(a.transformPre, a.gathered, param(o.transformWeight), nil, rows: P, inputSize: C, outputSize: C)
-        biasActivationForward(a.transformAct, a.transformPre, param(o.transformBias), config.hiddenActivation, rows: P, columns: C)
-        layerNormForward(
-            a.transformOut, a.transformMean, a.transformRstd, a.transformAct, param(o.transformNormWeight),
-            param(o.transformNormBias), rows: P, columns: C, epsilon: config.layerNormEpsilon)
+        timed(.embedding) { gatherRows(a.gathered, lastHidden, positions, count: P, channels: C) }
+        timed(.gemm) {
+            linearForward(a.transformPre, a.gathered, param(o.transformWeight), nil, rows: P, inputSize: C, outputSize: C)
+        }
+        timed(.activation) {
+            biasActivationForward(
+                a.transformAct, a.transformPre, param(o.transformBias), config.hiddenActivation, rows: P, columns: C)
+        }
+        timed(.layerNorm) {
+            layerNormForward(
+                a.transformOut, a.transformMean, a.transformRstd, a.transformAct, param(o.transformNormWeight),
+                param(o.transformNormBias), rows: P, columns: C, epsilon: config.layerNormEpsilon)
+        }
         probe("MLM transform (dense, activation, LayerNorm)", nil, a.transformOut, P * C)
     }
 
@@ -44,26 +53,34 @@ extension BertForPreTraining {
         var result = StepResult()
         // d(last hidden state) is assembled here: the [CLS] rows from the pooler, the masked rows
         // from the MLM head.
-        if computeGradients { a.dResidual.update(repeating: 0, count: B * sequenceLength * C) }
+        if computeGradients { timed(.other) { a.dResidual.update(repeating: 0, count: B * sequenceLength * C) } }
 
         if K > 0, let nspLabels {
             poolerForward(B)
-            linearForward(a.nspLogits, a.pooled, param(o.nspWeight), param(o.nspBias), rows: B, inputSize: C, outputSize: K)
+            timed(.gemm) {
+                linearForward(a.nspLogits, a.pooled, param(o.nspWeight), param(o.nspBias), rows: B, inputSize: C, outputSize: K)
+            }
             let dloss = 1 / sequenceNormalizer
-            crossEntropyForwardBackward(
-                a.nspLosses, a.nspCorrect, computeGradients ? a.nspLogits : nil, a.nspLogits, nspLabels,
-                dloss: dloss, rows: B, vocabularySize: K)
+            timed(.loss) {
+                crossEntropyForwardBackward(
+                    a.nspLosses, a.nspCorrect, computeGradients ? a.nspLogits : nil, a.nspLogits, nspLabels,
+                    dloss: dloss, rows: B, vocabularySize: K)
+            }
             result.nspLoss = Float(sum(a.nspLosses, B) / Double(sequenceNormalizer))
             result.nspCorrect = (0..<B).reduce(0) { $0 + (a.nspCorrect[$1] ? 1 : 0) }
             result.nspCount = B
             if computeGradients {
-                linearBackward(
-                    a.dPooled, grad(o.nspWeight), grad(o.nspBias), a.nspLogits, a.pooled, param(o.nspWeight),
-                    rows: B, inputSize: C, outputSize: K)
-                tanhBackward(a.dPooled, a.dPooled, a.pooled, count: B * C)
-                linearBackward(
-                    a.dClsRows, grad(o.poolerWeight), grad(o.poolerBias), a.dPooled, a.clsRows, param(o.poolerWeight),
-                    rows: B, inputSize: C, outputSize: C)
+                timed(.gemm) {
+                    linearBackward(
+                        a.dPooled, grad(o.nspWeight), grad(o.nspBias), a.nspLogits, a.pooled, param(o.nspWeight),
+                        rows: B, inputSize: C, outputSize: K)
+                }
+                timed(.activation) { tanhBackward(a.dPooled, a.dPooled, a.pooled, count: B * C) }
+                timed(.gemm) {
+                    linearBackward(
+                        a.dClsRows, grad(o.poolerWeight), grad(o.poolerBias), a.dPooled, a.clsRows, param(o.poolerWeight),
+                        rows: B, inputSize: C, outputSize: C)
+                }
                 for b in 0..<B {
                     let row = a.dResidual + b * sequenceLength * C, g = a.dClsRows + b * C
                     for j in 0..<C { row[j] += g[j] }
@@ -80,24 +97,38 @@ extension BertForPreTraining {
             while start < P {
                 let rows = min(logitsChunkRows, P - start)
                 mlmTransformForward(positions + start, rows)
-                linearForward(
-                    a.logits, a.transformOut, param(o.wordEmbeddings), param(o.mlmBias), rows: rows, inputSize: C, outputSize: V)
-                crossEntropyForwardBackward(
-                    a.mlmLosses + start, a.mlmCorrect + start, computeGradients ? a.logits : nil, a.logits,
-                    labels + start, dloss: dloss, rows: rows, vocabularySize: V)
+                timed(.gemm) {
+                    linearForward(
+                        a.logits, a.transformOut, param(o.wordEmbeddings), param(o.mlmBias), rows: rows, inputSize: C,
+                        outputSize: V)
+                }
+                timed(.loss) {
+                    crossEntropyForwardBackward(
+                        a.mlmLosses + start, a.mlmCorrect + start, computeGradients ? a.logits : nil, a.logits,
+                        labels + start, dloss: dloss, rows: rows, vocabularySize: V)
+                }
                 if computeGradients {
-                    linearBackward(
-                        a.dTransform, grad(o.wordEmbeddings), grad(o.mlmBias), a.logits, a.transformOut,
-                        param(o.wordEmbeddings), rows: rows, inputSize: C, outputSize: V)
-                    layerNormBackward(
-                        a.dTransform, grad(o.transformNormWeight), grad(o.transformNormBias), a.dTransform,
-                        a.transformAct, param(o.transformNormWeight), a.transformMean, a.transformRstd,
-                        rows: rows, columns: C)
-                    activationBackward(a.dTransform, a.dTransform, a.transformPre, config.hiddenActivation, count: rows * C)
-                    linearBackward(
-                        a.dGathered, grad(o.transformWeight), grad(o.transformBias), a.dTransform, a.gathered,
-                        param(o.transformWeight), rows: rows, inputSize: C, outputSize: C)
-                    scatterAddRows(a.dResidual, a.dGathered, positions + start, count: rows, channels: C)
+                    timed(.gemm) {
+                        linearBackward(
+                            a.dTransform, grad(o.wordEmbeddings), grad(o.mlmBias), a.logits, a.transformOut,
+                            param(o.wordEmbeddings), rows: rows, inputSize: C, outputSize: V)
+                    }
+                    timed(.layerNorm) {
+                        layerNormBackward(
+                            a.dTransform, grad(o.transformNormWeight), grad(o.transformNormBias), a.dTransform,
+                            a.transformAct, param(o.transformNormWeight), a.transformMean, a.transformRstd,
+                            rows: rows, columns: C)
+                    }
+                    timed(.activation) {
+                        activationBackward(
+                            a.dTransform, a.dTransform, a.transformPre, config.hiddenActivation, count: rows * C)
+                    }
+                    timed(.gemm) {
+                        linearBackward(
+                            a.dGathered, grad(o.transformWeight), grad(o.transformBias), a.dTransform, a.gathered,
+                            param(o.transformWeight), rows: rows, inputSize: C, outputSize: C)
+                    }
+                    timed(.embedding) { scatterAddRows(a.dResidual, a.dGathered, positions + start, count: rows, channels: C) }
                 }
                 start += rows
             }

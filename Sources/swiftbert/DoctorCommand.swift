@@ -45,11 +45,9 @@ struct Doctor: ParsableCommand {
     }
 
     private func diagnose(_ comm: MPICommunicator, _ console: Console) throws {
-        let layout = try HostLayout.gather(comm, hostname: try comm.processorName())
+        let rankThreads = try RankThreads(comm)
+        let layout = rankThreads.layout, threads = rankThreads.count
         let cores = CPUFeatures.onlineCoreCount
-        let threads = layout.threadsPerRank(cores: cores, allowedCores: CPUFeatures.allowedCoreCount)
-        BLASRuntime.setThreadCount(threads)
-        Parallel.workerCount = threads
         if let failRank, failRank == comm.rank {
             console.fail("failing on purpose (--fail-rank \(failRank))")
             Foundation.exit(3)

@@ -116,16 +116,9 @@ struct Train: ParsableCommand {
         let comm = try MPICommunicator.initialize(threadLevel: .multiple)
         let console = Console(rank: comm.rank, size: comm.size)
         do {
-            let layout = try HostLayout.gather(comm, hostname: try comm.processorName())
-            let threads = layout.threadsPerRank(cores: CPUFeatures.onlineCoreCount, allowedCores: CPUFeatures.allowedCoreCount)
-            BLASRuntime.setThreadCount(threads)
-            Parallel.workerCount = threads
-            console.say("ranks: \(layout.summary); \(threads) thread\(threads == 1 ? "" : "s") per rank, "
-                + "OpenBLAS \(BLASRuntime.coreName)")
-            if layout.localSize * threads > CPUFeatures.onlineCoreCount {
-                console.warn("\(layout.localSize) ranks x \(threads) thread\(threads == 1 ? "" : "s") exceed the "
-                    + "\(CPUFeatures.onlineCoreCount) cores of this host (oversubscribed: expect slow steps)")
-            }
+            let threads = try RankThreads(comm)
+            console.say(threads.summary)
+            if let warning = threads.oversubscription { console.warn(warning) }
             var options = options
             options.onHang = { message in
                 console.fail(message)

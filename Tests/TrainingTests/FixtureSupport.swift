@@ -1,7 +1,8 @@
 import Foundation
 import XCTest
 
-/// Reads `Tests/TrainingTests/Fixtures/<name>`, written by `scripts/make_optimizer_fixtures.py`.
+/// Reads `Tests/TrainingTests/Fixtures/<name>`, written by `scripts/make_optimizer_fixtures.py` and
+/// `scripts/make_flop_fixtures.py`.
 func loadFixture(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
     let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("Fixtures").appendingPathComponent(name)

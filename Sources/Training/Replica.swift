@@ -1,0 +1,151 @@
+import Data
+import Distributed
+import Foundation
+import Transformer
+
+/// One rank's model replica with its optimizer moments and gradient reducer: forward and backward
+/// over the rank's micro-batches, the gradient all-reduce, the checks and the update of one global
+/// step. The trainer and the benchmark run the same step through it.
+final class Replica {
+    let config: TrainingConfig
+    let comm: Communicator
+    let model: BertForPreTraining
+    let optimizer: Optimizer
+    let reducer: GradientReducer
+    /// Adam's first and second moments, one flat buffer laid out as `[m, v]`.
+    let moments: UnsafeMutableBufferPointer<Float>
+    /// Set in the debug mode.
+    var monitor: OpMonitor?
+    /// When set, the step's time is added to it by op class (`swiftbert bench`).
+    var profile: OpProfile? {
+        didSet { model.profile = profile }
+    }
+
+    init(config: TrainingConfig, communicator: Communicator, microBatchSize: Int, sequenceLength: Int) {
+        self.config = config
+        comm = communicator
+        model = BertForPreTraining(config: config.model, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
+        optimizer = Optimizer(settings: config.optimizer, tensors: model.table.entries.map { ($0.range, $0.decays) })
+        moments = .allocate(capacity: 2 * model.table.totalCount)
+        moments.initialize(repeating: 0)
+        let bucketElements = max(1, Int(config.allreduceBucketMB * 1_048_576 / 4))
+        var boundaries = model.table.entries.map(\.range.lowerBound)
+        boundaries.append(model.table.totalCount)
+        reducer = GradientReducer(
+            communicator: comm, gradients: model.gradients, boundaries: boundaries, bucketElements: bucketElements)
+    }
+
+    deinit { moments.deallocate() }
+
+    var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.totalCount]) }
+    var v: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[model.table.totalCount...]) }
+
+    /// Turns on the debug mode's per-op checks and timings.
+    func enableDebugChecks() {
+        let monitor = OpMonitor(table: model.table)
+        self.monitor = monitor
+        model.forwardProbe = { op, layer, output in monitor.forward(op, layer, output) }
+    }
+
+    struct StepResult {
+        var loss: Double
+        var mlmLoss: Double
+        var nspLoss: Double
+        var mlmCorrect: Double
+        var mlmCount: Double
+        var nspCorrect: Double
+        var nspCount: Double
+        var gradNorm: Double
+        var learningRate: Double
+        var commWait: Double
+        var skipped: Bool
+        var nonfiniteRanks: String
+    }
+
+    /// Forward and backward over this rank's micro-batches of global step `step` (0-based, keys
+    /// dropout), gradient reduction, checks and the update. `globalSequences` is the step's batch
+    /// size over all ranks; `appliedUpdates` the updates made so far (Adam's bias correction);
+    /// `injectNaN` poisons this rank's gradients (fault-injection tests).
+    func step(
+        _ step: Int, batches: [PretrainingBatch], globalSequences: Int, learningRate: Double, appliedUpdates: Int,
+        injectNaN: Bool = false
+    ) throws -> StepResult {
+        let localMasked = batches.reduce(0) { $0 + $1.maskedPositions.count }
+        let globalMasked = try comm.allReduceSum(Int64(localMasked))
+
+        let zeroStart = OpProfile.now()
+        model.zeroGradients()
+        profile?.add(.other, seconds: OpProfile.now() - zeroStart)
+        reducer.beginStep()
+        // Reductions started during backward use the gradient buffer and involve the other ranks: they
+        // complete before this function returns, also when it throws.
+        var reductionFinished = comm.size == 1
+        defer { if !reductionFinished { _ = try? reducer.finish() } }
+        var sums = [Double](repeating: 0, count: 7)
+        let reduce = comm.size > 1 ? reducer : nil
+        for (index, batch) in batches.enumerated() {
+            let isLast = index == batches.count - 1
+            var onGradientsReady: ((Range<Int>) -> Void)? = isLast ? reduce.map { reducer in { reducer.markReady($0) } } : nil
+            if let monitor {
+                let next = onGradientsReady
+                let gradients = model.gradients
+                onGradientsReady = { range in
+                    monitor.gradients(range, gradients)
+                    next?(range)
+                }
+                monitor.restart()
+            }
+            let result = model.step(
+                inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
+                maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
+                sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
+                maskedTokenNormalizer: Float(max(1, globalMasked)), sequenceNormalizer: Float(globalSequences),
+                training: true, dropoutSeed: config.seed, dropoutStep: UInt64(step), computeGradients: true,
+                onGradientsReady: onGradientsReady)
+            sums[0] += Double(result.mlmLoss)
+            sums[1] += Double(result.nspLoss)
+            sums[2] += Double(result.mlmCorrect)
+            sums[3] += Double(result.mlmCount)
+            sums[4] += Double(result.nspCorrect)
+            sums[5] += Double(result.nspCount)
+        }
+        if let failure = monitor?.failure {
+            throw TrainingError("step \(step + 1), rank \(comm.rank): \(failure) (debug mode)")
+        }
+        if injectNaN {
+            model.gradients[0] = .nan
+            sums[0] = .nan
+        }
+        let locallyFinite = sums[0].isFinite && sums[1].isFinite
+        sums[6] = locallyFinite ? 0 : 1
+        var commWait = 0.0
+        if comm.size > 1 {
+            reductionFinished = true
+            let start = OpProfile.now()
+            commWait = try reducer.finish().waitSeconds
+            try comm.allReduceSum(&sums)
+            profile?.add(.communication, seconds: OpProfile.now() - start)
+        }
+        var nonfiniteRanks = ""
+        if sums[6] > 0 {
+            let flags = try comm.allGather(Int64(locallyFinite ? 0 : 1))
+            nonfiniteRanks = flags.indices.filter { flags[$0] != 0 }.map(String.init).joined(separator: ", ")
+        }
+
+        let optimizerStart = OpProfile.now()
+        let statistics = Optimizer.gradientStatistics(UnsafeBufferPointer(model.gradients))
+        let skipped = !statistics.isFinite || sums[6] > 0
+        if !skipped {
+            let scale = Optimizer.clipScale(norm: statistics.norm, maxNorm: config.optimizer.maxGradNorm)
+            optimizer.step(
+                parameters: model.parameters, gradients: model.gradients, m: m, v: v,
+                learningRate: learningRate, step: appliedUpdates + 1, gradientScale: scale)
+        }
+        profile?.add(.optimizer, seconds: OpProfile.now() - optimizerStart)
+        if skipped && nonfiniteRanks.isEmpty { nonfiniteRanks = "unknown (gradients after the all-reduce)" }
+        return StepResult(
+            loss: sums[0] + sums[1], mlmLoss: sums[0], nspLoss: sums[1], mlmCorrect: sums[2], mlmCount: sums[3],
+            nspCorrect: sums[4], nspCount: sums[5], gradNorm: statistics.norm, learningRate: learningRate,
+            commWait: commWait, skipped: skipped, nonfiniteRanks: nonfiniteRanks)
+    }
+}

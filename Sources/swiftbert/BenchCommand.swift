@@ -1,0 +1,131 @@
+import ArgumentParser
+import Distributed
+import Foundation
+import Kernels
+import Training
+import Transformer
+
+/// `swiftbert bench`: the trainer's step, timed, with the numbers that say how good it is.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time full training steps and report tokens/s, MFU against SGEMM, a time breakdown and memory.",
+        discussion: """
+            Runs the trainer's own step (forward, backward, gradient all-reduce, optimizer) on \
+            synthetic full-length batches with the configuration's masking rate, after warm-up \
+            steps. Reports tokens/s (median, min, max over the timed steps), model FLOPs per token \
+            counted from the configuration (MLM head on the masked positions only), the achieved \
+            GFLOP/s against single-precision GEMM measured on all ranks at once in the same run \
+            (MFU), seconds per step by op class, and peak resident memory against the floor of 16 \
+            bytes per parameter plus activation buffers. Standalone or under mpirun; the global \
+            batch is split over the ranks as in training.
+
+            Examples:
+              swiftbert bench --config configs/bert-mini.json --batch 32
+              launch/local.sh bench --config configs/bert-mini.json --batch 32 --json
+            """)
+
+    @Option(help: "Run configuration (JSON); its model, batch and optimizer sections are used.")
+    var config: String
+
+    @Option(help: "Timed steps.")
+    var steps = 20
+
+    @Option(help: "Untimed steps first (allocation, caches, OpenBLAS thread start-up).")
+    var warmup = 3
+
+    @Option(help: "Global batch in sequences (default: the configuration's batch.global_batch_size).")
+    var batch: Int?
+
+    @Option(help: "Sequence length (default: the configuration's batch.sequence_length).")
+    var seqLen: Int?
+
+    @Option(name: .customLong("set"), help: "Override a configuration value, e.g. --set model.num_hidden_layers=2 (repeatable).")
+    var overrides: [String] = []
+
+    @Flag(help: "Print the report as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard FileManager.default.fileExists(atPath: config) else {
+            throw ValidationError("configuration file \(config) does not exist; see configs/ for examples")
+        }
+        if steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if warmup < 0 { throw ValidationError("--warmup cannot be negative") }
+        if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if let seqLen, seqLen < 2 { throw ValidationError("--seq-len must be at least 2") }
+    }
+
+    func run() throws {
+        var overrides = overrides
+        if let batch { overrides.append("batch.global_batch_size=\(batch)") }
+        if let seqLen { overrides.append("batch.sequence_length=\(seqLen)") }
+        let runConfig: TrainingConfig
+        do {
+            runConfig = try TrainingConfig.load(contentsOfFile: config, overrides: overrides)
+        } catch {
+            if Train.launcherRank == 0 { Console.standalone.fail("\(error)") }
+            throw ExitCode.failure
+        }
+        let comm = try MPICommunicator.initialize(threadLevel: .multiple)
+        let console = Console(rank: comm.rank, size: comm.size)
+        do {
+            let threads = try RankThreads(comm)
+            if !json { console.say(threads.summary) }
+            if let warning = threads.oversubscription { console.warn(warning) }
+            let benchmark = try Benchmark(
+                config: runConfig, configName: config, communicator: comm, threadsPerRank: threads.count)
+            let report = try benchmark.run(warmup: warmup, steps: steps) { line in
+                if json {
+                    if comm.rank == 0 { FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
+                } else {
+                    console.say("  \(line)")
+                }
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                console.say(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                console.say(Self.text(report))
+            }
+            try comm.finalize()
+        } catch let error as ConfigError {
+            if comm.rank == 0 { Console.standalone.fail("\(error)") }
+            try? comm.finalize()
+            throw ExitCode.failure
+        } catch {
+            console.fail("\(error)")
+            if comm.size > 1 { comm.abort(code: 1) }
+            throw ExitCode.failure
+        }
+    }
+
+    static func text(_ r: BenchmarkReport) -> String {
+        func mb(_ bytes: Int) -> String { String(format: "%.0f MB", Double(bytes) / 1e6) }
+        let stepMedian = r.stepSeconds.sorted()[r.stepSeconds.count / 2]
+        var lines = [
+            "\(r.config): \(r.parameters.formatted()) parameters, \(r.ranks) rank\(r.ranks == 1 ? "" : "s") x "
+                + "\(r.threadsPerRank) thread\(r.threadsPerRank == 1 ? "" : "s"), global batch \(r.globalBatch) x "
+                + "\(r.sequenceLength) (\(r.ranks) x \(r.accumulationSteps) x \(r.microBatch)), "
+                + "\(r.maskedPerSequence) masked per sequence, \(r.steps) steps after \(r.warmupSteps) warm-up",
+            String(format: "tokens/s: median %.0f (min %.0f, max %.0f); step %.3f s",
+                   r.tokensPerSecond.median, r.tokensPerSecond.min, r.tokensPerSecond.max, stepMedian),
+            String(format: "model FLOPs per token: %.2f M (forward + backward, MLM head on masked positions) -> %.1f GFLOP/s",
+                   r.flopsPerToken / 1e6, r.achievedGFLOPS),
+            String(format: "SGEMM 1024^3 on all ranks at once (OpenBLAS %@): %.1f GFLOP/s -> MFU %.1f%%",
+                   r.openBLASCore, r.sgemmPeakGFLOPS, 100 * r.mfu),
+            "time per step by op class (rank 0):",
+        ]
+        let total = r.breakdown.values.reduce(0, +)
+        for op in OpClass.allCases {
+            let seconds = r.breakdown[op.rawValue] ?? 0
+            lines.append("  " + op.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)
+                + String(format: " %9.1f ms %6.1f%%", seconds * 1000, 100 * seconds / max(total, 1e-12)))
+        }
+        lines.append(
+            "memory: peak resident \(mb(r.peakRSSBytes)) (largest rank); floor \(mb(r.memoryFloorBytes)) = 16 B x "
+                + "\(r.parameters.formatted()) parameters + \(mb(r.activationBytes)) activations -> "
+                + String(format: "%.2fx", Double(r.peakRSSBytes) / Double(r.memoryFloorBytes)))
+        return lines.joined(separator: "\n")
+    }
+}
