@@ -42,61 +42,36 @@ public struct DropoutMask {
     var threshold: UInt32 { UInt32((probability * 65_536).rounded()) }
 
     /// Writes the multipliers (0 or `scale`) of elements `first ..< first + count` of sequence
-    /// `sample` (index into `sampleIndices`). Element e uses the 16-bit half (low for even e, high for
-    /// odd e) of word (e & 7) >> 1 of Philox block e >> 3, and is dropped when that half is below
-    /// `round(probability * 65536)`.
+    /// `sample` (index into `sampleIndices`). Elements come in groups of 128: element e is lane
+    /// `e & 15` of 16-bit slice `k = (e & 127) >> 4` of Philox block `16 (e >> 7) + (e & 15)`, i.e. the
+    /// low (even k) or high (odd k) half of word `k >> 1`, and is dropped when that half is below
+    /// `round(probability * 65536)`. So a group is 16 Philox blocks computed side by side whose eight
+    /// half-word vectors are the group's eight runs of 16 multipliers, stored as they are.
     @inline(__always)
     public func multipliers(_ out: UnsafeMutablePointer<Float>, sample: Int, first: Int, count: Int) {
-        let generator = Philox(seed: seed, step, UInt64(sampleIndices[sample]), layer, site)
-        let threshold = self.threshold
-        let scale = self.scale
-        var j = 0
-        while j < count {
-            let element = first + j
-            if element & 7 == 0 && count - j >= 128 {
-                // 16 blocks (128 elements) at once.
-                let (w0, w1, w2, w3) = philoxBlocks(generator.key, firstBlock: UInt64(element >> 3))
-                let limit = SIMD16<UInt32>(repeating: threshold)
-                let zero = FloatVector(), kept = FloatVector(repeating: scale)
-                var halves = (FloatVector(), FloatVector(), FloatVector(), FloatVector(),
-                              FloatVector(), FloatVector(), FloatVector(), FloatVector())
-                halves.0 = kept.replacing(with: zero, where: (w0 & 0xFFFF) .< limit)
-                halves.1 = kept.replacing(with: zero, where: (w0 &>> 16) .< limit)
-                halves.2 = kept.replacing(with: zero, where: (w1 & 0xFFFF) .< limit)
-                halves.3 = kept.replacing(with: zero, where: (w1 &>> 16) .< limit)
-                halves.4 = kept.replacing(with: zero, where: (w2 & 0xFFFF) .< limit)
-                halves.5 = kept.replacing(with: zero, where: (w2 &>> 16) .< limit)
-                halves.6 = kept.replacing(with: zero, where: (w3 & 0xFFFF) .< limit)
-                halves.7 = kept.replacing(with: zero, where: (w3 &>> 16) .< limit)
-                let o = out + j
-                for block in 0..<16 {
-                    let b = o + 8 * block
-                    b[0] = halves.0[block]
-                    b[1] = halves.1[block]
-                    b[2] = halves.2[block]
-                    b[3] = halves.3[block]
-                    b[4] = halves.4[block]
-                    b[5] = halves.5[block]
-                    b[6] = halves.6[block]
-                    b[7] = halves.7[block]
-                }
-                j += 128
-                continue
-            }
-            let block = generator.block(UInt64(element >> 3))
-            var lane = element & 7
-            while lane < 8 && j < count {
-                let word: UInt32
-                switch lane >> 1 {
-                case 0: word = block.0
-                case 1: word = block.1
-                case 2: word = block.2
-                default: word = block.3
-                }
-                let bits = (lane & 1 == 0) ? (word & 0xFFFF) : (word >> 16)
-                out[j] = bits < threshold ? 0 : scale
-                lane += 1
-                j += 1
+        let key = Philox(seed: seed, step, UInt64(sampleIndices[sample]), layer, site).key
+        let limit = SIMD16<UInt32>(repeating: threshold)
+        let zero = FloatVector(), kept = FloatVector(repeating: scale)
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 128) { buffer in
+            let group = buffer.baseAddress!
+            var j = 0
+            while j < count {
+                let element = first + j
+                let offset = element & 127
+                let n = min(128 - offset, count - j)
+                // A whole aligned group goes straight to `out`; a partial one through `group`.
+                let o = n == 128 ? out + j : group
+                let (w0, w1, w2, w3) = philoxBlocks(key, firstBlock: UInt64(element >> 7) << 4)
+                store(kept.replacing(with: zero, where: (w0 & 0xFFFF) .< limit), o)
+                store(kept.replacing(with: zero, where: (w0 &>> 16) .< limit), o + 16)
+                store(kept.replacing(with: zero, where: (w1 & 0xFFFF) .< limit), o + 32)
+                store(kept.replacing(with: zero, where: (w1 &>> 16) .< limit), o + 48)
+                store(kept.replacing(with: zero, where: (w2 & 0xFFFF) .< limit), o + 64)
+                store(kept.replacing(with: zero, where: (w2 &>> 16) .< limit), o + 80)
+                store(kept.replacing(with: zero, where: (w3 & 0xFFFF) .< limit), o + 96)
+                store(kept.replacing(with: zero, where: (w3 &>> 16) .< limit), o + 112)
+                if n < 128 { (out + j).update(from: group + offset, count: n) }
+                j += n
             }
         }
     }

@@ -81,7 +81,9 @@ public final class BertForPreTraining {
 
     let offsets: Offsets
     let activations: Activations
-    /// Masked positions processed per MLM decoder GEMM: bounds the (rows, V) logits buffer.
+    /// Masked positions processed per MLM decoder GEMM: bounds the (rows, V) logits buffer. Each
+    /// chunk streams the (V, C) decoder weight and its gradient through memory three times, so one
+    /// chunk covers a batch of 32 sequences x 20 predictions (a 78 MB logits buffer at V = 30522).
     let logitsChunkRows: Int
     /// Sequences in the most recent forward pass (for the inference accessors).
     var lastSequenceCount = 0
@@ -101,7 +103,7 @@ public final class BertForPreTraining {
         gradients.initialize(repeating: 0)
         offsets = Offsets(table: table, config: config)
         let positions = maxSequenceCount * sequenceLength
-        logitsChunkRows = min(positions, 256)
+        logitsChunkRows = min(positions, 640)
         activations = Activations(
             config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows)
     }
