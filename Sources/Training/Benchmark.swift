@@ -37,9 +37,12 @@ public struct BenchmarkReport: Encodable, Sendable {
     public var breakdown: [String: Double]
     /// Largest resident set of any rank.
     public var peakRSSBytes: Int
-    /// 16 bytes per parameter (weights, gradients, two Adam moments) + activation buffers, per rank.
+    /// 16 bytes per parameter (weights, gradients, two Adam moments) + `activationFloorBytes`, per rank.
     public var memoryFloorBytes: Int
-    public var activationBytes: Int
+    /// The float32 tensors backward must read, per rank's micro-batch (`activationFloorBytes(...)`).
+    public var activationFloorBytes: Int
+    /// What this implementation allocates for activations and scratch, per rank.
+    public var activationBufferBytes: Int
     public var openBLASCore: String
 
     enum CodingKeys: String, CodingKey {
@@ -58,7 +61,8 @@ public struct BenchmarkReport: Encodable, Sendable {
         case sgemmPeakGFLOPS = "sgemm_peak_gflops"
         case peakRSSBytes = "peak_rss_bytes"
         case memoryFloorBytes = "memory_floor_bytes"
-        case activationBytes = "activation_bytes"
+        case activationFloorBytes = "activation_floor_bytes"
+        case activationBufferBytes = "activation_buffer_bytes"
         case openBLASCore = "openblas_core"
     }
 }
@@ -108,6 +112,17 @@ public final class Benchmark {
         return 3 * (L * layer + mlm + nsp)
     }
 
+    /// Bytes of the activations a post-LN BERT layer's backward needs, stored once in float32, for B
+    /// sequences of T tokens: per layer Q/K/V (3NC), attention probabilities (B NH T^2), context (NC),
+    /// input and output of both LayerNorms (4NC) and the feed-forward pre-activation (NI); the
+    /// embedding LayerNorm's input and output (2NC). Per-row statistics, dropout masks and the MLM
+    /// head's few rows are left out: the floor is what any implementation keeps, at least.
+    public static func activationFloorBytes(_ model: BertConfig, sequences B: Int, length T: Int) -> Int {
+        let N = B * T, C = model.hiddenSize, I = model.intermediateSize, NH = model.attentionHeadCount
+        let layer = 8 * N * C + N * I + B * NH * T * T
+        return 4 * (model.hiddenLayerCount * layer + 2 * N * C)
+    }
+
     /// Runs `warmup` untimed steps, then `steps` timed ones; every rank returns the same report.
     public func run(warmup: Int, steps: Int, progress: (String) -> Void) throws -> BenchmarkReport {
         let T = config.batch.sequenceLength
@@ -148,7 +163,7 @@ public final class Benchmark {
         let flops = Benchmark.flopsPerToken(config.model, sequenceLength: T, maskedPerSequence: maskedPerSequence)
         let median = tokens[tokens.count / 2]
         let model = replica.model
-        let activationBytes = model.activationByteCount
+        let activationFloor = Benchmark.activationFloorBytes(config.model, sequences: layout.microBatchSize, length: T)
         return BenchmarkReport(
             config: configName, parameters: model.table.totalCount, ranks: comm.size, threadsPerRank: threadsPerRank,
             globalBatch: global, microBatch: layout.microBatchSize, accumulationSteps: layout.accumulationSteps,
@@ -157,8 +172,9 @@ public final class Benchmark {
             flopsPerToken: flops, achievedGFLOPS: flops * median / 1e9, sgemmPeakGFLOPS: peak,
             mfu: flops * median / 1e9 / peak,
             breakdown: Dictionary(uniqueKeysWithValues: zip(OpClass.allCases.map(\.rawValue), shares)),
-            peakRSSBytes: Int(rss.max()!), memoryFloorBytes: 16 * model.table.totalCount + activationBytes,
-            activationBytes: activationBytes, openBLASCore: BLASRuntime.coreName)
+            peakRSSBytes: Int(rss.max()!), memoryFloorBytes: 16 * model.table.totalCount + activationFloor,
+            activationFloorBytes: activationFloor, activationBufferBytes: model.activationByteCount,
+            openBLASCore: BLASRuntime.coreName)
     }
 
     /// Micro-batch `micro` of this rank: full-length sequences, segment A then B, `maskedPerSequence`

@@ -33,8 +33,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed steps first (allocation, caches, OpenBLAS thread start-up).")
     var warmup = 3
 
-    @Option(help: "Global batch in sequences (default: the configuration's batch.global_batch_size).")
+    @Option(help: "Global batch in sequences, each rank's share in one micro-batch (default: the configuration's batch section).")
     var batch: Int?
+
+    @Option(help: "Sequences per micro-batch, with gradient accumulation over the rest of a rank's share.")
+    var microBatch: Int?
 
     @Option(help: "Sequence length (default: the configuration's batch.sequence_length).")
     var seqLen: Int?
@@ -52,12 +55,14 @@ struct Bench: ParsableCommand {
         if steps < 1 { throw ValidationError("--steps must be at least 1") }
         if warmup < 0 { throw ValidationError("--warmup cannot be negative") }
         if let batch, batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if let microBatch, microBatch < 1 { throw ValidationError("--micro-batch must be at least 1") }
         if let seqLen, seqLen < 2 { throw ValidationError("--seq-len must be at least 2") }
     }
 
     func run() throws {
         var overrides = overrides
-        if let batch { overrides.append("batch.global_batch_size=\(batch)") }
+        if let batch { overrides += ["batch.global_batch_size=\(batch)", "batch.micro_batch_size=\(microBatch ?? batch)"] }
+        if batch == nil, let microBatch { overrides.append("batch.micro_batch_size=\(microBatch)") }
         if let seqLen { overrides.append("batch.sequence_length=\(seqLen)") }
         let runConfig: TrainingConfig
         do {
@@ -123,9 +128,10 @@ struct Bench: ParsableCommand {
                 + String(format: " %9.1f ms %6.1f%%", seconds * 1000, 100 * seconds / max(total, 1e-12)))
         }
         lines.append(
-            "memory: peak resident \(mb(r.peakRSSBytes)) (largest rank); floor \(mb(r.memoryFloorBytes)) = 16 B x "
-                + "\(r.parameters.formatted()) parameters + \(mb(r.activationBytes)) activations -> "
-                + String(format: "%.2fx", Double(r.peakRSSBytes) / Double(r.memoryFloorBytes)))
+            "memory: peak resident \(mb(r.peakRSSBytes)) (largest rank) = "
+                + String(format: "%.2fx", Double(r.peakRSSBytes) / Double(r.memoryFloorBytes))
+                + " the floor of \(mb(r.memoryFloorBytes)): 16 B x \(r.parameters.formatted()) parameters + "
+                + "\(mb(r.activationFloorBytes)) activations backward needs (buffers allocated: \(mb(r.activationBufferBytes)))")
         return lines.joined(separator: "\n")
     }
 }

@@ -50,8 +50,12 @@ final class BenchCommandTests: XCTestCase {
         // Hugging Face's BertForPreTraining(configs/debug.json) has 2,092,476 parameters (tied decoder counted once).
         XCTAssertEqual(parameters, 2_092_476)
         XCTAssertGreaterThan(try XCTUnwrap(report["peak_rss_bytes"] as? Int), 16 * parameters)
-        XCTAssertEqual(
-            report["memory_floor_bytes"] as? Int, 16 * parameters + (report["activation_bytes"] as? Int ?? -1))
+        // configs/debug.json (C 64, I 128, 2 heads, 2 layers), micro-batch B x 128 tokens, N = 128 B:
+        // per layer 8NC + NI + 2 B 128^2 floats, plus 2NC for the embeddings.
+        let B = globalBatch / ranks, N = 128 * B
+        let activationFloor = 4 * (2 * (8 * N * 64 + N * 128 + 2 * B * 128 * 128) + 2 * N * 64)
+        XCTAssertEqual(report["activation_floor_bytes"] as? Int, activationFloor)
+        XCTAssertEqual(report["memory_floor_bytes"] as? Int, 16 * parameters + activationFloor)
     }
 
     func testStandaloneReportIsCompleteAndConsistent() throws {
