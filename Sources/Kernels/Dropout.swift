@@ -3,8 +3,9 @@
 ///
 /// The keep/drop decision of an element is a pure function of (seed, step, global sample index,
 /// layer, site) and of the element's index inside its sequence, drawn from `Philox`. So the same
-/// sample gets the same mask whatever micro-batch or rank it lands in, and backward regenerates the
-/// mask instead of storing it (generation is cheaper than a round trip through memory).
+/// sample gets the same mask whatever micro-batch or rank it lands in. With `record` set, forward
+/// records the decisions there (one byte per element) and backward replays them, so each mask is
+/// drawn once per step; without, backward draws it again.
 ///
 /// Rows: a kernel sees its data as rows of `rowLength` elements; `rowsPerSample` consecutive rows
 /// belong to one sequence (T rows of C for hidden states, NH*T rows of T for attention
@@ -18,6 +19,11 @@ public struct DropoutMask {
     public var site: UInt64
     /// Global sample index of each sequence of the micro-batch, [B].
     public var sampleIndices: UnsafePointer<Int>
+    /// Keep (1) / drop (0) per element, laid out like the kernel's data: element j of row r at
+    /// `record[r * rowLength + j]`.
+    public var record: UnsafeMutablePointer<UInt8>?
+    /// Read the multipliers from `record` (written by the forward pass) instead of drawing them.
+    public var replay = false
     public var rowsPerSample: Int
 
     public init(
@@ -111,7 +117,8 @@ func philoxBlocks(
 let dropoutChunk = 1024
 
 /// Calls `body(start, count, multipliers)` for consecutive pieces of the multipliers of one row
-/// (`row` in the layout described at `DropoutMask`), without heap allocation.
+/// (`row` in the layout described at `DropoutMask`), without heap allocation; records them in or
+/// replays them from `dropout.record` when set.
 @inline(__always)
 func withDropoutMultipliers(
     _ dropout: DropoutMask, row: Int, rowLength: Int,
@@ -121,10 +128,19 @@ func withDropoutMultipliers(
         let scratch = buffer.baseAddress!
         let sample = row / dropout.rowsPerSample
         let rowFirst = (row % dropout.rowsPerSample) * rowLength
+        let scale = dropout.scale
         var start = 0
         while start < rowLength {
             let count = min(dropoutChunk, rowLength - start)
-            dropout.multipliers(scratch, sample: sample, first: rowFirst + start, count: count)
+            let record = dropout.record.map { $0 + row * rowLength + start }
+            if let record, dropout.replay {
+                for k in 0..<count { scratch[k] = record[k] != 0 ? scale : 0 }
+            } else {
+                dropout.multipliers(scratch, sample: sample, first: rowFirst + start, count: count)
+                if let record {
+                    for k in 0..<count { record[k] = scratch[k] != 0 ? 1 : 0 }
+                }
+            }
             body(start, count, scratch)
             start += count
         }

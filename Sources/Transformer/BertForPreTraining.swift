@@ -110,7 +110,9 @@ public final class BertForPreTraining {
 
     /// Bytes of all activation and scratch buffers (allocated once in `init`), excluding parameters
     /// and gradients.
-    public var activationByteCount: Int { activations.floatCount * MemoryLayout<Float>.stride }
+    public var activationByteCount: Int {
+        activations.floatCount * MemoryLayout<Float>.stride + activations.dropoutRecord.count
+    }
 
     deinit {
         parameters.deallocate()
@@ -190,10 +192,11 @@ public final class BertForPreTraining {
         precondition(!training || sampleIndices.count == B, "sampleIndices must have one index per sequence")
         let dropoutKeys = sampleIndices.isEmpty ? Array(repeating: 0, count: B) : sampleIndices
         return dropoutKeys.withUnsafeBufferPointer { samples in
-            let dropout = DropoutSettings(
+            var dropout = DropoutSettings(
                 enabled: training, seed: dropoutSeed, step: dropoutStep, sampleIndices: samples.baseAddress!,
                 hidden: config.hiddenDropoutProbability, attention: config.attentionDropoutProbability,
                 heads: config.attentionHeadCount, length: T)
+            if computeGradients { dropout.record = activations.dropoutRecord }
             return inputIDs.withUnsafeBufferPointer { ids in
                 tokenTypeIDs.withUnsafeBufferPointer { types in
                     attentionMask.withUnsafeBufferPointer { mask in
@@ -209,7 +212,8 @@ public final class BertForPreTraining {
                                     if computeGradients {
                                         onGradientsReady?(table.headRange)
                                         encoderBackward(
-                                            ids.baseAddress!, types.baseAddress!, B, dropout, onGradientsReady)
+                                            ids.baseAddress!, types.baseAddress!, B, dropout.replaying,
+                                            onGradientsReady)
                                     }
                                 }
                             }

@@ -80,6 +80,8 @@ final class Activations {
     private var allocations: [UnsafeMutablePointer<Float>] = []
     private var flagAllocations: [UnsafeMutablePointer<Bool>] = []
     private(set) var floatCount = 0
+    /// Keep/drop decisions of every dropout site of a training micro-batch (`DropoutMask.record`).
+    let dropoutRecord: DropoutRecord
 
     let embeddingSum, embeddingMean, embeddingRstd, embeddingOut: UnsafeMutablePointer<Float>
     let layers: [Layer]
@@ -154,11 +156,44 @@ final class Activations {
         self.allocations = allocations
         self.flagAllocations = [nspCorrect, mlmCorrect]
         self.floatCount = floatCount
+        dropoutRecord = DropoutRecord(config: config, sequences: B, length: T)
     }
 
     deinit {
         for pointer in allocations { pointer.deallocate() }
         for pointer in flagAllocations { pointer.deallocate() }
+    }
+}
+
+/// One byte per element of every dropout site: the embeddings' output and, per encoder layer, the
+/// attention probabilities and the attention and feed-forward outputs. Forward records the masks,
+/// backward replays them: each mask is drawn once per micro-batch (a quarter of the memory of the
+/// float activations they mask, and far cheaper than drawing again).
+final class DropoutRecord {
+    let bytes: UnsafeMutablePointer<UInt8>
+    let count: Int
+    private let hiddenBytes: Int
+    private let attentionBytes: Int
+
+    init(config: BertConfig, sequences B: Int, length T: Int) {
+        hiddenBytes = B * T * config.hiddenSize
+        attentionBytes = B * config.attentionHeadCount * T * T
+        count = hiddenBytes + config.hiddenLayerCount * (attentionBytes + 2 * hiddenBytes)
+        bytes = .allocate(capacity: max(1, count))
+        bytes.initialize(repeating: 0, count: max(1, count))
+    }
+
+    deinit { bytes.deallocate() }
+
+    /// The record of `site` of `layer` (0 = embeddings, l + 1 = encoder layer l).
+    func site(layer: Int, site: UInt64) -> UnsafeMutablePointer<UInt8> {
+        if layer == 0 { return bytes }
+        let base = bytes + hiddenBytes + (layer - 1) * (attentionBytes + 2 * hiddenBytes)
+        switch site {
+        case DropoutSite.attentionProbabilities: return base
+        case DropoutSite.attentionOutput: return base + attentionBytes
+        default: return base + attentionBytes + hiddenBytes
+        }
     }
 }
 
@@ -173,6 +208,10 @@ struct DropoutSettings {
     let attention: Float
     let heads: Int
     let length: Int
+    /// Where forward records the masks; nil to draw them again in backward.
+    var record: DropoutRecord?
+    /// Backward: replay the recorded masks.
+    var replay = false
 
     /// No dropout (inference).
     static func disabled(heads: Int, length: Int) -> DropoutSettings {
@@ -180,20 +219,33 @@ struct DropoutSettings {
             enabled: false, seed: 0, step: 0, sampleIndices: nil, hidden: 0, attention: 0, heads: heads, length: length)
     }
 
+    /// The same masks, replayed from `record` by backward.
+    var replaying: DropoutSettings {
+        var settings = self
+        settings.replay = true
+        return settings
+    }
+
     /// Mask for (N, C) hidden states of `layer` (0 = embeddings) at `site`, or nil when off.
     func hiddenMask(layer: Int, site: UInt64) -> DropoutMask? {
         guard enabled, hidden > 0, let sampleIndices else { return nil }
-        return DropoutMask(
+        var mask = DropoutMask(
             probability: hidden, seed: seed, step: step, layer: UInt64(layer), site: site,
             sampleIndices: sampleIndices, rowsPerSample: length)
+        mask.record = record?.site(layer: layer, site: site)
+        mask.replay = replay
+        return mask
     }
 
     /// Mask for the (B, NH, T, T) attention probabilities of encoder layer `layer`, or nil when off.
     func attentionMask(layer: Int) -> DropoutMask? {
         guard enabled, attention > 0, let sampleIndices else { return nil }
-        return DropoutMask(
+        var mask = DropoutMask(
             probability: attention, seed: seed, step: step, layer: UInt64(layer + 1), site: DropoutSite.attentionProbabilities,
             sampleIndices: sampleIndices, rowsPerSample: heads * length)
+        mask.record = record?.site(layer: layer + 1, site: DropoutSite.attentionProbabilities)
+        mask.replay = replay
+        return mask
     }
 }
 

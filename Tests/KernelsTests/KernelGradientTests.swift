@@ -368,6 +368,56 @@ final class KernelGradientTests: XCTestCase {
         }
     }
 
+    func testRecordedDropoutMasksReplayTheDrawnMasks() {
+        // Hidden-state rows of 37 (a partial word) and 300, and attention rows of 20 with padding.
+        for C in [37, 300] {
+            let rows = 6, samples = [4, 17]
+            var record = [UInt8](repeating: 0, count: rows * C)
+            var drawn = [Float](repeating: 0, count: rows * C), recorded = drawn, replayed = drawn
+            let input = (0..<(rows * C)).map { Float($0 % 7) + 0.5 }
+            samples.withUnsafeBufferPointer { samples in
+                record.withUnsafeMutableBufferPointer { record in
+                    var dropout = DropoutMask(
+                        probability: 0.3, seed: 5, step: 6, layer: 2, site: 3, sampleIndices: samples.baseAddress!,
+                        rowsPerSample: 3)
+                    dropoutForward(&drawn, input, dropout, rows: rows, columns: C)
+                    dropout.record = record.baseAddress
+                    dropoutForward(&recorded, input, dropout, rows: rows, columns: C)
+                    dropout.replay = true
+                    dropoutBackward(&replayed, input, dropout, rows: rows, columns: C)
+                }
+            }
+            XCTAssertEqual(recorded, drawn, "C \(C): recording changes nothing")
+            XCTAssertEqual(replayed, drawn, "C \(C): the replayed mask is the drawn one")
+            XCTAssertTrue(drawn.contains(0) && drawn.contains { $0 != 0 })
+        }
+        let B = 2, NH = 2, T = 20, rows = B * NH * T
+        let scores = (0..<(rows * T)).map { Float(($0 * 37) % 11) / 5 }
+        let keyMask = (0..<(B * T)).map { Int32($0 % T < 15 ? 1 : 0) }
+        var record = [UInt8](repeating: 0, count: rows * T)
+        var drawnProbs = scores, drawnDropped = [Float](repeating: 0, count: rows * T)
+        var recordedProbs = scores, recordedDropped = drawnDropped, replayedDropped = drawnDropped
+        var drawnGradient = scores.map { $0 - 1 }, replayedGradient = drawnGradient
+        [0, 1].withUnsafeBufferPointer { samples in
+            record.withUnsafeMutableBufferPointer { record in
+                var dropout = DropoutMask(
+                    probability: 0.25, seed: 9, step: 1, layer: 1, site: 1, sampleIndices: samples.baseAddress!,
+                    rowsPerSample: NH * T)
+                attentionSoftmaxForward(&drawnProbs, &drawnDropped, keyMask, dropout, batch: B, heads: NH, length: T)
+                attentionSoftmaxBackward(&drawnGradient, drawnProbs, dropout, batch: B, heads: NH, length: T)
+                dropout.record = record.baseAddress
+                attentionSoftmaxForward(&recordedProbs, &recordedDropped, keyMask, dropout, batch: B, heads: NH, length: T)
+                dropout.replay = true
+                attentionDropoutForward(&replayedDropped, recordedProbs, dropout, rows: 0..<rows, length: T)
+                attentionSoftmaxBackward(&replayedGradient, recordedProbs, dropout, batch: B, heads: NH, length: T)
+            }
+        }
+        XCTAssertEqual(recordedProbs, drawnProbs)
+        XCTAssertEqual(recordedDropped, drawnDropped)
+        XCTAssertEqual(replayedDropped, drawnDropped)
+        XCTAssertEqual(replayedGradient, drawnGradient)
+    }
+
     // MARK: - Cross-entropy
 
     func testCrossEntropyLossGradientAndAccuracy() {
