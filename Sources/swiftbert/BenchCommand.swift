@@ -88,7 +88,7 @@ struct Bench: ParsableCommand {
             }
             if json {
                 let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
                 console.say(String(decoding: try encoder.encode(report), as: UTF8.self))
             } else {
                 console.say(Self.text(report))
