@@ -102,6 +102,46 @@ public func activationBackward(
     }
 }
 
+/// Backward's recomputation of the activation: `out = f(inp)` for the weight gradient and
+/// `derivative = f'(inp)` for the input gradient, in one pass (GELU's erf is computed once for both).
+public func activationForwardWithDerivative(
+    _ out: UnsafeMutablePointer<Float>, _ derivative: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+    _ function: ActivationFunction, count: Int
+) {
+    @inline(__always)
+    func both(_ x: FloatVector) -> (FloatVector, FloatVector) {
+        guard function == .gelu else { return (activate(x, function), activationDerivative(x, function)) }
+        let e = vectorErf(x * 0.707_106_781_186_547_6)
+        let pdf = 0.398_942_280_401_432_7 * vectorExp(-0.5 * x * x)
+        return (0.5 * x * (1 + e), 0.5 * (1 + e) + x * pdf)
+    }
+    Parallel.forEachChunk(count, minimumChunk: 8_192) { range in
+        var i = range.lowerBound
+        while i + 16 <= range.upperBound {
+            let (y, d) = both(load(inp + i))
+            store(y, out + i)
+            store(d, derivative + i)
+            i += 16
+        }
+        if i < range.upperBound {
+            let lanes = range.upperBound - i
+            let (y, d) = both(loadPartial(inp + i, lanes))
+            storePartial(y, out + i, lanes)
+            storePartial(d, derivative + i, lanes)
+        }
+    }
+}
+
+/// `dinp = dout * derivative` with the derivative from `activationForwardWithDerivative`; dinp may
+/// alias dout.
+public func activationBackward(
+    _ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, derivative: UnsafePointer<Float>, count: Int
+) {
+    Parallel.forEachChunk(count, minimumChunk: 16_384) { range in
+        for i in range { dinp[i] = dout[i] * derivative[i] }
+    }
+}
+
 /// `out = tanh(inp)` (the pooler's activation); out may alias inp.
 public func tanhForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, count: Int) {
     VectorMath.tanh(out, inp, count: count)

@@ -201,9 +201,12 @@ extension BertForPreTraining {
                 dOutput = UnsafePointer(a.dense)
             }
         }
-        // Recompute the activation output for the weight gradient, then overwrite it with the input
-        // gradient (the GEMM for dinp reads only dOutput and the weight).
-        timed(.activation) { activationForward(a.dIntermediate, act.pre, config.hiddenActivation, count: N * I) }
+        // Recompute the activation output for the weight gradient (and its derivative), then overwrite
+        // it with the input gradient (the GEMM for dinp reads only dOutput and the weight).
+        timed(.activation) {
+            activationForwardWithDerivative(
+                a.dIntermediate, a.activationDerivative, act.pre, config.hiddenActivation, count: N * I)
+        }
         timed(.gemm) {
             linearBackward(
                 nil, grad(p.outputWeight), grad(p.outputBias), dOutput, a.dIntermediate, param(p.outputWeight),
@@ -213,7 +216,7 @@ extension BertForPreTraining {
                 rows: N, inputSize: I, outputSize: C)
         }
         timed(.activation) {
-            activationBackward(a.dIntermediate, a.dIntermediate, act.pre, config.hiddenActivation, count: N * I)
+            activationBackward(a.dIntermediate, a.dIntermediate, derivative: a.activationDerivative, count: N * I)
         }
         timed(.gemm) {
             linearBackward(

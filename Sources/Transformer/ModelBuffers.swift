@@ -90,6 +90,7 @@ final class Activations {
     let attentionScratch: UnsafeMutablePointer<Float> // (B, NH, T, T) dropped probabilities; their gradients
     let dResidual: UnsafeMutablePointer<Float>        // (N, C) gradient flowing down the residual stream
     let dIntermediate: UnsafeMutablePointer<Float>    // (N, I) activation output in forward; its gradient
+    let activationDerivative: UnsafeMutablePointer<Float> // (N, I) f'(pre) of the layer in backward
     let dqkv: UnsafeMutablePointer<Float>             // (N, 3C)
     let dContext: UnsafeMutablePointer<Float>         // (N, C)
     // Pooler and NSP head.
@@ -131,6 +132,7 @@ final class Activations {
         attentionScratch = buffer(B * NH * T * T)
         dResidual = buffer(N * C)
         dIntermediate = buffer(N * I)
+        activationDerivative = buffer(N * I)
         dqkv = buffer(N * 3 * C)
         dContext = buffer(N * C)
         clsRows = buffer(B * C)

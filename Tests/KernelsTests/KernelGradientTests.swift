@@ -241,6 +241,13 @@ final class KernelGradientTests: XCTestCase {
             var standalone = [Float](repeating: 0, count: N * OC)
             activationForward(&standalone, pre, function, count: N * OC)
             assertClose(standalone, reference(x), 1e-6, "\(function) standalone forward")
+
+            // The recomputation used by backward: output and derivative in one pass.
+            var recomputed = [Float](repeating: 0, count: N * OC), derivative = recomputed, dxFused = recomputed
+            activationForwardWithDerivative(&recomputed, &derivative, pre, function, count: N * OC)
+            assertClose(recomputed, reference(x), 1e-6, "\(function) recomputed forward")
+            activationBackward(&dxFused, floats(g), derivative: derivative, count: N * OC)
+            assertClose(dxFused, finiteDifferences(x) { dot(reference($0), g) }, 1e-5, "\(function) backward from the derivative")
         }
     }
 
