@@ -47,6 +47,17 @@ final class Replica {
         model.forwardProbe = { op, layer, output in monitor.forward(op, layer, output) }
     }
 
+    /// Adds a micro-batch's MLM loss, NSP loss, MLM correct and count, NSP correct and count to the
+    /// first six of `sums`.
+    static func accumulate(_ result: Transformer.StepResult, into sums: inout [Double]) {
+        sums[0] += Double(result.mlmLoss)
+        sums[1] += Double(result.nspLoss)
+        sums[2] += Double(result.mlmCorrect)
+        sums[3] += Double(result.mlmCount)
+        sums[4] += Double(result.nspCorrect)
+        sums[5] += Double(result.nspCount)
+    }
+
     struct StepResult {
         var loss: Double
         var mlmLoss: Double
@@ -102,12 +113,7 @@ final class Replica {
                 maskedTokenNormalizer: Float(max(1, globalMasked)), sequenceNormalizer: Float(globalSequences),
                 training: true, dropoutSeed: config.seed, dropoutStep: UInt64(step), computeGradients: true,
                 onGradientsReady: onGradientsReady)
-            sums[0] += Double(result.mlmLoss)
-            sums[1] += Double(result.nspLoss)
-            sums[2] += Double(result.mlmCorrect)
-            sums[3] += Double(result.mlmCount)
-            sums[4] += Double(result.nspCorrect)
-            sums[5] += Double(result.nspCount)
+            Replica.accumulate(result, into: &sums)
         }
         if let failure = monitor?.failure {
             throw TrainingError("step \(step + 1), rank \(comm.rank): \(failure) (debug mode)")

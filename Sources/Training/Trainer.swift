@@ -425,12 +425,7 @@ public final class Trainer {
                     maskedTokenNormalizer: Float(max(1, globalMasked)) * Float(batches),
                     sequenceNormalizer: Float(global.count) * Float(batches),
                     training: false, dropoutSeed: config.seed, dropoutStep: 0, computeGradients: false)
-                sums[0] += Double(result.mlmLoss)
-                sums[1] += Double(result.nspLoss)
-                sums[2] += Double(result.mlmCorrect)
-                sums[3] += Double(result.mlmCount)
-                sums[4] += Double(result.nspCorrect)
-                sums[5] += Double(result.nspCount)
+                Replica.accumulate(result, into: &sums)
             }
         }
         try comm.allReduceSum(&sums)

@@ -64,21 +64,10 @@ struct Bench: ParsableCommand {
         if let batch { overrides += ["batch.global_batch_size=\(batch)", "batch.micro_batch_size=\(microBatch ?? batch)"] }
         if batch == nil, let microBatch { overrides.append("batch.micro_batch_size=\(microBatch)") }
         if let seqLen { overrides.append("batch.sequence_length=\(seqLen)") }
-        let runConfig: TrainingConfig
-        do {
-            runConfig = try TrainingConfig.load(contentsOfFile: config, overrides: overrides)
-        } catch {
-            if Train.launcherRank == 0 { Console.standalone.fail("\(error)") }
-            throw ExitCode.failure
-        }
-        let comm = try MPICommunicator.initialize(threadLevel: .multiple)
-        let console = Console(rank: comm.rank, size: comm.size)
-        do {
-            let threads = try RankThreads(comm)
-            if !json { console.say(threads.summary) }
-            if let warning = threads.oversubscription { console.warn(warning) }
+        let runConfig = try Train.loadConfiguration(config, overrides: overrides)
+        try runOnRanks(announce: !json) { comm, console in
             let benchmark = try Benchmark(
-                config: runConfig, configName: config, communicator: comm, threadsPerRank: threads.count)
+                config: runConfig, configName: config, communicator: comm, threadsPerRank: BLASRuntime.threadCount)
             let report = try benchmark.run(warmup: warmup, steps: steps) { line in
                 if json {
                     if comm.rank == 0 { FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }
@@ -93,15 +82,6 @@ struct Bench: ParsableCommand {
             } else {
                 console.say(Self.text(report))
             }
-            try comm.finalize()
-        } catch let error as ConfigError {
-            if comm.rank == 0 { Console.standalone.fail("\(error)") }
-            try? comm.finalize()
-            throw ExitCode.failure
-        } catch {
-            console.fail("\(error)")
-            if comm.size > 1 { comm.abort(code: 1) }
-            throw ExitCode.failure
         }
     }
 

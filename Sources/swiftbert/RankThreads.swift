@@ -1,5 +1,8 @@
+import ArgumentParser
+import Dispatch
 import Distributed
 import Kernels
+import Training
 
 /// How many threads each rank of an MPI job runs: the host's cores shared among the ranks placed on
 /// it, and no more than the CPUs the launcher bound the rank to. Sets OpenBLAS's threads and the
@@ -22,5 +25,30 @@ struct RankThreads {
         guard layout.localSize * count > CPUFeatures.onlineCoreCount else { return nil }
         return "\(layout.localSize) ranks x \(count) thread\(count == 1 ? "" : "s") exceed the "
             + "\(CPUFeatures.onlineCoreCount) cores of this host (oversubscribed: expect slow steps)"
+    }
+}
+
+/// Runs `body` as this process's rank of the MPI job, threads set up (and announced when `announce`).
+/// Errors every rank reaches at the same point (configuration errors, the trainer's own stops) are
+/// reported once, by rank 0, and all ranks end MPI normally; should a rank not get there, the job is
+/// aborted after a grace period instead of hanging. Any other error aborts the job.
+func runOnRanks(announce: Bool, _ body: (MPICommunicator, Console) throws -> Void) throws {
+    let comm = try MPICommunicator.initialize(threadLevel: .multiple)
+    let console = Console(rank: comm.rank, size: comm.size)
+    do {
+        let threads = try RankThreads(comm)
+        if announce { console.say(threads.summary) }
+        if let warning = threads.oversubscription { console.warn(warning) }
+        try body(comm, console)
+        try comm.finalize()
+    } catch let error where error is TrainingError || error is ConfigError {
+        if comm.rank == 0 { Console.standalone.fail("\(error)") }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 30) { comm.abort(code: 1) }
+        try? comm.finalize()
+        throw ExitCode.failure
+    } catch {
+        console.fail("\(error)")
+        if comm.size > 1 { comm.abort(code: 1) }
+        throw ExitCode.failure
     }
 }

@@ -75,14 +75,7 @@ struct Train: ParsableCommand {
     func run() throws {
         var overrides = overrides
         if let data { overrides.append("data.directory=\(data)") }
-        let runConfig: TrainingConfig
-        do {
-            runConfig = try TrainingConfig.load(contentsOfFile: config, overrides: overrides)
-        } catch {
-            // Every rank reads the same file: only rank 0 reports it.
-            if Self.launcherRank == 0 { Console.standalone.fail("\(error)") }
-            throw ExitCode.failure
-        }
+        let runConfig = try Self.loadConfiguration(config, overrides: overrides)
         let name = ((config as NSString).lastPathComponent as NSString).deletingPathExtension
         var options = TrainingOptions(runDirectory: out ?? "runs/\(name)")
         switch resume {
@@ -106,6 +99,17 @@ struct Train: ParsableCommand {
         }
     }
 
+    /// The configuration file with `--set` overrides applied; an error is reported once, by rank 0 (every
+    /// rank reads the same file), before MPI starts.
+    static func loadConfiguration(_ path: String, overrides: [String]) throws -> TrainingConfig {
+        do {
+            return try TrainingConfig.load(contentsOfFile: path, overrides: overrides)
+        } catch {
+            if launcherRank == 0 { Console.standalone.fail("\(error)") }
+            throw ExitCode.failure
+        }
+    }
+
     /// The rank the launcher gave this process, known before MPI starts (0 standalone).
     static var launcherRank: Int {
         let env = ProcessInfo.processInfo.environment
@@ -113,12 +117,7 @@ struct Train: ParsableCommand {
     }
 
     private func runMPI(_ config: TrainingConfig, _ options: TrainingOptions) throws {
-        let comm = try MPICommunicator.initialize(threadLevel: .multiple)
-        let console = Console(rank: comm.rank, size: comm.size)
-        do {
-            let threads = try RankThreads(comm)
-            console.say(threads.summary)
-            if let warning = threads.oversubscription { console.warn(warning) }
+        try runOnRanks(announce: true) { comm, console in
             var options = options
             options.onHang = { message in
                 console.fail(message)
@@ -127,19 +126,6 @@ struct Train: ParsableCommand {
             let summary = try train(config, options, comm, console)
             try comm.barrier()
             report(summary, options, console)
-            try comm.finalize()
-        } catch let error where error is TrainingError || error is ConfigError {
-            // Configuration errors and the trainer's own stops are reached by every rank at the same
-            // point: rank 0 reports once and all ranks end MPI normally. Should a rank not get there,
-            // the job is aborted after a grace period instead of hanging.
-            if comm.rank == 0 { Console.standalone.fail("\(error)") }
-            DispatchQueue.global().asyncAfter(deadline: .now() + 30) { comm.abort(code: 1) }
-            try? comm.finalize()
-            throw ExitCode.failure
-        } catch {
-            console.fail("\(error)")
-            if comm.size > 1 { comm.abort(code: 1) }
-            throw ExitCode.failure
         }
     }
 
