@@ -16,8 +16,9 @@ struct Bench: ParsableCommand {
             counted from the configuration (MLM head on the masked positions only), the achieved \
             GFLOP/s against single-precision GEMM measured on all ranks at once in the same run \
             (MFU), seconds per step by op class, and peak resident memory against the floor of 16 \
-            bytes per parameter plus activation buffers. Standalone or under mpirun; the global \
-            batch is split over the ranks as in training.
+            bytes per parameter plus the activations backward needs. Standalone or under mpirun; \
+            the global batch is split over the ranks as in training. Compare with PyTorch on the \
+            same shapes: scripts/peer_bench.py (README, "Performance").
 
             Examples:
               swiftbert bench --config configs/bert-mini.json --batch 32
