@@ -155,17 +155,26 @@ public func dropoutForward(
     rows: Int, columns C: Int
 ) {
     Parallel.forEachChunk(rows, minimumChunk: max(1, 16_384 / max(1, C))) { range in
-        for row in range {
-            withDropoutMultipliers(dropout, row: row, rowLength: C) { start, count, multipliers in
-                let x = inp + row * C + start
-                let y = out + row * C + start
-                for j in 0..<count { y[j] = x[j] * multipliers[j] }
-            }
+        dropoutForward(out, inp, dropout, rows: range, columns: C)
+    }
+}
+
+/// `dropoutForward` on a range of the rows only, on the calling thread: for callers that parallelise
+/// themselves (attention, head by head). Pointers are to the whole (rows, C) tensors.
+public func dropoutForward(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ dropout: DropoutMask,
+    rows range: Range<Int>, columns C: Int
+) {
+    for row in range {
+        withDropoutMultipliers(dropout, row: row, rowLength: C) { start, count, multipliers in
+            let x = inp + row * C + start
+            let y = out + row * C + start
+            for j in 0..<count { y[j] = x[j] * multipliers[j] }
         }
     }
 }
 
-/// `dinp = dout * mask / (1 - p)` with the mask regenerated; dinp is written and may alias dout.
+/// `dinp = dout * mask / (1 - p)` with the mask replayed or drawn again; dinp may alias dout.
 public func dropoutBackward(
     _ dinp: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ dropout: DropoutMask,
     rows: Int, columns C: Int

@@ -35,60 +35,53 @@ public func attentionSoftmaxForward(
     _ keyMask: UnsafePointer<Int32>?, _ dropout: DropoutMask?,
     rows range: Range<Int>, heads NH: Int, length T: Int
 ) {
-    do {
-        for row in range {
-            let b = row / (NH * T)
-            let p = probs + row * T
-            let mask = keyMask.map { $0 + b * T }
-            var maximum = -Float.infinity
-            var j = 0
-            var running = FloatVector(repeating: -.infinity)
-            while j < T {
-                let lanes = min(16, T - j)
-                var v = lanes == 16 ? load(p + j) : loadPartial(p + j, lanes, fill: -.infinity)
-                if let mask { v.replace(with: -.infinity, where: loadMask(mask + j, lanes)) }
-                running = vmax(running, v)
-                j += 16
-            }
-            maximum = horizontalMax(running)
-            if maximum == -.infinity {
-                for j in 0..<T { p[j] = 0 }
-                if let dropped { for j in 0..<T { dropped[row * T + j] = 0 } }
-                continue
-            }
-            let m = FloatVector(repeating: maximum)
-            var vsum = FloatVector()
-            j = 0
-            while j < T {
-                let lanes = min(16, T - j)
-                var e = vectorExp((lanes == 16 ? load(p + j) : loadPartial(p + j, lanes)) - m)
-                if let mask { e.replace(with: 0, where: loadMask(mask + j, lanes)) }
-                if lanes == 16 {
-                    store(e, p + j)
-                } else {
-                    e.replace(with: 0, where: SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= Int32(lanes))
-                    storePartial(e, p + j, lanes)
-                }
-                vsum += e
-                j += 16
-            }
-            let inverse = FloatVector(repeating: 1 / vsum.sum())
-            j = 0
-            while j + 16 <= T {
-                store(load(p + j) * inverse, p + j)
-                j += 16
-            }
-            while j < T {
-                p[j] *= inverse[0]
-                j += 1
-            }
-            if let dropped, let dropout {
-                let d = dropped + row * T
-                withDropoutMultipliers(dropout, row: row, rowLength: T) { start, count, multipliers in
-                    for k in 0..<count { d[start + k] = p[start + k] * multipliers[k] }
-                }
-            }
+    for row in range {
+        let b = row / (NH * T)
+        let p = probs + row * T
+        let mask = keyMask.map { $0 + b * T }
+        var maximum = -Float.infinity
+        var j = 0
+        var running = FloatVector(repeating: -.infinity)
+        while j < T {
+            let lanes = min(16, T - j)
+            var v = lanes == 16 ? load(p + j) : loadPartial(p + j, lanes, fill: -.infinity)
+            if let mask { v.replace(with: -.infinity, where: loadMask(mask + j, lanes)) }
+            running = vmax(running, v)
+            j += 16
         }
+        maximum = horizontalMax(running)
+        if maximum == -.infinity {
+            for j in 0..<T { p[j] = 0 }
+            if let dropped { for j in 0..<T { dropped[row * T + j] = 0 } }
+            continue
+        }
+        let m = FloatVector(repeating: maximum)
+        var vsum = FloatVector()
+        j = 0
+        while j < T {
+            let lanes = min(16, T - j)
+            var e = vectorExp((lanes == 16 ? load(p + j) : loadPartial(p + j, lanes)) - m)
+            if let mask { e.replace(with: 0, where: loadMask(mask + j, lanes)) }
+            if lanes == 16 {
+                store(e, p + j)
+            } else {
+                e.replace(with: 0, where: SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= Int32(lanes))
+                storePartial(e, p + j, lanes)
+            }
+            vsum += e
+            j += 16
+        }
+        let inverse = FloatVector(repeating: 1 / vsum.sum())
+        j = 0
+        while j + 16 <= T {
+            store(load(p + j) * inverse, p + j)
+            j += 16
+        }
+        while j < T {
+            p[j] *= inverse[0]
+            j += 1
+        }
+        if let dropped, let dropout { dropoutForward(dropped, probs, dropout, rows: row..<(row + 1), columns: T) }
     }
 }
 
@@ -109,56 +102,36 @@ public func attentionSoftmaxBackward(
     _ dscores: UnsafeMutablePointer<Float>, _ probs: UnsafePointer<Float>, _ dropout: DropoutMask?,
     rows range: Range<Int>, length T: Int
 ) {
-    do {
-        for row in range {
-            let d = dscores + row * T
-            let p = probs + row * T
-            if let dropout {
-                withDropoutMultipliers(dropout, row: row, rowLength: T) { start, count, multipliers in
-                    for k in 0..<count { d[start + k] *= multipliers[k] }
-                }
-            }
-            // dscore_j = p_j (dp_j - sum_k p_k dp_k)
-            var a = FloatVector(), b = FloatVector()
-            var j = 0
-            while j + 32 <= T {
-                a += load(p + j) * load(d + j)
-                b += load(p + j + 16) * load(d + j + 16)
-                j += 32
-            }
-            while j + 16 <= T {
-                a += load(p + j) * load(d + j)
-                j += 16
-            }
-            var dot = (a + b).sum()
-            while j < T {
-                dot += p[j] * d[j]
-                j += 1
-            }
-            let s = FloatVector(repeating: dot)
-            j = 0
-            while j + 16 <= T {
-                store(load(p + j) * (load(d + j) - s), d + j)
-                j += 16
-            }
-            while j < T {
-                d[j] = p[j] * (d[j] - dot)
-                j += 1
-            }
-        }
-    }
-}
-
-/// The probabilities after dropout, `dropped = probs * mask / (1 - p)`, for a range of the
-/// B*NH*T rows, on the calling thread (backward regenerates them instead of storing them).
-public func attentionDropoutForward(
-    _ dropped: UnsafeMutablePointer<Float>, _ probs: UnsafePointer<Float>, _ dropout: DropoutMask,
-    rows range: Range<Int>, length T: Int
-) {
     for row in range {
-        let p = probs + row * T, d = dropped + row * T
-        withDropoutMultipliers(dropout, row: row, rowLength: T) { start, count, multipliers in
-            for k in 0..<count { d[start + k] = p[start + k] * multipliers[k] }
+        let d = dscores + row * T
+        let p = probs + row * T
+        if let dropout { dropoutForward(dscores, dscores, dropout, rows: row..<(row + 1), columns: T) }
+        // dscore_j = p_j (dp_j - sum_k p_k dp_k)
+        var a = FloatVector(), b = FloatVector()
+        var j = 0
+        while j + 32 <= T {
+            a += load(p + j) * load(d + j)
+            b += load(p + j + 16) * load(d + j + 16)
+            j += 32
+        }
+        while j + 16 <= T {
+            a += load(p + j) * load(d + j)
+            j += 16
+        }
+        var dot = (a + b).sum()
+        while j < T {
+            dot += p[j] * d[j]
+            j += 1
+        }
+        let s = FloatVector(repeating: dot)
+        j = 0
+        while j + 16 <= T {
+            store(load(p + j) * (load(d + j) - s), d + j)
+            j += 16
+        }
+        while j < T {
+            d[j] = p[j] * (d[j] - dot)
+            j += 1
         }
     }
 }

@@ -201,7 +201,7 @@ public final class Benchmark {
                 let flat = Int32(b * T) + t
                 positions.append(flat)
                 labels.append(inputIDs[Int(flat)])
-                inputIDs[Int(flat)] = Int32(min(103, V - 1))
+                inputIDs[Int(flat)] = Int32(min(103, V - 1))  // [MASK] in BERT's vocabulary
             }
         }
         let K = max(1, config.model.nspClassCount)

@@ -264,7 +264,7 @@ extension BertForPreTraining {
             // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
             var weights = UnsafePointer(act.probs)
             if let attentionDropout {
-                softmaxPart { attentionDropoutForward(scratch, act.probs, attentionDropout, rows: rows, length: T) }
+                softmaxPart { dropoutForward(scratch, act.probs, attentionDropout, rows: rows, columns: T) }
                 weights = UnsafePointer(scratch)
             }
             // dV = P^T dctx

@@ -54,6 +54,35 @@ final class FaultTests: XCTestCase {
         return (process.terminationStatus, Date().timeIntervalSince(killed))
     }
 
+    /// A run directory whose checkpoints cannot be written: the error names the directory and the
+    /// system's reason. Root ignores file permissions, so as root the binary runs as `nobody`
+    /// (setpriv) on a directory owned by root.
+    func testUnwritableCheckpointDirectoryIsNamed() throws {
+        let data = try TrainingFixture.data()
+        let out = TrainingFixture.runDirectory("unwritable")
+        let checkpoints = out + "/checkpoints"
+        try FileManager.default.createDirectory(atPath: checkpoints, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let arguments = [
+            "train", "--config", TrainingFixture.debugConfig, "--data", data, "--out", out, "--steps", "2",
+            "--set", "checkpoint.every_steps=1",
+        ]
+        let result: Tool.Result
+        if geteuid() == 0 {
+            XCTAssertEqual(chown(out, 65534, 65534), 0, "chown \(out)")
+            result = try Tool.run(
+                "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", try Tool.binary] + arguments)
+        } else {
+            XCTAssertEqual(chmod(checkpoints, 0o555), 0, "chmod \(checkpoints)")
+            defer { chmod(checkpoints, 0o755) }
+            result = try Tool.swiftbert(arguments)
+        }
+        XCTAssertNotEqual(result.status, 0, result.stdout)
+        XCTAssertTrue(result.stderr.contains("Permission denied"), result.stderr)
+        XCTAssertTrue(result.stderr.contains(checkpoints), result.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: checkpoints), [])
+    }
+
     func testKilledRanksEndTheJobAndResumeContinuesExactly() throws {
         let straight = TrainingFixture.runDirectory("faults-straight")
         let reference = try Tool.mpirun(ranks: 2, try arguments(straight), timeout: 600)

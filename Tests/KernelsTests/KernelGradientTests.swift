@@ -415,7 +415,7 @@ final class KernelGradientTests: XCTestCase {
                 dropout.record = record.baseAddress
                 attentionSoftmaxForward(&recordedProbs, &recordedDropped, keyMask, dropout, batch: B, heads: NH, length: T)
                 dropout.replay = true
-                attentionDropoutForward(&replayedDropped, recordedProbs, dropout, rows: 0..<rows, length: T)
+                dropoutForward(&replayedDropped, recordedProbs, dropout, rows: 0..<rows, columns: T)
                 attentionSoftmaxBackward(&replayedGradient, recordedProbs, dropout, batch: B, heads: NH, length: T)
             }
         }
