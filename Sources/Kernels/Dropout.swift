@@ -10,6 +10,9 @@
 /// Rows: a kernel sees its data as rows of `rowLength` elements; `rowsPerSample` consecutive rows
 /// belong to one sequence (T rows of C for hidden states, NH*T rows of T for attention
 /// probabilities), and the element index inside the sequence is `(row % rowsPerSample) * rowLength + j`.
+/// A kernel that works on a subset of those rows (the last encoder layer at the rows the losses read)
+/// names each of its rows' place in the full layout through `rowMap`, so a row gets the same mask
+/// whichever rows are computed.
 public struct DropoutMask {
     /// Probability of dropping an element; kept elements are scaled by 1 / (1 - probability).
     public var probability: Float
@@ -25,6 +28,8 @@ public struct DropoutMask {
     /// Read the multipliers from `record` (written by the forward pass) instead of drawing them.
     public var replay = false
     public var rowsPerSample: Int
+    /// Kernel row r is row `rowMap[r]` of the full layout; nil when the kernel has every row.
+    public var rowMap: UnsafePointer<Int32>?
 
     public init(
         probability: Float, seed: UInt64, step: UInt64, layer: UInt64, site: UInt64,
@@ -126,8 +131,9 @@ func withDropoutMultipliers(
 ) {
     withUnsafeTemporaryAllocation(of: Float.self, capacity: min(rowLength, dropoutChunk)) { buffer in
         let scratch = buffer.baseAddress!
-        let sample = row / dropout.rowsPerSample
-        let rowFirst = (row % dropout.rowsPerSample) * rowLength
+        let logicalRow = dropout.rowMap.map { Int($0[row]) } ?? row
+        let sample = logicalRow / dropout.rowsPerSample
+        let rowFirst = (logicalRow % dropout.rowsPerSample) * rowLength
         let scale = dropout.scale
         var start = 0
         while start < rowLength {

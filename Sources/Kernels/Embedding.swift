@@ -63,14 +63,38 @@ public func embeddingBackward(
     }
 }
 
-/// `out[p] = inp[indices[p]]`: inp is (N, C), indices (P) in 0..<N, out is (P, C).
+/// `out[p] = inp[indices[p]]`: inp is (N, C) with rows `inputStride` >= C apart, indices (P) in
+/// 0..<N, out is (P, C).
 public func gatherRows(
     _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ indices: UnsafePointer<Int32>,
-    count P: Int, channels C: Int
+    count P: Int, channels C: Int, inputStride: Int? = nil
 ) {
+    let rowStride = inputStride ?? C
     for p in 0..<P {
-        (out + p * C).update(from: inp + Int(indices[p]) * C, count: C)
+        (out + p * C).update(from: inp + Int(indices[p]) * rowStride, count: C)
     }
+}
+
+/// The inverse of `gatherRows` over all N rows: `out[indices[p]] = inp[p]` and every other row of
+/// out 0. indices (P) distinct, ascending in 0..<N; inp is (P, C), out (N, C) with rows `outputStride` >= C
+/// apart (only the first C columns are written). out may be inp itself (same stride): rows move
+/// from the last to the first, and row indices[p] >= p is never one that is still to be read.
+public func expandRows(
+    _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ indices: UnsafePointer<Int32>,
+    count P: Int, rows N: Int, channels C: Int, outputStride: Int? = nil
+) {
+    let rowStride = outputStride ?? C
+    var p = P - 1
+    for row in stride(from: N - 1, through: 0, by: -1) {
+        let destination = out + row * rowStride
+        if p >= 0 && Int(indices[p]) == row {
+            if UnsafePointer(destination) != inp + p * C { destination.update(from: inp + p * C, count: C) }
+            p -= 1
+        } else {
+            destination.update(repeating: 0, count: C)
+        }
+    }
+    precondition(p < 0, "expandRows: indices must be ascending and in 0..<\(N)")
 }
 
 /// Backward of `gatherRows`: `dinp[indices[p]] += dout[p]`.

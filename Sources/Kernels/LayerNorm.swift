@@ -76,7 +76,8 @@ public func layerNormForward(
 /// The end of each half of a post-LN layer:
 /// `sum = residual + dropout(inp + inpBias)`, `out = LayerNorm(sum)`.
 /// inp (the dense layer's output without bias), residual, sum and out are (N, C); `sum`, mean and
-/// rstd are saved for backward. Dropout rows are the N rows of C (`rowsPerSample` = T).
+/// rstd are saved for backward; sum may be residual itself. Dropout rows are the N rows of C
+/// (`rowsPerSample` = T).
 public func residualLayerNormForward(
     _ out: UnsafeMutablePointer<Float>, _ sum: UnsafeMutablePointer<Float>,
     _ mean: UnsafeMutablePointer<Float>, _ rstd: UnsafeMutablePointer<Float>,

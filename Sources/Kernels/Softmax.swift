@@ -23,22 +23,24 @@ public func attentionSoftmaxForward(
     batch B: Int, heads NH: Int, length T: Int
 ) {
     Parallel.forEachChunk(B * NH * T, minimumChunk: max(1, 8_192 / max(1, T))) { range in
-        attentionSoftmaxForward(probs, dropped, keyMask, dropout, rows: range, heads: NH, length: T)
+        for row in range {
+            attentionSoftmaxForward(
+                probs, dropped, keyMask.map { $0 + row / (NH * T) * T }, dropout, rows: row..<(row + 1), length: T)
+        }
     }
 }
 
-/// `attentionSoftmaxForward` on a range of the B*NH*T rows only (e.g. the T rows of one head), on
-/// the calling thread: for callers that parallelise over heads themselves. Pointers are to the
-/// whole (B, NH, T, T) tensors.
+/// `attentionSoftmaxForward` on a range of rows of one sequence only (e.g. the rows of one head), on
+/// the calling thread: for callers that parallelise over heads themselves. `probs` and `dropped`
+/// point to the whole tensors, rows of T; `keyMask` to the T flags of the rows' sequence.
 public func attentionSoftmaxForward(
     _ probs: UnsafeMutablePointer<Float>, _ dropped: UnsafeMutablePointer<Float>?,
     _ keyMask: UnsafePointer<Int32>?, _ dropout: DropoutMask?,
-    rows range: Range<Int>, heads NH: Int, length T: Int
+    rows range: Range<Int>, length T: Int
 ) {
     for row in range {
-        let b = row / (NH * T)
         let p = probs + row * T
-        let mask = keyMask.map { $0 + b * T }
+        let mask = keyMask
         var maximum = -Float.infinity
         var j = 0
         var running = FloatVector(repeating: -.infinity)

@@ -48,7 +48,8 @@ public enum BertInputError: Error, LocalizedError, CustomStringConvertible, Equa
 /// nothing. Legend: B sequences, T sequence length, N = B*T tokens, C hidden, NH heads, hs head size,
 /// I intermediate, V vocabulary, P masked positions, K NSP classes.
 ///
-/// The MLM head runs on the masked positions only (gathered, as in Google's and NVIDIA's BERT).
+/// The MLM head runs on the masked positions only (gathered, as in Google's and NVIDIA's BERT), and
+/// `step` runs the last encoder layer only at the rows the heads read (`KeptRows`).
 /// Dropout masks come from `Philox(seed: dropoutSeed, dropoutStep, sampleIndex, layer, site)` at the
 /// element's index inside its sequence: layer 0 is the embeddings, layer l + 1 is encoder layer l;
 /// sites are 0 embeddings output, 1 attention probabilities, 2 attention output, 3 feed-forward output.
@@ -67,6 +68,12 @@ public final class BertForPreTraining {
 
     /// When set, `step` adds each op's wall-clock time to its class (the benchmark's breakdown).
     public var profile: OpProfile?
+
+    /// `step` computes the last encoder layer only at the rows its losses read (`KeptRows`): the same
+    /// loss and gradients for much less work. Off computes every row (for comparison).
+    public var computesLastLayerAtLossRowsOnly = true
+    /// The rows the last layer of the most recent forward pass computed; nil for all of them.
+    var lastLayerRows: KeptRows?
 
     @inline(__always)
     func probe(_ op: String, _ layer: Int?, _ output: UnsafePointer<Float>, _ count: Int) {
@@ -111,7 +118,8 @@ public final class BertForPreTraining {
     /// Bytes of all activation and scratch buffers (allocated once in `init`), excluding parameters
     /// and gradients.
     public var activationByteCount: Int {
-        activations.floatCount * MemoryLayout<Float>.stride + activations.dropoutRecord.count
+        activations.floatCount * MemoryLayout<Float>.stride + activations.indexCount * MemoryLayout<Int32>.stride
+            + activations.dropoutRecord.count
     }
 
     deinit {
@@ -183,6 +191,7 @@ public final class BertForPreTraining {
             preconditionFailure(problem)
         }
         precondition(maskedLabels.count == maskedPositions.count, "one masked label per masked position")
+        precondition(maskedPositions.count <= B * T, "more masked positions than tokens")
         precondition(maskedPositions.allSatisfy { $0 >= 0 && Int($0) < B * T }, "masked position outside 0..<B*T")
         precondition(maskedLabels.allSatisfy { $0 >= 0 && Int($0) < config.vocabSize }, "masked label outside the vocabulary")
         if config.nspClassCount > 0 {
@@ -197,6 +206,11 @@ public final class BertForPreTraining {
                 hidden: config.hiddenDropoutProbability, attention: config.attentionDropoutProbability,
                 heads: config.attentionHeadCount, length: T)
             if computeGradients { dropout.record = activations.dropoutRecord }
+            lastLayerRows = !computesLastLayerAtLossRowsOnly ? nil : maskedPositions.withUnsafeBufferPointer {
+                activations.keepRows(
+                    maskedPositions: $0.baseAddress, count: $0.count, sequences: B, length: T,
+                    heads: config.attentionHeadCount)
+            }
             return inputIDs.withUnsafeBufferPointer { ids in
                 tokenTypeIDs.withUnsafeBufferPointer { types in
                     attentionMask.withUnsafeBufferPointer { mask in
@@ -206,7 +220,7 @@ public final class BertForPreTraining {
                             maskedLabels.withUnsafeBufferPointer { labels in
                                 nspLabels.withUnsafeBufferPointer { nsp in
                                     result = headsForwardBackward(
-                                        positions.baseAddress, labels.baseAddress, maskedPositions.count,
+                                        lastLayerRows?.maskedRows ?? positions.baseAddress, labels.baseAddress, maskedPositions.count,
                                         nsp.baseAddress, B, maskedTokenNormalizer, sequenceNormalizer,
                                         computeGradients)
                                     if computeGradients {
@@ -258,6 +272,7 @@ public final class BertForPreTraining {
             throw BertInputError.invalid(problem)
         }
         let dropout = DropoutSettings.disabled(heads: config.attentionHeadCount, length: sequenceLength)
+        lastLayerRows = nil
         inputIDs.withUnsafeBufferPointer { ids in
             tokenTypeIDs.withUnsafeBufferPointer { types in
                 attentionMask.withUnsafeBufferPointer { mask in
@@ -272,6 +287,9 @@ public final class BertForPreTraining {
     /// embeddings output, layer L the last encoder layer (Hugging Face's `hidden_states[layer]`).
     public func hiddenStates(layer: Int) -> [Float] {
         precondition((0...config.hiddenLayerCount).contains(layer), "layer must be in 0...\(config.hiddenLayerCount)")
+        precondition(
+            layer < config.hiddenLayerCount || lastLayerRows == nil,
+            "step computes the last layer at the loss rows only: run hiddenStates(inputIDs:...) for all of them")
         let count = lastSequenceCount * sequenceLength * config.hiddenSize
         return Array(UnsafeBufferPointer(start: layerOutput(layer), count: count))
     }
@@ -282,6 +300,9 @@ public final class BertForPreTraining {
         if let bad = positions.first(where: { $0 < 0 || Int($0) >= N }) {
             throw BertInputError.invalid("position \(bad) is outside the \(N) token positions of the last forward pass")
         }
+        precondition(
+            lastLayerRows == nil,
+            "step computes the last layer at the loss rows only: run hiddenStates(inputIDs:...) first")
         let P = positions.count
         var logits = [Float](repeating: 0, count: P * V)
         let a = activations

@@ -29,58 +29,83 @@ extension BertForPreTraining {
             }
         }
         probe("embeddings + LayerNorm", nil, a.embeddingOut, N * C)
-        for l in 0..<config.hiddenLayerCount {
-            layerForward(l, input: layerOutput(l), mask, B, dropout)
+        let L = config.hiddenLayerCount
+        for l in 0..<L {
+            layerForward(l, input: layerOutput(l), mask, B, dropout, l == L - 1 ? lastLayerRows : nil)
         }
     }
 
+    /// Encoder layer l on every token, or with `kept` on the kept rows only (keys and values still on
+    /// every token).
     func layerForward(
-        _ l: Int, input x: UnsafePointer<Float>, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
+        _ l: Int, input x: UnsafePointer<Float>, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings,
+        _ kept: KeptRows?
     ) {
         let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
         let eps = config.layerNormEpsilon
         let p = offsets.layers[l], a = activations, act = a.layers[l]
+        // Rows from the attention output on.
+        let M = kept?.count ?? N
 
         // Self-attention: one GEMM for the three projections, then per-head GEMMs on strided views.
         timed(.gemm) {
             linearForward(act.qkv, x, param(p.qkvWeight), param(p.qkvBias), rows: N, inputSize: C, outputSize: 3 * C)
         }
         probe("query/key/value projection", l, act.qkv, N * 3 * C)
-        attentionForward(l, act, mask, B, dropout)
-        probe("attention (scores, masked softmax, context)", l, act.context, N * C)
+        // The residual input of the kept rows goes where their residual sum will be (the kernel
+        // reads each element before it writes it).
+        var residual = x
+        if let kept {
+            timed(.other) {
+                gatherRows(a.keptQueries, act.qkv, kept.tokenRows, count: M, channels: C, inputStride: 3 * C)
+                gatherRows(act.residual1, x, kept.tokenRows, count: M, channels: C)
+            }
+            residual = UnsafePointer(act.residual1)
+        }
+        attentionForward(l, act, mask, B, dropout, kept)
+        probe("attention (scores, masked softmax, context)", l, act.context, M * C)
         timed(.gemm) {
-            linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: N, inputSize: C, outputSize: C)
+            linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: M, inputSize: C, outputSize: C)
         }
         timed(.layerNorm) {
             residualLayerNormForward(
-                act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), x,
+                act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), residual,
                 param(p.attentionNormWeight), param(p.attentionNormBias),
-                dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput), rows: N, columns: C, epsilon: eps)
+                dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput, kept: kept), rows: M, columns: C,
+                epsilon: eps)
         }
-        probe("attention output dense + residual + LayerNorm", l, act.hidden1, N * C)
+        probe("attention output dense + residual + LayerNorm", l, act.hidden1, M * C)
 
         // Feed-forward: GEMM, fused bias + activation, GEMM, fused bias + dropout + residual + LayerNorm.
         // The activation output is not kept (backward recomputes it from `pre`): it lives in the
         // (N, I) scratch that backward uses for its gradient, which saves an (N, I) buffer per layer.
         timed(.gemm) {
-            linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: N, inputSize: C, outputSize: I)
+            linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: M, inputSize: C, outputSize: I)
         }
-        probe("intermediate dense", l, act.pre, N * I)
+        probe("intermediate dense", l, act.pre, M * I)
         timed(.activation) {
             biasActivationForward(
-                a.dIntermediate, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: N, columns: I)
+                a.dIntermediate, act.pre, param(p.intermediateBias), config.hiddenActivation, rows: M, columns: I)
         }
-        probe("bias + activation", l, a.dIntermediate, N * I)
+        probe("bias + activation", l, a.dIntermediate, M * I)
         timed(.gemm) {
-            linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: N, inputSize: I, outputSize: C)
+            linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: M, inputSize: I, outputSize: C)
         }
         timed(.layerNorm) {
             residualLayerNormForward(
                 act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
                 param(p.outputNormWeight), param(p.outputNormBias),
-                dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput), rows: N, columns: C, epsilon: eps)
+                dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput, kept: kept), rows: M, columns: C,
+                epsilon: eps)
         }
-        probe("output dense + residual + LayerNorm", l, act.output, N * C)
+        probe("output dense + residual + LayerNorm", l, act.output, M * C)
+    }
+
+    /// The query rows of sequence b: where they start among the rows of the layer's context and how
+    /// many (all T of them, or the kept ones); the scores of head h are then the rows from
+    /// `NH * first + h * count` of the probabilities.
+    func queryRows(_ b: Int, _ kept: KeptRows?) -> (first: Int, count: Int) {
+        kept?.queries(of: b) ?? (b * sequenceLength, sequenceLength)
     }
 
     /// Scores, masked softmax (+ dropout) and context for every (sequence, head). Q, K, V of head h of
@@ -91,28 +116,33 @@ extension BertForPreTraining {
     /// workers with single-threaded GEMMs, so each head's scores stay in that core's cache from the
     /// first GEMM through softmax to the second, and no BLAS thread hand-off happens per call.
     func attentionForward(
-        _ l: Int, _ act: Activations.Layer, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings
+        _ l: Int, _ act: Activations.Layer, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings,
+        _ kept: KeptRows?
     ) {
         let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
         let scale = 1 / Float(hs).squareRoot()
-        let attentionDropout = dropout.attentionMask(layer: l)
+        let attentionDropout = dropout.attentionMask(layer: l, kept: kept)
         let scratch = activations.attentionScratch
         let weights = attentionDropout == nil ? act.probs : scratch
+        // Queries are in qkv, or gathered into keptQueries for the kept rows.
+        let (queries, queryStride) = kept == nil ? (act.qkv, 3 * C) : (activations.keptQueries, C)
         overHeads(B * NH) { bh, softmaxPart in
             let b = bh / NH, h = bh % NH
-            let q = act.qkv + b * T * 3 * C + h * hs
-            let head = bh * T * T
+            let (first, count) = queryRows(b, kept)
+            let keys = act.qkv + b * T * 3 * C + C + h * hs
+            let firstRow = NH * first + h * count
+            let block = firstRow * T
             gemm(
-                .none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: q + C, ldb: 3 * C,
-                beta: 0, c: act.probs + head, ldc: T)
+                .none, .transposed, m: count, n: T, k: hs, alpha: scale, a: queries + first * queryStride + h * hs,
+                lda: queryStride, b: keys, ldb: 3 * C, beta: 0, c: act.probs + block, ldc: T)
             softmaxPart {
                 attentionSoftmaxForward(
-                    act.probs, attentionDropout == nil ? nil : scratch, mask, attentionDropout,
-                    rows: (bh * T)..<((bh + 1) * T), heads: NH, length: T)
+                    act.probs, attentionDropout == nil ? nil : scratch, mask + b * T, attentionDropout,
+                    rows: firstRow..<(firstRow + count), length: T)
             }
             gemm(
-                .none, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: q + 2 * C, ldb: 3 * C,
-                beta: 0, c: act.context + b * T * C + h * hs, ldc: C)
+                .none, .none, m: count, n: hs, k: T, a: weights + block, lda: T, b: keys + C, ldb: 3 * C,
+                beta: 0, c: act.context + first * C + h * hs, ldc: C)
         }
     }
 
@@ -163,8 +193,9 @@ extension BertForPreTraining {
     ) {
         let T = sequenceLength, N = B * T, C = config.hiddenSize
         let a = activations, o = offsets
-        for l in stride(from: config.hiddenLayerCount - 1, through: 0, by: -1) {
-            layerBackward(l, input: layerOutput(l), B, dropout)
+        let L = config.hiddenLayerCount
+        for l in stride(from: L - 1, through: 0, by: -1) {
+            layerBackward(l, input: layerOutput(l), B, dropout, l == L - 1 ? lastLayerRows : nil)
             onGradientsReady?(table.layerRanges[l])
         }
         timed(.layerNorm) {
@@ -184,20 +215,24 @@ extension BertForPreTraining {
         onGradientsReady?(table.embeddingRange)
     }
 
-    /// On entry `dResidual` holds d(loss)/d(layer output); on exit d(loss)/d(layer input).
-    func layerBackward(_ l: Int, input x: UnsafePointer<Float>, _ B: Int, _ dropout: DropoutSettings) {
+    /// On entry `dResidual` holds d(loss)/d(layer output) (at the kept rows with `kept`); on exit
+    /// d(loss)/d(layer input), (N, C).
+    func layerBackward(
+        _ l: Int, input x: UnsafePointer<Float>, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?
+    ) {
         let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
         let p = offsets.layers[l], a = activations, act = a.layers[l]
         let dh = a.dResidual
+        let M = kept?.count ?? N
 
         // Feed-forward, in reverse.
         var dOutput = UnsafePointer(dh)
         timed(.layerNorm) {
             layerNormBackward(
                 dh, grad(p.outputNormWeight), grad(p.outputNormBias), dh, act.residual2, param(p.outputNormWeight),
-                act.mean2, act.rstd2, rows: N, columns: C)
-            if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput) {
-                dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
+                act.mean2, act.rstd2, rows: M, columns: C)
+            if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.feedForwardOutput, kept: kept) {
+                dropoutBackward(a.dense, dh, dropoutMask, rows: M, columns: C)
                 dOutput = UnsafePointer(a.dense)
             }
         }
@@ -205,23 +240,23 @@ extension BertForPreTraining {
         // it with the input gradient (the GEMM for dinp reads only dOutput and the weight).
         timed(.activation) {
             activationForwardWithDerivative(
-                a.dIntermediate, a.activationDerivative, act.pre, config.hiddenActivation, count: N * I)
+                a.dIntermediate, a.activationDerivative, act.pre, config.hiddenActivation, count: M * I)
         }
         timed(.gemm) {
             linearBackward(
                 nil, grad(p.outputWeight), grad(p.outputBias), dOutput, a.dIntermediate, param(p.outputWeight),
-                rows: N, inputSize: I, outputSize: C)
+                rows: M, inputSize: I, outputSize: C)
             linearBackward(
                 a.dIntermediate, nil, nil, dOutput, a.dIntermediate, param(p.outputWeight),
-                rows: N, inputSize: I, outputSize: C)
+                rows: M, inputSize: I, outputSize: C)
         }
         timed(.activation) {
-            activationBackward(a.dIntermediate, a.dIntermediate, derivative: a.activationDerivative, count: N * I)
+            activationBackward(a.dIntermediate, a.dIntermediate, derivative: a.activationDerivative, count: M * I)
         }
         timed(.gemm) {
             linearBackward(
                 dh, grad(p.intermediateWeight), grad(p.intermediateBias), a.dIntermediate, act.hidden1,
-                param(p.intermediateWeight), rows: N, inputSize: C, outputSize: I, accumulateInput: true)
+                param(p.intermediateWeight), rows: M, inputSize: C, outputSize: I, accumulateInput: true)
         }
 
         // Self-attention, in reverse.
@@ -229,18 +264,27 @@ extension BertForPreTraining {
         timed(.layerNorm) {
             layerNormBackward(
                 dh, grad(p.attentionNormWeight), grad(p.attentionNormBias), dh, act.residual1,
-                param(p.attentionNormWeight), act.mean1, act.rstd1, rows: N, columns: C)
-            if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput) {
-                dropoutBackward(a.dense, dh, dropoutMask, rows: N, columns: C)
+                param(p.attentionNormWeight), act.mean1, act.rstd1, rows: M, columns: C)
+            if let dropoutMask = dropout.hiddenMask(layer: l + 1, site: DropoutSite.attentionOutput, kept: kept) {
+                dropoutBackward(a.dense, dh, dropoutMask, rows: M, columns: C)
                 dAttentionOutput = UnsafePointer(a.dense)
             }
         }
         timed(.gemm) {
             linearBackward(
                 a.dContext, grad(p.attentionOutputWeight), grad(p.attentionOutputBias), dAttentionOutput, act.context,
-                param(p.attentionOutputWeight), rows: N, inputSize: C, outputSize: C)
+                param(p.attentionOutputWeight), rows: M, inputSize: C, outputSize: C)
         }
-        attentionBackward(l, act, B, dropout)
+        attentionBackward(l, act, B, dropout, kept)
+        if let kept {
+            // Back from the kept rows to all N: the queries' gradient (in dContext) into dqkv, the
+            // residual stream's in place; the other rows reached no loss.
+            timed(.other) {
+                expandRows(
+                    a.dqkv, a.dContext, kept.tokenRows, count: M, rows: N, channels: C, outputStride: 3 * C)
+                expandRows(dh, dh, kept.tokenRows, count: M, rows: N, channels: C)
+            }
+        }
         timed(.gemm) {
             linearBackward(
                 dh, grad(p.qkvWeight), grad(p.qkvBias), a.dqkv, x, param(p.qkvWeight),
@@ -249,18 +293,27 @@ extension BertForPreTraining {
     }
 
     /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward` head by head.
-    func attentionBackward(_ l: Int, _ act: Activations.Layer, _ B: Int, _ dropout: DropoutSettings) {
+    /// With `kept`, the kept rows' query gradient is left in `dContext` instead (each head's block
+    /// of d(context) is no longer needed once its dP is computed).
+    func attentionBackward(
+        _ l: Int, _ act: Activations.Layer, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?
+    ) {
         let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
         let scale = 1 / Float(hs).squareRoot()
         let a = activations
-        let attentionDropout = dropout.attentionMask(layer: l)
+        let attentionDropout = dropout.attentionMask(layer: l, kept: kept)
         let scratch = a.attentionScratch
+        let (queries, queryStride) = kept == nil ? (act.qkv, 3 * C) : (a.keptQueries, C)
+        let (dQueries, dQueryStride) = kept == nil ? (a.dqkv, 3 * C) : (a.dContext, C)
         overHeads(B * NH) { bh, softmaxPart in
             let b = bh / NH, h = bh % NH
-            let head = bh * T * T
-            let rows = (bh * T)..<((bh + 1) * T)
-            let base = b * T * 3 * C + h * hs
-            let dctx = a.dContext + b * T * C + h * hs
+            let (first, count) = queryRows(b, kept)
+            let firstRow = NH * first + h * count
+            let block = firstRow * T
+            let rows = firstRow..<(firstRow + count)
+            let keys = act.qkv + b * T * 3 * C + C + h * hs
+            let dKeys = a.dqkv + b * T * 3 * C + C + h * hs
+            let dctx = a.dContext + first * C + h * hs
             // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
             var weights = UnsafePointer(act.probs)
             if let attentionDropout {
@@ -269,20 +322,20 @@ extension BertForPreTraining {
             }
             // dV = P^T dctx
             gemm(
-                .transposed, .none, m: T, n: hs, k: T, a: weights + head, lda: T, b: dctx, ldb: C,
-                beta: 0, c: a.dqkv + base + 2 * C, ldc: 3 * C)
+                .transposed, .none, m: T, n: hs, k: count, a: weights + block, lda: T, b: dctx, ldb: C,
+                beta: 0, c: dKeys + C, ldc: 3 * C)
             // dP = dctx V^T (overwrites this head's dropped probabilities, no longer needed)
             gemm(
-                .none, .transposed, m: T, n: T, k: hs, a: dctx, lda: C, b: act.qkv + base + 2 * C, ldb: 3 * C,
-                beta: 0, c: scratch + head, ldc: T)
+                .none, .transposed, m: count, n: T, k: hs, a: dctx, lda: C, b: keys + C, ldb: 3 * C,
+                beta: 0, c: scratch + block, ldc: T)
             softmaxPart { attentionSoftmaxBackward(scratch, act.probs, attentionDropout, rows: rows, length: T) }
             // scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q
             gemm(
-                .none, .none, m: T, n: hs, k: T, alpha: scale, a: scratch + head, lda: T,
-                b: act.qkv + base + C, ldb: 3 * C, beta: 0, c: a.dqkv + base, ldc: 3 * C)
+                .none, .none, m: count, n: hs, k: T, alpha: scale, a: scratch + block, lda: T,
+                b: keys, ldb: 3 * C, beta: 0, c: dQueries + first * dQueryStride + h * hs, ldc: dQueryStride)
             gemm(
-                .transposed, .none, m: T, n: hs, k: T, alpha: scale, a: scratch + head, lda: T,
-                b: act.qkv + base, ldb: 3 * C, beta: 0, c: a.dqkv + base + C, ldc: 3 * C)
+                .transposed, .none, m: T, n: hs, k: count, alpha: scale, a: scratch + block, lda: T,
+                b: queries + first * queryStride + h * hs, ldb: queryStride, beta: 0, c: dKeys, ldc: 3 * C)
         }
     }
 }

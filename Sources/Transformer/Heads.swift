@@ -5,13 +5,18 @@ import Kernels
 // backward right after its forward, while its logits are still in cache.
 
 extension BertForPreTraining {
-    /// The last hidden state, (N, C).
+    /// The last hidden state, (N, C), or (R, C) at the kept rows (`lastLayerRows`).
     var lastHidden: UnsafeMutablePointer<Float> { layerOutput(config.hiddenLayerCount) }
+
+    /// The row of sequence b's [CLS] token in the last hidden state.
+    func clsRow(_ b: Int) -> Int {
+        lastLayerRows.map { Int($0.sequenceStarts[b]) } ?? b * sequenceLength
+    }
 
     /// `clsRows` = the [CLS] rows of the last hidden state, `pooled` = tanh(dense(clsRows)), (B, C).
     func poolerForward(_ B: Int) {
-        let T = sequenceLength, C = config.hiddenSize, a = activations
-        for b in 0..<B { (a.clsRows + b * C).update(from: lastHidden + b * T * C, count: C) }
+        let C = config.hiddenSize, a = activations
+        for b in 0..<B { (a.clsRows + b * C).update(from: lastHidden + clsRow(b) * C, count: C) }
         timed(.gemm) {
             linearForward(
                 a.pooled, a.clsRows, param(offsets.poolerWeight), param(offsets.poolerBias),
@@ -42,7 +47,8 @@ extension BertForPreTraining {
     }
 
     /// Both heads' forward, losses and (with `computeGradients`) backward down to the last hidden
-    /// state, whose gradient (N, C) they leave in `dResidual`.
+    /// state, whose gradient (N, C), or (R, C) at the kept rows, they leave in `dResidual`.
+    /// `positions` are rows of the last hidden state.
     func headsForwardBackward(
         _ positions: UnsafePointer<Int32>?, _ labels: UnsafePointer<Int32>?, _ P: Int,
         _ nspLabels: UnsafePointer<Int32>?, _ B: Int,
@@ -53,7 +59,7 @@ extension BertForPreTraining {
         var result = StepResult()
         // d(last hidden state) is assembled here: the [CLS] rows from the pooler, the masked rows
         // from the MLM head.
-        if computeGradients { timed(.other) { a.dResidual.update(repeating: 0, count: B * sequenceLength * C) } }
+        if computeGradients { timed(.other) { a.dResidual.update(repeating: 0, count: (lastLayerRows?.count ?? B * sequenceLength) * C) } }
 
         if K > 0, let nspLabels {
             poolerForward(B)
@@ -82,7 +88,7 @@ extension BertForPreTraining {
                         rows: B, inputSize: C, outputSize: C)
                 }
                 for b in 0..<B {
-                    let row = a.dResidual + b * sequenceLength * C, g = a.dClsRows + b * C
+                    let row = a.dResidual + clsRow(b) * C, g = a.dClsRows + b * C
                     for j in 0..<C { row[j] += g[j] }
                 }
             }

@@ -133,6 +133,31 @@ final class KernelGradientTests: XCTestCase {
         assertClose(added(dx, initial: 1), finiteDifferences(x) { dot(reference($0), g) }, 1e-5, "scatter-add")
     }
 
+    /// expandRows undoes a gather of ascending rows: the gathered rows go back, the others become 0;
+    /// in place, and into every third of a wider row.
+    func testExpandRowsPutsGatheredRowsBackAndZeroesTheOthers() {
+        let N = 7, C = 5, indices: [Int32] = [0, 2, 3, 6]
+        let x = floats(random(N * C, seed: 12))
+        var expected = [Float](repeating: 0, count: N * C)
+        for i in indices { for c in 0..<C { expected[Int(i) * C + c] = x[Int(i) * C + c] } }
+
+        var buffer = [Float](repeating: -1, count: N * C)
+        buffer.withUnsafeMutableBufferPointer { b in
+            gatherRows(b.baseAddress!, x, indices, count: indices.count, channels: C)
+            expandRows(b.baseAddress!, b.baseAddress!, indices, count: indices.count, rows: N, channels: C)
+        }
+        XCTAssertEqual(buffer, expected, "in place")
+
+        var gathered = [Float](repeating: 0, count: indices.count * C)
+        var wide = [Float](repeating: 9, count: N * 3 * C)
+        gatherRows(&gathered, x, indices, count: indices.count, channels: C)
+        expandRows(&wide, gathered, indices, count: indices.count, rows: N, channels: C, outputStride: 3 * C)
+        for n in 0..<N {
+            XCTAssertEqual(Array(wide[(n * 3 * C)..<(n * 3 * C + C)]), Array(expected[(n * C)..<(n * C + C)]), "row \(n)")
+            XCTAssertEqual(Array(wide[(n * 3 * C + C)..<(n * 3 * C + 3 * C)]), [Float](repeating: 9, count: 2 * C))
+        }
+    }
+
     // MARK: - LayerNorm
 
     func referenceLayerNorm(_ x: [Double], _ w: [Double], _ b: [Double], _ N: Int, _ C: Int, _ eps: Double) -> [Double] {

@@ -86,6 +86,35 @@ final class ModelGradientTests: XCTestCase {
         }
     }
 
+    /// The last layer at the loss rows only gives what every row gives: the same loss, accuracy and
+    /// gradients with dropout on (the same masks), in one and two workers; also with masked positions
+    /// out of order and one of them at a [CLS] token.
+    func testLastLayerAtTheLossRowsOnlyEqualsEveryRow() {
+        let saved = Parallel.workerCount
+        defer { Parallel.workerCount = saved }
+        var batch = makeBatch()
+        batch.positions = [Int32(T + 2), 4, 0, Int32(2 * T + 3), 1]
+        for workers in [1, 2] {
+            Parallel.workerCount = workers
+            var results: [StepResult] = []
+            var gradients: [[Float]] = []
+            for lossRowsOnly in [false, true] {
+                let model = makeModel(sequences: B)
+                model.computesLastLayerAtLossRowsOnly = lossRowsOnly
+                model.zeroGradients()
+                results.append(run(model, batch, gradients: true))
+                gradients.append(Array(model.gradients))
+            }
+            XCTAssertEqual(results[1].loss, results[0].loss, accuracy: 1e-6 * abs(results[0].loss))
+            XCTAssertEqual(results[1].mlmCorrect, results[0].mlmCorrect)
+            XCTAssertEqual(results[1].nspCorrect, results[0].nspCorrect)
+            let scale = gradients[0].map { abs($0) }.max()!
+            let error = zip(gradients[0], gradients[1]).map { abs($0 - $1) }.max()!
+            XCTAssertGreaterThan(scale, 0)
+            XCTAssertLessThan(error, 1e-5 * scale, "\(workers) worker(s): gradients differ by \(error)")
+        }
+    }
+
     func testMicroBatchesAddUpToTheWholeBatchWithGlobalNormalizers() {
         let batch = makeBatch()
         let whole = makeModel(sequences: B)

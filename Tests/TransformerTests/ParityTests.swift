@@ -85,19 +85,24 @@ final class ParityTests: XCTestCase {
             labels: try ints("input.masked_labels"), nspLabels: try ints("input.nsp_labels"))
     }
 
-    /// Single-threaded, and with the element-wise kernels and attention heads spread over two workers.
+    /// Single-threaded, and with the element-wise kernels and attention heads spread over two workers;
+    /// the training step with its last layer at the loss rows only (the default) and at every row.
     func checkParityWithOneAndTwoWorkers(_ name: String) throws {
         let saved = Parallel.workerCount
         defer { Parallel.workerCount = saved }
         for workers in [1, 2] {
             Parallel.workerCount = workers
-            try checkParity(name)
+            for lossRowsOnly in [true, false] {
+                try checkParity(name, lastLayerAtLossRowsOnly: lossRowsOnly)
+            }
         }
     }
 
-    func checkParity(_ name: String) throws {
+    func checkParity(_ name: String, lastLayerAtLossRowsOnly: Bool) throws {
         let c = try loadCase(name)
         let model = c.model
+        model.computesLastLayerAtLossRowsOnly = lastLayerAtLossRowsOnly
+        let name = "\(name) (last layer at \(lastLayerAtLossRowsOnly ? "the loss rows" : "every row"))"
         model.zeroGradients()
         var readyRanges: [Range<Int>] = []
         let result = model.step(
@@ -117,6 +122,10 @@ final class ParityTests: XCTestCase {
         XCTAssertEqual(result.mlmCount, c.positions.count)
         XCTAssertEqual(result.nspCount, c.B)
 
+        // The step's own outputs at the rows the losses read, then inference on every row.
+        try compare(model.pooledOutput(), c.file, "expect.pooled_output", name)
+        try compare(model.nspLogits(), c.file, "expect.nsp_logits", name)
+        _ = try model.hiddenStates(inputIDs: c.ids, tokenTypeIDs: c.types, attentionMask: c.mask, sequenceCount: c.B)
         try compare(model.hiddenStates(layer: model.config.hiddenLayerCount), c.file, "expect.hidden_states", name)
         try compare(model.pooledOutput(), c.file, "expect.pooled_output", name)
         let mlmLogits = try model.mlmLogits(at: c.positions)
