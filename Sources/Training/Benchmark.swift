@@ -33,6 +33,11 @@ public struct BenchmarkReport: Encodable, Sendable {
     /// best of a measurement before and one after the timed steps.
     public var sgemmPeakGFLOPS: Double
     public var mfu: Double
+    /// FLOPs this implementation's GEMMs execute per token: the model FLOPs less the last layer's
+    /// rows no loss reads (`executedFlopsPerToken`).
+    public var executedFlopsPerToken: Double
+    /// Executed FLOP rate against the SGEMM peak (hardware FLOPs utilisation).
+    public var hfu: Double
     /// Seconds per step by op class on rank 0 (the classes add up to the step).
     public var breakdown: [String: Double]
     /// Largest resident set of any rank.
@@ -46,7 +51,8 @@ public struct BenchmarkReport: Encodable, Sendable {
     public var openBLASCore: String
 
     enum CodingKeys: String, CodingKey {
-        case config, parameters, ranks, steps, breakdown, mfu
+        case config, parameters, ranks, steps, breakdown, mfu, hfu
+        case executedFlopsPerToken = "executed_flops_per_token"
         case threadsPerRank = "threads_per_rank"
         case globalBatch = "global_batch"
         case microBatch = "micro_batch"
@@ -112,6 +118,18 @@ public final class Benchmark {
         return 3 * (L * layer + mlm + nsp)
     }
 
+    /// The FLOPs per token the GEMMs of a training step execute: `flopsPerToken` with the last layer
+    /// computed only at the [CLS] and masked rows (`BertForPreTraining.computesLastLayerAtLossRowsOnly`):
+    /// its key and value projections stay on every token; its queries, scores, context, attention
+    /// output and feed-forward block run on 1 + P rows of every T.
+    public static func executedFlopsPerToken(_ model: BertConfig, sequenceLength T: Int, maskedPerSequence P: Int) -> Double {
+        let C = Double(model.hiddenSize), I = Double(model.intermediateSize), t = Double(T)
+        let kept = min(Double(1 + P), t) / t
+        let everyRow = 2 * (4 * C * C + 2 * C * I) + 2 * 2 * t * C
+        let lastLayer = 2 * 2 * C * C + kept * (2 * (2 * C * C + 2 * C * I) + 2 * 2 * t * C)
+        return flopsPerToken(model, sequenceLength: T, maskedPerSequence: P) - 3 * (everyRow - lastLayer)
+    }
+
     /// Bytes of the activations a post-LN BERT layer's backward needs, stored once in float32, for B
     /// sequences of T tokens: per layer Q/K/V (3NC), attention probabilities (B NH T^2), context (NC),
     /// input and output of both LayerNorms (4NC) and the feed-forward pre-activation (NI); the
@@ -161,6 +179,8 @@ public final class Benchmark {
 
         let tokens = times.map { Double(global * T) / $0 }.sorted()
         let flops = Benchmark.flopsPerToken(config.model, sequenceLength: T, maskedPerSequence: maskedPerSequence)
+        let executed = Benchmark.executedFlopsPerToken(
+            config.model, sequenceLength: T, maskedPerSequence: maskedPerSequence)
         let median = tokens[tokens.count / 2]
         let model = replica.model
         let activationFloor = Benchmark.activationFloorBytes(config.model, sequences: layout.microBatchSize, length: T)
@@ -170,7 +190,7 @@ public final class Benchmark {
             sequenceLength: T, maskedPerSequence: maskedPerSequence, warmupSteps: warmup, steps: steps,
             stepSeconds: times, tokensPerSecond: .init(median: median, min: tokens.first!, max: tokens.last!),
             flopsPerToken: flops, achievedGFLOPS: flops * median / 1e9, sgemmPeakGFLOPS: peak,
-            mfu: flops * median / 1e9 / peak,
+            mfu: flops * median / 1e9 / peak, executedFlopsPerToken: executed, hfu: executed * median / 1e9 / peak,
             breakdown: Dictionary(uniqueKeysWithValues: zip(OpClass.allCases.map(\.rawValue), shares)),
             peakRSSBytes: Int(rss.max()!), memoryFloorBytes: 16 * model.table.totalCount + activationFloor,
             activationFloorBytes: activationFloor, activationBufferBytes: model.activationByteCount,

@@ -15,7 +15,8 @@ struct Bench: ParsableCommand {
             steps. Reports tokens/s (median, min, max over the timed steps), model FLOPs per token \
             counted from the configuration (MLM head on the masked positions only), the achieved \
             GFLOP/s against single-precision GEMM measured on all ranks at once in the same run \
-            (MFU), seconds per step by op class, and peak resident memory against the floor of 16 \
+            (MFU), the same for the FLOPs actually executed (the last layer runs only at [CLS] and \
+            the masked rows), seconds per step by op class, and peak resident memory against the floor of 16 \
             bytes per parameter plus the activations backward needs. Standalone or under mpirun; \
             the global batch is split over the ranks as in training. Compare with PyTorch on the \
             same shapes: scripts/peer_bench.py (README, "Performance").
@@ -98,8 +99,10 @@ struct Bench: ParsableCommand {
                    r.tokensPerSecond.median, r.tokensPerSecond.min, r.tokensPerSecond.max, stepMedian),
             String(format: "model FLOPs per token: %.2f M (forward + backward, MLM head on masked positions) -> %.1f GFLOP/s",
                    r.flopsPerToken / 1e6, r.achievedGFLOPS),
-            String(format: "SGEMM 1024^3 on all ranks at once (OpenBLAS %@): %.1f GFLOP/s -> MFU %.1f%%",
-                   r.openBLASCore, r.sgemmPeakGFLOPS, 100 * r.mfu),
+            String(format: "executed FLOPs per token: %.2f M (last layer only at [CLS] and the masked rows) -> %.1f GFLOP/s",
+                   r.executedFlopsPerToken / 1e6, r.executedFlopsPerToken * r.tokensPerSecond.median / 1e9),
+            String(format: "SGEMM 1024^3 on all ranks at once (OpenBLAS %@): %.1f GFLOP/s -> MFU %.1f%%, executed %.1f%%",
+                   r.openBLASCore, r.sgemmPeakGFLOPS, 100 * r.mfu, 100 * r.hfu),
             "time per step by op class (rank 0):",
         ]
         let total = r.breakdown.values.reduce(0, +)

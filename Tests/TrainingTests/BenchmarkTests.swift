@@ -21,4 +21,29 @@ final class BenchmarkTests: XCTestCase {
             XCTAssertEqual(flops, expected, accuracy: expected * 1e-9, "\(path) at length \(length)")
         }
     }
+
+    /// The executed count leaves out only the last layer's rows that no loss reads: all of the model
+    /// count when every row is kept, less with fewer kept rows, and the saving grows with the share
+    /// of the last layer in the model.
+    func testExecutedFLOPsLeaveOutOnlyTheLastLayersUnreadRows() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let mini = try TrainingConfig.load(contentsOfFile: root.appendingPathComponent("configs/bert-mini.json").path).model
+        let T = 128
+        let model = Benchmark.flopsPerToken(mini, sequenceLength: T, maskedPerSequence: 20)
+        XCTAssertEqual(
+            Benchmark.executedFlopsPerToken(mini, sequenceLength: T, maskedPerSequence: T - 1),
+            Benchmark.flopsPerToken(mini, sequenceLength: T, maskedPerSequence: T - 1), accuracy: 1e-6 * model)
+        let executed = Benchmark.executedFlopsPerToken(mini, sequenceLength: T, maskedPerSequence: 20)
+        // bert-mini (C 256, I 1024, 4 layers): the last layer's unread rows are 107 of 128, each
+        // 3 x 2 x (2C^2 + 2CI + 2TC) FLOPs.
+        let C = 256.0, I = 1024.0
+        XCTAssertEqual(model - executed, 107.0 / 128 * 3 * 2 * (2 * C * C + 2 * C * I + 2 * 128 * C), accuracy: 1e-6 * model)
+        var deeper = mini
+        deeper.hiddenLayerCount = 8
+        XCTAssertLessThan(
+            1 - Benchmark.executedFlopsPerToken(deeper, sequenceLength: T, maskedPerSequence: 20)
+                / Benchmark.flopsPerToken(deeper, sequenceLength: T, maskedPerSequence: 20),
+            1 - executed / model)
+    }
 }
