@@ -6,8 +6,9 @@ mode (dropout on), on one fixed synthetic batch (B x T tokens, P masked position
 P = min(max_predictions_per_seq, max(1, round(T * masked_lm_prob))), as Google's create_pretraining_data.py
 counts them: 19 for T=128). Model and optimizer settings come from SwiftBERT's training configs.
 
-Systems, run interleaved (for every config and round: SwiftBERT layouts, then stock, then masked) so that
-the noise of a shared machine hits them alike:
+Systems run interleaved, every round of a config running each once, in the order stock, SwiftBERT
+layouts, masked and reversed in every other round, so that a machine whose speed drifts (shared hosts do,
+by 30% over minutes) favours none of them:
   swiftbert-ranks-per-core  launch/local.sh bench ...            one MPI rank per core, 1 BLAS thread each
   swiftbert-one-rank        launch/local.sh --ranks 1 bench ...  one rank, all cores as BLAS threads
   pytorch-stock             BertForPreTraining(..., labels=, next_sentence_label=).loss: what users run,
@@ -16,6 +17,8 @@ the noise of a shared machine hits them alike:
                             best practice, the same work as SwiftBERT
 Each PyTorch variant runs in its own subprocess of this script (`--worker`), so that thread settings and
 peak memory are its own. Per run: median tokens/s over the timed steps; per system: the median over rounds.
+Ratios are paired: SwiftBERT / peer within each round (runs minutes apart at most), then the median over
+rounds.
 
 Setup:  python3 -m venv venv && venv/bin/pip install 'torch==2.13.0+cpu' transformers matplotlib
         (the +cpu wheel is on PyTorch's CPU wheel index: add it with pip's --extra-index-url if pip does
@@ -251,6 +254,14 @@ def system_summary(runs):
     return summary
 
 
+def paired_ratios(runs, system, peer):
+    """tokens/s of `system` over those of `peer` in the same round, for every round."""
+    def by_round(name):
+        return {r["round"]: r["result"]["tokens_per_second"]["median"] for r in runs if r["system"] == name}
+    mine, theirs = by_round(system), by_round(peer)
+    return [mine[k] / theirs[k] for k in sorted(mine) if k in theirs]
+
+
 def config_summary(config, runs, layouts):
     systems = {}
     for system in [f"swiftbert-{layout}" for layout in layouts] + [f"pytorch-{peer}" for peer in PEERS]:
@@ -264,9 +275,10 @@ def config_summary(config, runs, layouts):
         default = "swiftbert-ranks-per-core" if "swiftbert-ranks-per-core" in swift else best
         ratios["best_layout"] = best
         for peer in PEERS:
-            peer_tps = systems[f"pytorch-{peer}"]["tokens_per_second"]["median"]
-            ratios[f"best_vs_{peer}"] = swift[best] / peer_tps
-            ratios[f"default_vs_{peer}"] = swift[default] / peer_tps
+            for key, system in (("best", best), ("default", default)):
+                paired = paired_ratios(runs, system, f"pytorch-{peer}")
+                ratios[f"{key}_vs_{peer}"] = statistics.median(paired)
+                ratios[f"{key}_vs_{peer}_rounds"] = paired
     return {"config": config, "name": os.path.splitext(os.path.basename(config))[0],
             "systems": systems, "ratios": ratios}
 
@@ -293,7 +305,8 @@ def print_table(summaries, layouts, info):
     m = info["machine"]
     print(f"tokens/s (median over {info['settings']['repeats']} rounds of the median over "
           f"{info['settings']['steps']} steps), batch {info['settings']['batch']} x "
-          f"{info['settings']['sequence_length']}, PyTorch on {info['settings']['threads']} threads")
+          f"{info['settings']['sequence_length']}, PyTorch on {info['settings']['threads']} threads; "
+          f"ratios: median over rounds of the ratio within a round")
     print(f"machine: {m['cpu']}, {m['cores']} cores; load average "
           f"{m['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end")
     for row in [header] + rows:
@@ -350,8 +363,11 @@ def main():
         name = relative(config)
         config_runs = []
         for round_ in range(args.repeats):
-            order = [(f"swiftbert-{layout}", swiftbert_command(args, layout, config)) for layout in layouts]
-            order += [(f"pytorch-{peer}", peer_command(args, peer, config)) for peer in PEERS]
+            order = [("pytorch-stock", peer_command(args, "stock", config))]
+            order += [(f"swiftbert-{layout}", swiftbert_command(args, layout, config)) for layout in layouts]
+            order += [("pytorch-masked", peer_command(args, "masked", config))]
+            if round_ % 2:
+                order.reverse()
             for system, command in order:
                 label = f"{name} round {round_ + 1}/{args.repeats} {system}"
                 load = list(os.getloadavg())

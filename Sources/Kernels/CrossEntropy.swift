@@ -38,43 +38,53 @@ public func crossEntropyForwardBackward(
                 j += 1
             }
             let m = FloatVector(repeating: maximum)
-            var s0 = FloatVector(), s1 = FloatVector()
-            j = 0
-            while j + 32 <= V {
-                s0 += vectorExp(load(x + j) - m)
-                s1 += vectorExp(load(x + j + 16) - m)
-                j += 32
-            }
-            while j + 16 <= V {
-                s0 += vectorExp(load(x + j) - m)
-                j += 16
-            }
-            var sum = (s0 + s1).sum()
-            if j < V {
-                let lanes = V - j
-                sum += vectorExp(loadPartial(x + j, lanes, fill: -.infinity) - m).sum()
-                // -inf lanes give exp's smallest positive value; remove their contribution.
-                sum -= Float(16 - lanes) * vectorExp(FloatVector(repeating: -.infinity))[0]
-            }
-            let logSumExp = maximum + log(sum)
-            losses[row] = logSumExp - x[label]
+            let target = x[label]
             if let correct {
                 // First index of the maximum, as torch.argmax (none when the logits hold NaN).
                 var first = 0
+                while first + 16 <= V && !any(load(x + first) .== m) { first += 16 }
                 while first < V && x[first] != maximum { first += 1 }
                 correct[row] = first == label
             }
-            if let dlogits {
-                let d = dlogits + row * V
+            // With a gradient, the exponentials go straight into it (x may be overwritten now) and
+            // are scaled by 1/sum afterwards, so each is computed once.
+            let e = dlogits.map { $0 + row * V }
+            var s0 = FloatVector(), s1 = FloatVector()
+            j = 0
+            while j + 32 <= V {
+                let e0 = vectorExp(load(x + j) - m), e1 = vectorExp(load(x + j + 16) - m)
+                if let e {
+                    store(e0, e + j)
+                    store(e1, e + j + 16)
+                }
+                s0 += e0
+                s1 += e1
+                j += 32
+            }
+            while j + 16 <= V {
+                let e0 = vectorExp(load(x + j) - m)
+                if let e { store(e0, e + j) }
+                s0 += e0
+                j += 16
+            }
+            var sum = (s0 + s1).sum()
+            while j < V {
+                let e0 = Foundation.exp(x[j] - maximum)
+                e?[j] = e0
+                sum += e0
+                j += 1
+            }
+            losses[row] = maximum + log(sum) - target
+            if let d = e {
                 let scale = FloatVector(repeating: dloss / sum)
                 j = 0
                 while j + 16 <= V {
-                    store(vectorExp(load(x + j) - m) * scale, d + j)
+                    store(load(d + j) * scale, d + j)
                     j += 16
                 }
-                if j < V {
-                    let lanes = V - j
-                    storePartial(vectorExp(loadPartial(x + j, lanes) - m) * scale, d + j, lanes)
+                while j < V {
+                    d[j] *= scale[0]
+                    j += 1
                 }
                 d[label] -= dloss
             }
