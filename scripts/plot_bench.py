@@ -4,7 +4,7 @@
 One panel per config, each with its own linear y scale (bert-tiny runs an order of magnitude faster than
 bert-small, and a shared or logarithmic axis would hide the ratios that matter). Bars: median tokens/s over
 the rounds; error bars: slowest and fastest single step seen. SwiftBERT bars carry their ratio to the
-PyTorch stock model and to the masked-only head.
+PyTorch stock model and to the masked-only head, paired within rounds as peer_bench.py reports them.
 
 Setup:  python3 -m venv venv && venv/bin/pip install 'torch==2.13.0+cpu' transformers matplotlib
         (the +cpu wheel is on PyTorch's CPU wheel index: add it with pip's --extra-index-url if pip does
@@ -15,6 +15,9 @@ Run:    venv/bin/python scripts/plot_bench.py [--results bench/results.json] [--
 import argparse
 import json
 import os
+import statistics
+
+from peer_bench import paired_ratios
 
 import matplotlib
 
@@ -55,7 +58,7 @@ def main():
     summaries, settings, machine = results["summary"], results["settings"], results["machine"]
 
     present = [(key, colour) for key, colour in SYSTEMS if any(key in s["systems"] for s in summaries)]
-    fig, axes = plt.subplots(1, len(summaries), figsize=(9, 5), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(1, len(summaries), figsize=(10, 5.2), dpi=100, squeeze=False)
     labels = {}
     for ax, s in zip(axes[0], summaries):
         systems = s["systems"]
@@ -70,13 +73,12 @@ def main():
                          error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
             labels.setdefault(key, (bar, label(key, systems[key], settings.get("threads"))))
             text = kilo(median)
-            if key.startswith("swiftbert"):
-                for peer in ("stock", "masked"):
-                    other = systems.get(f"pytorch-{peer}")
-                    if other:
-                        text += f"\n{median / other['tokens_per_second']['median']:.1f}x {peer}"
-            elif key == "pytorch-masked" and "pytorch-stock" in systems:
-                text += f"\n{median / systems['pytorch-stock']['tokens_per_second']['median']:.1f}x stock"
+            runs = [r for r in results["runs"] if r["config"] == s["config"]]
+            peers = ("stock", "masked") if key.startswith("swiftbert") else ("stock",) if key == "pytorch-masked" else ()
+            for peer in peers:
+                paired = paired_ratios(runs, key, f"pytorch-{peer}")
+                if paired:
+                    text += f"\n{statistics.median(paired):.1f}x {peer}"
             ax.annotate(text, (i, max(tps["max"], median)), xytext=(0, 2), textcoords="offset points",
                         ha="center", va="bottom", fontsize=7, linespacing=1.1)
             peak = max(peak, tps["max"], median)
