@@ -77,9 +77,7 @@ final class Activations {
         let output: UnsafeMutablePointer<Float>       // (N, C) layer output
     }
 
-    private var allocations: [UnsafeMutablePointer<Float>] = []
-    private var flagAllocations: [UnsafeMutablePointer<Bool>] = []
-    private var indexAllocations: [UnsafeMutablePointer<Int32>] = []
+    private var allocations: [UnsafeMutableRawPointer] = []
     private(set) var floatCount = 0
     /// Int32 elements of the index buffers.
     let indexCount: Int
@@ -116,14 +114,21 @@ final class Activations {
     init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int) {
         let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
         let N = B * T, V = config.vocabSize, K = max(1, config.nspClassCount)
-        var allocations: [UnsafeMutablePointer<Float>] = []
-        var floatCount = 0
-        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
-            pointer.initialize(repeating: 0, count: max(1, count))
-            allocations.append(pointer)
-            floatCount += count
+        var allocations: [UnsafeMutableRawPointer] = []
+        var floatCount = 0, indexCount = 0
+        func zeroed<Element>(_ count: Int, _ zero: Element) -> UnsafeMutablePointer<Element> {
+            let pointer = UnsafeMutablePointer<Element>.allocate(capacity: max(1, count))
+            pointer.initialize(repeating: zero, count: max(1, count))
+            allocations.append(UnsafeMutableRawPointer(pointer))
             return pointer
+        }
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+            floatCount += count
+            return zeroed(count, 0)
+        }
+        func indices(_ count: Int) -> UnsafeMutablePointer<Int32> {
+            indexCount += count
+            return zeroed(count, 0)
         }
         embeddingSum = buffer(N * C)
         embeddingMean = buffer(N)
@@ -160,35 +165,20 @@ final class Activations {
         mlmLosses = buffer(N)
         logits = buffer(logitsRows * V)
         keptQueries = buffer(N * C)
-        var indexAllocations: [UnsafeMutablePointer<Int32>] = []
-        var indexCount = 0
-        func indices(_ count: Int) -> UnsafeMutablePointer<Int32> {
-            let pointer = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
-            pointer.initialize(repeating: 0, count: max(1, count))
-            indexAllocations.append(pointer)
-            indexCount += count
-            return pointer
-        }
         keptTokenRows = indices(N)
         keptMaskedRows = indices(N)
         keptSequenceStarts = indices(B + 1)
         keptAttentionRows = indices(NH * N)
-        self.indexAllocations = indexAllocations
         self.indexCount = indexCount
-        nspCorrect = .allocate(capacity: B)
-        nspCorrect.initialize(repeating: false, count: B)
-        mlmCorrect = .allocate(capacity: N)
-        mlmCorrect.initialize(repeating: false, count: N)
+        nspCorrect = zeroed(B, false)
+        mlmCorrect = zeroed(N, false)
         self.allocations = allocations
-        self.flagAllocations = [nspCorrect, mlmCorrect]
         self.floatCount = floatCount
         dropoutRecord = DropoutRecord(config: config, sequences: B, length: T)
     }
 
     deinit {
         for pointer in allocations { pointer.deallocate() }
-        for pointer in flagAllocations { pointer.deallocate() }
-        for pointer in indexAllocations { pointer.deallocate() }
     }
 
     /// The rows of the last layer that the losses read for B sequences of T tokens with P masked
