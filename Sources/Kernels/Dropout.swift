@@ -89,22 +89,32 @@ public struct DropoutMask {
 }
 
 /// Philox4x32-10 (the same function as `Philox.block`) for the 16 consecutive block counters
-/// `firstBlock ..< firstBlock + 16` at once; lane i of each output word belongs to block
-/// `firstBlock + i`. The 32 x 32 -> 64-bit products become AVX-512 `vpmuludq`.
+/// `firstBlock ..< firstBlock + 16` at once (firstBlock a multiple of 16); lane i of each output
+/// word belongs to block `firstBlock + i`. The 32 x 32 -> 64-bit products become `vpmuludq`.
 @inline(__always)
 func philoxBlocks(
     _ key: (UInt32, UInt32), firstBlock: UInt64
 ) -> (SIMD16<UInt32>, SIMD16<UInt32>, SIMD16<UInt32>, SIMD16<UInt32>) {
-    let lanes = SIMD16<UInt64>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
-    let counters = SIMD16<UInt64>(repeating: firstBlock) &+ lanes
-    var c0 = SIMD16<UInt32>(truncatingIfNeeded: counters)
-    var c1 = SIMD16<UInt32>(truncatingIfNeeded: counters &>> 32)
+    // A group's first block is a multiple of 16, so adding the lane never carries into the high word.
+    assert(firstBlock & 15 == 0, "a group of Philox blocks starts at a multiple of 16")
+    var c0 = SIMD16<UInt32>(repeating: UInt32(truncatingIfNeeded: firstBlock))
+        | SIMD16<UInt32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    var c1 = SIMD16<UInt32>(repeating: UInt32(truncatingIfNeeded: firstBlock >> 32))
     var c2 = SIMD16<UInt32>(), c3 = SIMD16<UInt32>()
     var k0 = key.0, k1 = key.1
+    // The even and odd lanes as the low and high halves of eight 64-bit lanes: with the upper
+    // halves known to be zero, each product is one `vpmuludq`, and the halves interleave back by
+    // masks and shifts (widening SIMD16<UInt32> to SIMD16<UInt64> instead became out-of-line calls
+    // and 64 x 64-bit multiplies inside the larger kernels).
     @inline(__always)
     func multiply(_ a: SIMD16<UInt32>, _ m: UInt32) -> (high: SIMD16<UInt32>, low: SIMD16<UInt32>) {
-        let wide = SIMD16<UInt64>(truncatingIfNeeded: a) &* UInt64(m)
-        return (SIMD16<UInt32>(truncatingIfNeeded: wide &>> 32), a &* m)
+        let pairs = unsafeBitCast(a, to: SIMD8<UInt64>.self)
+        let lowHalf = SIMD8<UInt64>(repeating: 0xFFFF_FFFF)
+        let even = (pairs & lowHalf) &* UInt64(m)
+        let odd = (pairs &>> 32) &* UInt64(m)
+        let high = (even &>> 32) | (odd & ~lowHalf)
+        let low = (even & lowHalf) | (odd &<< 32)
+        return (unsafeBitCast(high, to: SIMD16<UInt32>.self), unsafeBitCast(low, to: SIMD16<UInt32>.self))
     }
     for round in 0..<10 {
         if round > 0 {
@@ -140,7 +150,8 @@ func withDropoutMultipliers(
             let count = min(dropoutChunk, rowLength - start)
             let record = dropout.record.map { $0 + row * rowLength + start }
             if let record, dropout.replay {
-                for k in 0..<count { scratch[k] = record[k] != 0 ? scale : 0 }
+                // Records hold 0 or 1, so this is the multiplier; as a conversion it vectorises.
+                for k in 0..<count { scratch[k] = Float(record[k]) * scale }
             } else {
                 dropout.multipliers(scratch, sample: sample, first: rowFirst + start, count: count)
                 if let record {

@@ -90,9 +90,17 @@ public func residualLayerNormForward(
             let x = inp + n * C, r = residual + n * C, s = sum + n * C
             if let dropout {
                 withDropoutMultipliers(dropout, row: n, rowLength: C) { start, count, multipliers in
-                    for j in 0..<count {
-                        let c = start + j
-                        s[c] = r[c] + (x[c] + inpBias[c]) * multipliers[j]
+                    // Explicit vectors: s may be r, and the compiler does not vectorise a loop whose
+                    // stores may alias its loads.
+                    let s = s + start, r = r + start, x = x + start, b = inpBias + start
+                    var j = 0
+                    while j + 16 <= count {
+                        store(load(r + j) + (load(x + j) + load(b + j)) * load(multipliers + j), s + j)
+                        j += 16
+                    }
+                    while j < count {
+                        s[j] = r[j] + (x[j] + b[j]) * multipliers[j]
+                        j += 1
                     }
                 }
             } else {

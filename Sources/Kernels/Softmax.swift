@@ -1,14 +1,26 @@
 // Attention softmax with the padding mask and attention-probability dropout, in one pass per row.
 
+/// All bits set in the lanes whose key takes part (`keyMask != 0`), none in the others (and in the
+/// lanes past `lanes`). Integer arithmetic, not a comparison: a mask from Int32 lanes applied to
+/// Float lanes compiles to a branch per lane.
 @inline(__always)
-func loadMask(_ keyMask: UnsafePointer<Int32>, _ lanes: Int) -> SIMDMask<SIMD16<Int32>> {
+func keptKeyBits(_ keyMask: UnsafePointer<Int32>, _ lanes: Int) -> SIMD16<Int32> {
     var keys = SIMD16<Int32>(repeating: 0)
     if lanes == 16 {
         keys = UnsafeRawPointer(keyMask).loadUnaligned(as: SIMD16<Int32>.self)
     } else {
         for lane in 0..<lanes { keys[lane] = keyMask[lane] }
     }
-    return keys .== 0
+    // The sign bit of k | -k is set exactly when k != 0; the arithmetic shift spreads it.
+    return (keys | (0 &- keys)) &>> 31
+}
+
+/// `v` where `bits` are set, `other` elsewhere.
+@inline(__always)
+func select(_ v: FloatVector, _ bits: SIMD16<Int32>, _ other: FloatVector) -> FloatVector {
+    let kept = unsafeBitCast(v, to: SIMD16<Int32>.self) & bits
+    let rest = unsafeBitCast(other, to: SIMD16<Int32>.self) & ~bits
+    return unsafeBitCast(kept | rest, to: FloatVector.self)
 }
 
 /// Softmax over keys of the (already scaled) attention scores, in place:
@@ -47,7 +59,7 @@ public func attentionSoftmaxForward(
         while j < T {
             let lanes = min(16, T - j)
             var v = lanes == 16 ? load(p + j) : loadPartial(p + j, lanes, fill: -.infinity)
-            if let mask { v.replace(with: -.infinity, where: loadMask(mask + j, lanes)) }
+            if let mask { v = select(v, keptKeyBits(mask + j, lanes), FloatVector(repeating: -.infinity)) }
             running = vmax(running, v)
             j += 16
         }
@@ -63,7 +75,7 @@ public func attentionSoftmaxForward(
         while j < T {
             let lanes = min(16, T - j)
             var e = vectorExp((lanes == 16 ? load(p + j) : loadPartial(p + j, lanes)) - m)
-            if let mask { e.replace(with: 0, where: loadMask(mask + j, lanes)) }
+            if let mask { e = select(e, keptKeyBits(mask + j, lanes), FloatVector()) }
             if lanes == 16 {
                 store(e, p + j)
             } else {
