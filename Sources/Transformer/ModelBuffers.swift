@@ -231,7 +231,7 @@ final class Activations {
 /// keys and values of every token, but its queries, attention output, feed-forward block and
 /// LayerNorms only at these rows: the others never reach a loss. Skipping them is exact (the same
 /// loss and gradients, the same dropout masks through `DropoutMask.rowMap`) and saves most of the
-/// last layer's work, about 85% of it at 128 tokens and 20 predictions.
+/// last layer's work: 71% of its FLOPs for bert-mini at 128 tokens and 19 predictions.
 ///
 /// Kept rows are numbered in token order; sequence b has rows `queries(of: b)`, the first its [CLS].
 /// The last layer's attention probabilities are then (B, NH, q_b, T): for each sequence b, NH blocks
