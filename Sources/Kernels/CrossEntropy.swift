@@ -76,16 +76,7 @@ public func crossEntropyForwardBackward(
             }
             losses[row] = maximum + log(sum) - target
             if let d = e {
-                let scale = FloatVector(repeating: dloss / sum)
-                j = 0
-                while j + 16 <= V {
-                    store(load(d + j) * scale, d + j)
-                    j += 16
-                }
-                while j < V {
-                    d[j] *= scale[0]
-                    j += 1
-                }
+                VectorMath.scale(d, count: V, by: dloss / sum)
                 d[label] -= dloss
             }
         }

@@ -76,9 +76,9 @@ public func gatherRows(
 }
 
 /// The inverse of `gatherRows` over all N rows: `out[indices[p]] = inp[p]` and every other row of
-/// out 0. indices (P) distinct, ascending in 0..<N; inp is (P, C), out (N, C) with rows `outputStride` >= C
-/// apart (only the first C columns are written). out may be inp itself (same stride): rows move
-/// from the last to the first, and row indices[p] >= p is never one that is still to be read.
+/// out 0. indices (P) distinct, ascending in 0..<N; inp is (P, C), out (N, C) with rows
+/// `outputStride` >= C apart (only the first C columns are written). out may be inp itself (same
+/// stride): rows move from the last to the first, and row indices[p] >= p is never one still to read.
 public func expandRows(
     _ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ indices: UnsafePointer<Int32>,
     count P: Int, rows N: Int, channels C: Int, outputStride: Int? = nil

@@ -52,14 +52,13 @@ public func attentionSoftmaxForward(
 ) {
     for row in range {
         let p = probs + row * T
-        let mask = keyMask
         var maximum = -Float.infinity
         var j = 0
         var running = FloatVector(repeating: -.infinity)
         while j < T {
             let lanes = min(16, T - j)
             var v = lanes == 16 ? load(p + j) : loadPartial(p + j, lanes, fill: -.infinity)
-            if let mask { v = select(v, keptKeyBits(mask + j, lanes), FloatVector(repeating: -.infinity)) }
+            if let keyMask { v = select(v, keptKeyBits(keyMask + j, lanes), FloatVector(repeating: -.infinity)) }
             running = vmax(running, v)
             j += 16
         }
@@ -75,26 +74,18 @@ public func attentionSoftmaxForward(
         while j < T {
             let lanes = min(16, T - j)
             var e = vectorExp((lanes == 16 ? load(p + j) : loadPartial(p + j, lanes)) - m)
-            if let mask { e = select(e, keptKeyBits(mask + j, lanes), FloatVector()) }
+            if let keyMask { e = select(e, keptKeyBits(keyMask + j, lanes), FloatVector()) }
             if lanes == 16 {
                 store(e, p + j)
             } else {
-                e.replace(with: 0, where: SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) .>= Int32(lanes))
+                let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+                e.replace(with: 0, where: lane .>= Int32(lanes))
                 storePartial(e, p + j, lanes)
             }
             vsum += e
             j += 16
         }
-        let inverse = FloatVector(repeating: 1 / vsum.sum())
-        j = 0
-        while j + 16 <= T {
-            store(load(p + j) * inverse, p + j)
-            j += 16
-        }
-        while j < T {
-            p[j] *= inverse[0]
-            j += 1
-        }
+        VectorMath.scale(p, count: T, by: 1 / vsum.sum())
         if let dropped, let dropout { dropoutForward(dropped, probs, dropout, rows: row..<(row + 1), columns: T) }
     }
 }

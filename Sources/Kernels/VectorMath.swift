@@ -121,7 +121,7 @@ public func vectorTanh(_ x: FloatVector) -> FloatVector {
     return large.replacing(with: small, where: magnitude .< 0.625)
 }
 
-/// The three functions on a whole buffer, for tests and for small tails.
+/// The three functions and a scaling on a whole buffer.
 public enum VectorMath {
     public static func exp(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, count: Int) {
         apply(out, inp, count, vectorExp)
@@ -133,6 +133,21 @@ public enum VectorMath {
 
     public static func tanh(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, count: Int) {
         apply(out, inp, count, vectorTanh)
+    }
+
+    /// `values *= factor`, in place.
+    @inline(__always)
+    public static func scale(_ values: UnsafeMutablePointer<Float>, count: Int, by factor: Float) {
+        let f = FloatVector(repeating: factor)
+        var i = 0
+        while i + 16 <= count {
+            store(load(values + i) * f, values + i)
+            i += 16
+        }
+        while i < count {
+            values[i] *= factor
+            i += 1
+        }
     }
 
     @inline(__always)

@@ -59,7 +59,8 @@ extension BertForPreTraining {
         var result = StepResult()
         // d(last hidden state) is assembled here: the [CLS] rows from the pooler, the masked rows
         // from the MLM head.
-        if computeGradients { timed(.other) { a.dResidual.update(repeating: 0, count: (lastLayerRows?.count ?? B * sequenceLength) * C) } }
+        let hiddenRows = lastLayerRows?.count ?? B * sequenceLength
+        if computeGradients { timed(.other) { a.dResidual.update(repeating: 0, count: hiddenRows * C) } }
 
         if K > 0, let nspLabels {
             poolerForward(B)

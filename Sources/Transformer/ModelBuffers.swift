@@ -183,7 +183,9 @@ final class Activations {
 
     /// The rows of the last layer that the losses read for B sequences of T tokens with P masked
     /// positions (flat b*T + t), laid out in the `kept...` buffers.
-    func keepRows(maskedPositions: UnsafePointer<Int32>?, count P: Int, sequences B: Int, length T: Int, heads NH: Int) -> KeptRows {
+    func keepRows(
+        maskedPositions: UnsafePointer<Int32>?, count P: Int, sequences B: Int, length T: Int, heads NH: Int
+    ) -> KeptRows {
         // keptMaskedRows first marks the kept tokens (1), then holds the masked positions' rows.
         let marks = keptMaskedRows
         marks.update(repeating: 0, count: B * T)
