@@ -101,6 +101,7 @@ public final class Benchmark {
             maskedLMProbability: config.data.maskedLMProbability,
             maxPredictionsPerSequence: config.data.maxPredictionsPerSequence
         ).predictionCount(sequenceLength: T)
+        try Replica.checkMemory(config: config, microBatchSize: layout.microBatchSize, sequenceLength: T)
         replica = Replica(config: config, communicator: communicator, microBatchSize: layout.microBatchSize, sequenceLength: T)
         replica.model.initializeParameters(seed: config.seed)
     }
@@ -136,9 +137,15 @@ public final class Benchmark {
     /// embedding LayerNorm's input and output (2NC). Per-row statistics, dropout masks and the MLM
     /// head's few rows are left out: the floor is what any implementation keeps, at least.
     public static func activationFloorBytes(_ model: BertConfig, sequences B: Int, length T: Int) -> Int {
-        let N = B * T, C = model.hiddenSize, I = model.intermediateSize, NH = model.attentionHeadCount
+        Int(activationFloor(model, sequences: B, length: T))
+    }
+
+    /// `activationFloorBytes` in floating point, which cannot overflow for any configuration.
+    static func activationFloor(_ model: BertConfig, sequences B: Int, length T: Int) -> Double {
+        let B = Double(B), T = Double(T), N = B * T
+        let C = Double(model.hiddenSize), I = Double(model.intermediateSize), NH = Double(model.attentionHeadCount)
         let layer = 8 * N * C + N * I + B * NH * T * T
-        return 4 * (model.hiddenLayerCount * layer + 2 * N * C)
+        return 4 * (Double(model.hiddenLayerCount) * layer + 2 * N * C)
     }
 
     /// Runs `warmup` untimed steps, then `steps` timed ones; every rank returns the same report.

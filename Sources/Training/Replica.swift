@@ -37,6 +37,24 @@ final class Replica {
 
     deinit { moments.deallocate() }
 
+    /// Refuses a model or micro-batch that cannot fit in this machine's memory, before anything is
+    /// allocated: weights, gradients and both Adam moments (16 B per parameter) plus the activations
+    /// backward keeps for one micro-batch are the least any rank needs.
+    static func checkMemory(config: TrainingConfig, microBatchSize: Int, sequenceLength: Int) throws {
+        let parameters = Double(ParameterTable(config: config.model).totalCount)
+        let needed = 16 * parameters
+            + Benchmark.activationFloor(config.model, sequences: microBatchSize, length: sequenceLength)
+        let available = Double(ProcessInfo.processInfo.physicalMemory)
+        guard needed > available else { return }
+        func gigabytes(_ bytes: Double) -> String { String(format: "%.1f GB", bytes / 1e9) }
+        let modelAloneFits = 16 * parameters < available / 2
+        throw ConfigError(
+            source: "config", keyPath: modelAloneFits ? "batch.micro_batch_size" : "model",
+            message: "a rank needs at least \(gigabytes(needed)) (\(Int(parameters).formatted()) parameters at 16 bytes "
+                + "each, plus the activations of a micro-batch of \(microBatchSize) x \(sequenceLength)) but this "
+                + "machine has \(gigabytes(available)); use a smaller model or batch.micro_batch_size")
+    }
+
     var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.totalCount]) }
     var v: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[model.table.totalCount...]) }
 

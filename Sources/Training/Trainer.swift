@@ -166,6 +166,7 @@ public final class Trainer {
             what: "configuration or data manifest (\(manifestPath))")
 
         sampler = Sampler(sampleCount: train.count, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
+        try Replica.checkMemory(config: config, microBatchSize: layout.microBatchSize, sequenceLength: train.sequenceLength)
         replica = Replica(
             config: config, communicator: comm, microBatchSize: layout.microBatchSize,
             sequenceLength: train.sequenceLength)
@@ -363,7 +364,8 @@ public final class Trainer {
                                  tokensPerSecond: record.tokensPerSecond)
                 window = Window()
             }
-            if let validation, validation.count > 0,
+            // eval_every_steps 0 turns evaluation off, the final one included.
+            if let validation, validation.count > 0, config.logging.evalEverySteps > 0,
                 step % config.logging.evalEverySteps == 0 || step == totalSteps
             {
                 watchdog.beat("evaluation at step \(step)")

@@ -80,6 +80,24 @@ extension Trainer {
                 "cannot resume from \(path): the configuration changed in \(differences.joined(separator: ", ")); "
                     + "these settings must stay as they were (start a new run directory to change them)")
         }
+        if config.schedule.totalSteps < state.step {
+            throw ConfigError(
+                source: "config", keyPath: "schedule.total_steps",
+                message: "is \(config.schedule.totalSteps) but \(path) is at step \(state.step); set it to at least "
+                    + "\(state.step) to continue this run")
+        }
+        let changes = config.resumableChanges(from: saved)
+        if !changes.isEmpty {
+            var notice = "resuming with changed settings: \(changes.joined(separator: ", "))"
+            if config.schedule.totalSteps != saved.schedule.totalSteps {
+                let before = LearningRateSchedule(config: saved).lr(step: state.step)
+                let after = schedule.lr(step: state.step)
+                notice += String(
+                    format: "; the learning rate at step %d is %.3g on the new schedule (%.3g on the old one) and "
+                        + "follows the new schedule to step %d", state.step, after, before, config.schedule.totalSteps)
+            }
+            log(notice)
+        }
         if state.dataFingerprint != dataFingerprint {
             throw TrainingError(
                 "cannot resume from \(path): it was trained on other data (manifest fingerprint "

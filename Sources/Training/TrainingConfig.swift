@@ -241,7 +241,8 @@ public struct TrainingConfig: Equatable, Sendable {
 
         var b = try top.object("batch", required: true)
         batch = BatchSettings(globalBatchSize: try b.int("global_batch_size", default: nil) {
-            $0 >= 1 ? nil : "must be at least 1"
+            (1...TrainingConfig.maxGlobalBatchSize).contains($0) ? nil
+                : "must be between 1 and \(TrainingConfig.maxGlobalBatchSize.formatted()) sequences"
         })
         batch.microBatchSize = try b.optionalInt("micro_batch_size") {
             $0 >= 1 ? nil : "must be at least 1 (or null for the whole per-rank share)"
@@ -288,7 +289,8 @@ public struct TrainingConfig: Equatable, Sendable {
 
         var s = try top.object("schedule", required: true)
         schedule = ScheduleSettings(totalSteps: try s.int("total_steps", default: nil) {
-            $0 >= 1 ? nil : "must be at least 1"
+            (1...TrainingConfig.maxTotalSteps).contains($0) ? nil
+                : "must be between 1 and \(TrainingConfig.maxTotalSteps.formatted())"
         })
         schedule.warmupSteps = try s.int("warmup_steps", default: schedule.warmupSteps) {
             $0 >= 0 ? nil : "must not be negative"
@@ -333,10 +335,16 @@ public struct TrainingConfig: Equatable, Sendable {
         }
         initFrom = try top.string("init_from", required: false)
         watchdogSeconds = try top.double("watchdog_seconds", default: 600) {
-            $0 >= 0 ? nil : "must not be negative (0 disables the watchdog)"
+            (0...TrainingConfig.maxWatchdogSeconds).contains($0) ? nil
+                : "must be between 0 (no watchdog) and \(Int(TrainingConfig.maxWatchdogSeconds).formatted()) seconds"
         }
         try top.finish()
     }
+
+    // Bounds far beyond any real run; they keep sizes and deadlines within what the arithmetic holds.
+    static let maxGlobalBatchSize = 1 << 24
+    static let maxTotalSteps = 1_000_000_000_000
+    static let maxWatchdogSeconds = 1e7
 
     /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section
     /// can be pasted from a Hugging Face `config.json`.
@@ -475,20 +483,22 @@ public struct TrainingConfig: Equatable, Sendable {
         }
     }
 
-    /// The settings a resumed run must share with the run that wrote the checkpoint: the model, the
-    /// masking, the global batch and sequence length, the optimizer, the schedule and the seed. Not in
-    /// it: the data directory (data may move; the shards carry their own fingerprint), the micro-batch
-    /// size (it adapts to the world size), checkpoint/logging cadence, bucket size, guards, `init_from`.
+    /// The settings a resumed run must share with the run that wrote the checkpoint, because changing
+    /// them would rewrite the steps already taken: the model, the masking, the global batch and sequence
+    /// length, the optimizer, the schedule and the seed. Not in it: the data directory (data may move;
+    /// the shards carry their own fingerprint), the micro-batch size (it adapts to the world size),
+    /// `schedule.total_steps` (a run may be extended; the learning rate follows the new schedule from
+    /// the step it resumes at), checkpoint/logging cadence, bucket size, guards, `init_from`.
     public var resumeInvariants: JSONValue {
         guard case let .object(all) = resolved else { return .null }
         var parts: [(key: String, value: JSONValue)] = []
         for (key, value) in all {
             switch key {
-            case "model", "optimizer", "schedule", "seed":
+            case "model", "optimizer", "seed":
                 parts.append((key, value))
-            case "data", "batch":
+            case "data", "batch", "schedule":
                 guard case let .object(members) = value else { continue }
-                let kept = members.filter { !["directory", "micro_batch_size"].contains($0.key) }
+                let kept = members.filter { !["directory", "micro_batch_size", "total_steps"].contains($0.key) }
                 parts.append((key, .object(kept)))
             default:
                 continue
@@ -510,6 +520,22 @@ public struct TrainingConfig: Equatable, Sendable {
         TrainingConfig.flatten(resumeInvariants, prefix: "", into: &mine)
         TrainingConfig.flatten(other.resumeInvariants, prefix: "", into: &theirs)
         return Set(mine.keys).union(theirs.keys).filter { mine[$0] != theirs[$0] }.sorted()
+    }
+
+    /// The settings that differ from `other` and may change on resume, as `key old -> new`, in the
+    /// order of the resolved file.
+    public func resumableChanges(from other: TrainingConfig) -> [String] {
+        var mine: [String: String] = [:], theirs: [String: String] = [:]
+        TrainingConfig.flatten(resolved, prefix: "", into: &mine)
+        TrainingConfig.flatten(other.resolved, prefix: "", into: &theirs)
+        return TrainingConfig.keyPaths(resolved).filter { mine[$0] != theirs[$0] }
+            .map { "\($0) \(theirs[$0] ?? "unset") -> \(mine[$0] ?? "unset")" }
+    }
+
+    /// Every leaf key path of `value`, in order.
+    static func keyPaths(_ value: JSONValue, prefix: String = "") -> [String] {
+        guard case let .object(members) = value else { return [prefix] }
+        return members.flatMap { keyPaths($0.value, prefix: prefix.isEmpty ? $0.key : prefix + "." + $0.key) }
     }
 
     private static func flatten(_ value: JSONValue, prefix: String, into out: inout [String: String]) {

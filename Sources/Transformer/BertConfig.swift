@@ -155,24 +155,33 @@ public struct BertConfig: Codable, Equatable, Sendable {
         func require(_ condition: Bool, _ key: CodingKeys, _ reason: String) throws {
             if !condition { throw BertConfigError.invalidValue(key: key.rawValue, reason: reason) }
         }
-        try require(vocabSize > 0, .vocabSize, "must be positive, got \(vocabSize)")
-        try require(hiddenSize > 0, .hiddenSize, "must be positive, got \(hiddenSize)")
-        try require(hiddenLayerCount >= 0, .hiddenLayerCount, "must not be negative, got \(hiddenLayerCount)")
-        try require(attentionHeadCount > 0, .attentionHeadCount, "must be positive, got \(attentionHeadCount)")
+        // Upper bounds far above any BERT keep the size arithmetic exact; whether a model fits in
+        // memory is checked where it is built, against the machine.
+        func require(_ value: Int, in range: ClosedRange<Int>, _ key: CodingKeys) throws {
+            try require(range.contains(value), key, "must be in \(range.lowerBound)...\(range.upperBound), got \(value)")
+        }
+        try require(vocabSize, in: 1...Int(Int32.max), .vocabSize)
+        try require(hiddenSize, in: 1...65536, .hiddenSize)
+        try require(hiddenLayerCount, in: 0...1024, .hiddenLayerCount)
+        try require(attentionHeadCount, in: 1...4096, .attentionHeadCount)
         try require(
             hiddenSize % attentionHeadCount == 0, .attentionHeadCount,
             "hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(attentionHeadCount)")
-        try require(intermediateSize > 0, .intermediateSize, "must be positive, got \(intermediateSize)")
+        try require(intermediateSize, in: 1...1_048_576, .intermediateSize)
         try require(
             (0..<1).contains(hiddenDropoutProbability), .hiddenDropoutProbability,
             "must be in [0, 1), got \(hiddenDropoutProbability)")
         try require(
             (0..<1).contains(attentionDropoutProbability), .attentionDropoutProbability,
             "must be in [0, 1), got \(attentionDropoutProbability)")
-        try require(maxPositionEmbeddings > 0, .maxPositionEmbeddings, "must be positive, got \(maxPositionEmbeddings)")
-        try require(typeVocabSize > 0, .typeVocabSize, "must be positive, got \(typeVocabSize)")
-        try require(initializerRange >= 0, .initializerRange, "must not be negative, got \(initializerRange)")
-        try require(layerNormEpsilon > 0, .layerNormEpsilon, "must be positive, got \(layerNormEpsilon)")
+        try require(maxPositionEmbeddings, in: 1...1_048_576, .maxPositionEmbeddings)
+        try require(typeVocabSize, in: 1...65536, .typeVocabSize)
+        try require(
+            initializerRange >= 0 && initializerRange.isFinite, .initializerRange,
+            "must be a non-negative number, got \(initializerRange)")
+        try require(
+            layerNormEpsilon > 0 && layerNormEpsilon.isFinite, .layerNormEpsilon,
+            "must be a positive number, got \(layerNormEpsilon)")
         try require(
             [0, 2, 3].contains(nspClassCount), .nspClassCount,
             "must be 2 (binary NSP), 3 (three-way NSP) or 0 (no NSP head), got \(nspClassCount)")

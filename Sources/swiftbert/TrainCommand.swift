@@ -18,10 +18,16 @@ struct Train: ParsableCommand {
               swiftbert train --config configs/bert-tiny.json --data data/kjv --out runs/tiny
               mpirun -np 2 swiftbert train --config configs/bert-mini.json --data data/kjv --out runs/mini
               swiftbert train --config configs/debug.json --data data/kjv --debug --ranks 2
+              swiftbert train --out runs/tiny --set schedule.total_steps=4000   # continue runs/tiny, longer
+
+            Resuming continues the data order, masking, dropout and learning-rate schedule exactly. \
+            schedule.total_steps and the logging, evaluation and checkpoint cadence may change on resume \
+            (a notice says what changed); settings that would rewrite the steps already taken (model, \
+            batch, optimizer, schedule shape, seed, data) are refused, naming the key.
             """)
 
-    @Option(help: "Run configuration (JSON): model (Hugging Face BertConfig keys), batch, optimizer, schedule, ...")
-    var config: String
+    @Option(help: "Run configuration (JSON): model (Hugging Face BertConfig keys), batch, optimizer, schedule, ... (default: the config.json of the --out run directory, to continue it).")
+    var config: String?
 
     @Option(help: "Prepared data directory (from `swiftbert prepare`); overrides data.directory.")
     var data: String?
@@ -54,8 +60,13 @@ struct Train: ParsableCommand {
     var injectHang: String?
 
     func validate() throws {
-        guard FileManager.default.fileExists(atPath: config) else {
-            throw ValidationError("configuration file \(config) does not exist; see configs/ for examples")
+        guard let configPath else {
+            throw ValidationError("give --config FILE (see configs/), or --out RUN of an existing run to continue it")
+        }
+        guard FileManager.default.fileExists(atPath: configPath) else {
+            throw ValidationError(config == nil
+                ? "\(configPath) does not exist: --out \(out!) is not a run directory yet; give --config FILE"
+                : "configuration file \(configPath) does not exist; see configs/ for examples")
         }
         if ranks < 1 { throw ValidationError("--ranks must be at least 1") }
         if ranks > 1 && !debug { throw ValidationError("--ranks applies to the --debug mode; use mpirun -np N otherwise") }
@@ -63,6 +74,11 @@ struct Train: ParsableCommand {
         if let injectNan, parseInjection(injectNan) == nil {
             throw ValidationError("--inject-nan takes RANK:STEP[,STEP...], got \(injectNan)")
         }
+    }
+
+    /// `--config`, or the resolved configuration a run directory holds.
+    private var configPath: String? {
+        config ?? out.map { ($0 as NSString).appendingPathComponent("config.json") }
     }
 
     private func parseInjection(_ text: String) -> (rank: Int, steps: Set<Int>)? {
@@ -75,8 +91,9 @@ struct Train: ParsableCommand {
     func run() throws {
         var overrides = overrides
         if let data { overrides.append("data.directory=\(data)") }
-        let runConfig = try Self.loadConfiguration(config, overrides: overrides)
-        let name = ((config as NSString).lastPathComponent as NSString).deletingPathExtension
+        let configPath = configPath!
+        let runConfig = try Self.loadConfiguration(configPath, overrides: overrides)
+        let name = ((configPath as NSString).lastPathComponent as NSString).deletingPathExtension
         var options = TrainingOptions(runDirectory: out ?? "runs/\(name)")
         switch resume {
         case "auto": options.resume = .auto
