@@ -267,7 +267,7 @@ public struct TrainingConfig: Equatable, Sendable {
         optimizer = OptimizerSettings()
         optimizer.name = try o.choice("name", default: optimizer.name)
         optimizer.learningRate = try o.double("learning_rate", default: optimizer.learningRate) {
-            $0 > 0 ? nil : "must be positive, e.g. 1e-4"
+            $0 > 0 && $0 <= 10 ? nil : "must be positive and at most 10, e.g. 1e-4"
         }
         optimizer.beta1 = try o.double("beta1", default: optimizer.beta1) {
             $0 >= 0 && $0 < 1 ? nil : "must be in [0, 1), typically 0.9"
@@ -279,7 +279,7 @@ public struct TrainingConfig: Equatable, Sendable {
             $0 > 0 ? nil : "must be positive, typically 1e-6"
         }
         optimizer.weightDecay = try o.double("weight_decay", default: optimizer.weightDecay) {
-            $0 >= 0 ? nil : "must not be negative, typically 0.01"
+            $0 >= 0 && $0 <= 1 ? nil : "must be in [0, 1], typically 0.01"
         }
         optimizer.biasCorrection = try o.bool("bias_correction", default: optimizer.biasCorrection)
         optimizer.maxGradNorm = try o.double("max_grad_norm", default: optimizer.maxGradNorm) {
@@ -331,7 +331,7 @@ public struct TrainingConfig: Equatable, Sendable {
             $0 >= 1 ? nil : "must be at least 1"
         }
         allreduceBucketMB = try top.double("allreduce_bucket_mb", default: 25) {
-            $0 > 0 && $0 <= 4096 ? nil : "must be in (0, 4096] MiB, typically 25"
+            $0 >= 0.01 && $0 <= 4096 ? nil : "must be in [0.01, 4096] MiB, typically 25"
         }
         initFrom = try top.string("init_from", required: false)
         watchdogSeconds = try top.double("watchdog_seconds", default: 600) {

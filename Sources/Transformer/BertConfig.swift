@@ -109,11 +109,23 @@ public struct BertConfig: Codable, Equatable, Sendable {
         initializerRange = try value(.initializerRange, defaults.initializerRange)
         layerNormEpsilon = try value(.layerNormEpsilon, defaults.layerNormEpsilon)
         // HF writes `"pad_token_id": null` for some models; that means no padding index.
-        padTokenID = (try? container.decodeIfPresent(Int.self, forKey: .padTokenID)) ?? defaults.padTokenID
+        padTokenID = (try? container.decodeNil(forKey: .padTokenID)) == true
+            ? defaults.padTokenID : try value(.padTokenID, defaults.padTokenID)
         nspClassCount = try value(.nspClassCount, defaults.nspClassCount)
 
         let markers = try decoder.container(keyedBy: MarkerKeys.self)
-        if let type = try? markers.decodeIfPresent(String.self, forKey: .positionEmbeddingType), type != "absolute" {
+        func marker(_ key: MarkerKeys) throws -> String? {
+            do {
+                return try markers.decodeIfPresent(String.self, forKey: key)
+            } catch {
+                throw BertConfigError.invalidValue(key: key.rawValue, reason: "expected a string")
+            }
+        }
+        if let type = try marker(.modelType), type != "bert" {
+            throw BertConfigError.invalidValue(
+                key: MarkerKeys.modelType.rawValue, reason: "is \"\(type)\"; this is a BERT trainer (\"bert\")")
+        }
+        if let type = try marker(.positionEmbeddingType), type != "absolute" {
             throw BertConfigError.invalidValue(
                 key: MarkerKeys.positionEmbeddingType.rawValue,
                 reason: "\"\(type)\" is not supported; only \"absolute\" position embeddings are implemented")
@@ -177,11 +189,11 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try require(maxPositionEmbeddings, in: 1...1_048_576, .maxPositionEmbeddings)
         try require(typeVocabSize, in: 1...65536, .typeVocabSize)
         try require(
-            initializerRange >= 0 && initializerRange.isFinite, .initializerRange,
-            "must be a non-negative number, got \(initializerRange)")
+            (0...1).contains(initializerRange), .initializerRange,
+            "must be in [0, 1] (the standard deviation of the initial weights, typically 0.02), got \(initializerRange)")
         try require(
-            layerNormEpsilon > 0 && layerNormEpsilon.isFinite, .layerNormEpsilon,
-            "must be a positive number, got \(layerNormEpsilon)")
+            layerNormEpsilon > 0 && layerNormEpsilon <= 1, .layerNormEpsilon,
+            "must be in (0, 1], typically 1e-12, got \(layerNormEpsilon)")
         try require(
             [0, 2, 3].contains(nspClassCount), .nspClassCount,
             "must be 2 (binary NSP), 3 (three-way NSP) or 0 (no NSP head), got \(nspClassCount)")
