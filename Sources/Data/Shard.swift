@@ -220,7 +220,8 @@ public final class ShardWriter {
 
 /// A memory-mapped shard. Opening checks the header, the file size against the header counts and
 /// the offset table, so a truncated or foreign file fails here, naming the file; the payload
-/// checksum is verified by `verifyChecksum()` (it reads every byte, so `inspect` does it).
+/// checksum is verified by `verifyChecksum()` (it reads every byte: `inspect` and the trainer's
+/// start do it), the values of a record by `checkRecord(_:...)` when the record is read.
 public final class Shard: @unchecked Sendable {
     public let path: String
     public let header: ShardHeader
@@ -228,6 +229,8 @@ public final class Shard: @unchecked Sendable {
     private let mappedSize: Int
 
     public var instanceCount: Int { header.instanceCount }
+    /// Size of the file in bytes.
+    public var byteCount: Int { mappedSize }
     /// Stored tokens, [K]; ids in the low 31 bits, bit 31 = WordPiece continuation.
     public let tokens: UnsafeBufferPointer<UInt32>
     /// [N + 1] token offsets.
@@ -308,6 +311,26 @@ public final class Shard: @unchecked Sendable {
     public func tokens(of i: Int) -> UnsafeBufferPointer<UInt32> {
         let start = Int(offsets[i]), end = Int(offsets[i + 1])
         return UnsafeBufferPointer(rebasing: tokens[start..<end])
+    }
+
+    /// Checks the values of instance `i` that opening does not: token ids below `vocabularySize`, the
+    /// NSP label below `nspLabelCount`. A checksum only proves the file is what its writer wrote, and
+    /// an id outside the vocabulary would index past the embedding table.
+    public func checkRecord(_ i: Int, vocabularySize: Int, nspLabelCount: Int) throws {
+        let tokens = tokens(of: i)
+        var largest: UInt32 = 0
+        for token in tokens { largest = max(largest, token & ShardFormat.tokenIDMask) }
+        if Int(largest) >= vocabularySize {
+            let position = tokens.firstIndex { Int($0 & ShardFormat.tokenIDMask) >= vocabularySize }!
+            throw DataError.invalidRecord(
+                path: path, record: i,
+                reason: "token id \(tokens[position] & ShardFormat.tokenIDMask) at position \(position) is outside the vocabulary of \(vocabularySize) tokens")
+        }
+        let label = Int(nspLabels[i])
+        if label >= nspLabelCount {
+            throw DataError.invalidRecord(
+                path: path, record: i, reason: "NSP label \(label), the data has \(nspLabelCount) label\(nspLabelCount == 1 ? "" : "s")")
+        }
     }
 
     /// Recomputes the payload SHA-256 and compares it with the header.

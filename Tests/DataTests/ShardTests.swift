@@ -83,6 +83,32 @@ final class ShardTests: XCTestCase {
         XCTAssertThrowsError(try Shard(path: path)) { XCTAssertTrue("\($0)".contains("header checksum"), "\($0)") }
     }
 
+    func testRecordOutsideTheVocabularyOrLabelsIsAnErrorNamingShardAndRecord() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        var instances = makeInstances(count: 20, seed: 5)
+        instances[7].tokens[2] = 30_000 | ShardFormat.continuationBit
+        instances[11].nspLabel = 2
+        _ = try writeShard(instances, to: path)
+        let shard = try Shard(path: path, expectedVocabularyFingerprint: fingerprint)
+        // The checksum cannot catch a bad value its writer put there.
+        XCTAssertNoThrow(try shard.verifyChecksum())
+        for i in 0..<20 where i != 7 && i != 11 {
+            XCTAssertNoThrow(try shard.checkRecord(i, vocabularySize: 30_000, nspLabelCount: 2), "record \(i)")
+        }
+        XCTAssertThrowsError(try shard.checkRecord(7, vocabularySize: 30_000, nspLabelCount: 2)) { error in
+            XCTAssertEqual(error as? DataError, .invalidRecord(
+                path: path, record: 7, reason: "token id 30000 at position 2 is outside the vocabulary of 30000 tokens"))
+            XCTAssertTrue("\(error)".contains("prepare"), "\(error)")
+        }
+        XCTAssertNoThrow(try shard.checkRecord(7, vocabularySize: 30_001, nspLabelCount: 2))
+        XCTAssertThrowsError(try shard.checkRecord(11, vocabularySize: 30_000, nspLabelCount: 2)) { error in
+            XCTAssertEqual(error as? DataError, .invalidRecord(
+                path: path, record: 11, reason: "NSP label 2, the data has 2 labels"))
+        }
+        XCTAssertNoThrow(try shard.checkRecord(11, vocabularySize: 30_000, nspLabelCount: 3))
+    }
+
     func testVocabularyMismatchIsRejected() throws {
         let directory = try TestPaths.temporaryDirectory(self)
         let path = directory.appendingPathComponent("train-00000.shard").path
