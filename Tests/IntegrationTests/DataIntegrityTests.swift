@@ -56,6 +56,16 @@ final class DataIntegrityTests: XCTestCase {
             XCTAssertEqual(result.stderr.components(separatedBy: "checksum mismatch").count, 2, "\(label): \(result.stderr)")
             assertNothingTrained(out, label)
         }
+
+        // A restart cannot repair the data: autoresume stops after the first attempt.
+        let out = TrainingFixture.runDirectory("flipped-autoresume")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let wrapped = try Tool.run(
+            LaunchScriptTests.script("autoresume.sh"), ["--backoff", "0", "--", try Tool.binary] + (try train(data, out)),
+            timeout: 120)
+        XCTAssertNotEqual(wrapped.status, 0)
+        XCTAssertEqual(MultiHostTests.attemptEnds(wrapped.stderr).count, 1, wrapped.stderr)
+        XCTAssertTrue(wrapped.stderr.contains("not restarting: a restart cannot fix this error"), wrapped.stderr)
     }
 
     func testTokenIDOutsideTheVocabularyInAVerifiedShardIsAnErrorNamingShardAndRecord() throws {
