@@ -290,17 +290,40 @@ public final class Shard: @unchecked Sendable {
         cursor += 2 * n
         nspLabels = UnsafeBufferPointer(start: cursor.assumingMemoryBound(to: UInt8.self), count: n)
         // The table is small next to the tokens; checking it here makes every later access in bounds.
-        var previous: UInt64 = 0
-        var valid = offsets[0] == 0 && offsets[n] == UInt64(k)
-        for i in 0..<n where valid {
-            let end = offsets[i + 1]
-            let length = Int(end &- previous)
-            valid = end >= previous && length <= header.sequenceLength && Int(segmentALengths[i]) + 2 <= length
-            previous = end
-        }
-        guard valid else {
+        do {
+            try Shard.checkTable(
+                offsets: offsets, segmentALengths: segmentALengths, tokenCount: k,
+                sequenceLength: header.sequenceLength, path: path)
+        } catch {
             munmap(base, size)
-            throw DataError.invalidShard(path: path, reason: "inconsistent offset table (corrupt file)")
+            throw error
+        }
+    }
+
+    private static func checkTable(
+        offsets: UnsafeBufferPointer<UInt64>, segmentALengths: UnsafeBufferPointer<UInt16>, tokenCount k: Int,
+        sequenceLength: Int, path: String
+    ) throws {
+        let n = segmentALengths.count
+        guard offsets[0] == 0 && offsets[n] == UInt64(k) else {
+            throw DataError.invalidShard(
+                path: path, reason: "the offset table runs from \(offsets[0]) to \(offsets[n]), not over the \(k) tokens (corrupt file)")
+        }
+        for i in 0..<n {
+            let start = offsets[i], end = offsets[i + 1]
+            guard end >= start else {
+                throw DataError.invalidRecord(path: path, record: i, reason: "it ends (\(end)) before it starts (\(start))")
+            }
+            let length = Int(end - start), aLength = Int(segmentALengths[i])
+            guard length <= sequenceLength else {
+                throw DataError.invalidRecord(
+                    path: path, record: i, reason: "\(length) tokens, longer than the sequence length \(sequenceLength)")
+            }
+            guard aLength + 2 <= length else {
+                throw DataError.invalidRecord(
+                    path: path, record: i,
+                    reason: "segment A of \(aLength) tokens does not fit with [CLS] and [SEP] in its \(length) tokens")
+            }
         }
     }
 

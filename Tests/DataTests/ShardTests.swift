@@ -109,6 +109,32 @@ final class ShardTests: XCTestCase {
         XCTAssertNoThrow(try shard.checkRecord(11, vocabularySize: 30_000, nspLabelCount: 3))
     }
 
+    func testRecordWhoseLengthsDoNotFitIsRejectedAtOpenNamingTheRecord() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        let instances = makeInstances(count: 10, seed: 6)
+        let header = try writeShard(instances, to: path)
+        let pristine = try Data(contentsOf: URL(fileURLWithPath: path))
+        let offsetsStart = ShardFormat.headerSize + (4 * header.tokenCount + 7) / 8 * 8
+        let segmentAStart = offsetsStart + 8 * (instances.count + 1)
+
+        var bytes = pristine
+        bytes[segmentAStart + 2 * 3] = UInt8(instances[3].tokens.count - 1)
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Shard(path: path)) { error in
+            guard case .invalidRecord(path, 3, let reason)? = error as? DataError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.contains("segment A of \(instances[3].tokens.count - 1) tokens"), reason)
+        }
+
+        bytes = pristine
+        bytes.replaceSubrange((offsetsStart + 8 * 5)..<(offsetsStart + 8 * 6), with: [UInt8](repeating: 0, count: 8))
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Shard(path: path)) { error in
+            guard case .invalidRecord(path, 4, let reason)? = error as? DataError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.contains("before it starts"), reason)
+        }
+    }
+
     func testVocabularyMismatchIsRejected() throws {
         let directory = try TestPaths.temporaryDirectory(self)
         let path = directory.appendingPathComponent("train-00000.shard").path

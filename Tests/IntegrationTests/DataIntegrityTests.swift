@@ -114,6 +114,21 @@ final class DataIntegrityTests: XCTestCase {
         XCTAssertTrue(inspected.stderr.contains("'\(path)': record "), inspected.stderr)
     }
 
+    func testManifestIDOutsideTheVocabularyIsAnErrorNamingTheKey() throws {
+        let data = try dataCopy()
+        var manifest = try DatasetManifest.load(directory: data)
+        manifest.vocabulary.maskID = Int32(manifest.vocabulary.size)
+        try manifest.write(directory: data)
+        let out = TrainingFixture.runDirectory("bad-manifest")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try Tool.swiftbert(try train(data, out), timeout: 120)
+        XCTAssertNotEqual(result.status, 0, result.stdout)
+        XCTAssertTrue(result.stderr.contains("\(data)/manifest.json"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("vocabulary.mask_id is \(manifest.vocabulary.size), outside the vocabulary"),
+                      result.stderr)
+        assertNothingTrained(out, "mask id outside the vocabulary")
+    }
+
     func testTruncatedValidationShardIsAnErrorNamingTheFile() throws {
         let data = try dataCopy()
         let shard = try shardPath(data, .validation)
