@@ -82,12 +82,7 @@ public final class PretrainingDataset: @unchecked Sendable {
 
     /// Reads every shard and compares its payload with the SHA-256 in its header.
     public func verifyChecksums() throws {
-        try verifyChecksums(ofShards: shards.indices)
-    }
-
-    /// As `verifyChecksums()` for the shards at `indices` (a rank's share of the verification).
-    public func verifyChecksums(ofShards indices: some Sequence<Int>) throws {
-        for index in indices { try shards[index].verifyChecksum() }
+        for shard in shards { try shard.verifyChecksum() }
     }
 
     /// The shard and local index of global sample `index`.

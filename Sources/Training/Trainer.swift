@@ -119,7 +119,8 @@ public final class Trainer {
         comm = communicator
         let rankLog: (String) -> Void = communicator.rank == 0 ? log : { _ in }
         self.log = rankLog
-        layout = try config.batchLayout(worldSize: communicator.size)
+        // The same on every rank: reported once.
+        layout = try communicator.collectively { try config.batchLayout(worldSize: communicator.size) }
 
         let directory = config.data.directory
         (train, validation) = try Trainer.openData(config: config, communicator: communicator, log: rankLog)

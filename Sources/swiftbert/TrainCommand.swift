@@ -173,9 +173,10 @@ struct Train: ParsableCommand {
     private final class SummaryBox: @unchecked Sendable { var value: TrainingSummary? }
 
     /// An error of one in-process rank, with the rank, which its message may not name.
-    private struct RankFailure: Error {
+    private struct RankFailure: Error, CustomStringConvertible {
         let rank: Int
         let error: Error
+        var description: String { "\(error)" }
     }
 
     private func train(_ config: TrainingConfig, _ options: TrainingOptions, _ comm: Communicator, _ console: Console) throws -> TrainingSummary {
