@@ -12,7 +12,8 @@
 # (a newer checkpoint in --run DIR) resets the back-off. It stops at once, without restarting, on
 # errors a restart cannot fix: usage errors (exit status 64), configuration errors (a config file
 # or --set key named), a batch that does not fit the ranks, a run directory or checkpoint that
-# refuses to resume (changed settings, other data). The exit status is the last attempt's.
+# refuses to resume (changed settings, other data), damaged training data (a shard that does not
+# verify, a record outside the vocabulary). The exit status is the last attempt's.
 # A SIGTERM/SIGINT to the wrapper is passed to the job and ends the wrapper (no restart).
 set -euo pipefail
 
@@ -40,7 +41,7 @@ done
 [ $# -gt 0 ] || die "no command given (usage: launch/autoresume.sh [options] -- COMMAND...)"
 
 # Output lines of errors that the same command will hit again.
-permanent='(error|Error): .*(\.json: |--set |batch layout: )|cannot resume from|already holds checkpoints|holds no instances|Unknown option|Missing expected argument|missing value for|not found or not executable|does not exist'
+permanent='(error|Error): .*(\.json: |--set |batch layout: )|cannot resume from|already holds checkpoints|holds no instances|checksum mismatch, the shard is corrupt|is not a valid SwiftBERT shard|: record [0-9]+: |Unknown option|Missing expected argument|missing value for|not found or not executable|does not exist'
 
 newest_checkpoint() {
     [ -n "$run" ] && [ -f "$run/checkpoints/latest" ] && cat "$run/checkpoints/latest" || echo none

@@ -15,6 +15,9 @@ public enum DataError: Error, LocalizedError, CustomStringConvertible, Equatable
     case invalidShard(path: String, reason: String)
     /// A shard's content does not match the checksum in its header.
     case checksumMismatch(path: String)
+    /// A record of a shard holds a value the reader cannot use (an id outside the vocabulary, an
+    /// unknown NSP label, a length that does not fit).
+    case invalidRecord(path: String, record: Int, reason: String)
     /// The data directory was prepared with a different vocabulary.
     case vocabularyMismatch(path: String, expected: String, found: String)
     /// `manifest.json` is missing or unreadable.
@@ -40,7 +43,11 @@ public enum DataError: Error, LocalizedError, CustomStringConvertible, Equatable
         case let .invalidShard(path, reason):
             return "'\(path)' is not a valid SwiftBERT shard: \(reason); run `swiftbert prepare` again"
         case let .checksumMismatch(path):
-            return "'\(path)': checksum mismatch, the shard is corrupt; run `swiftbert prepare` again"
+            return "'\(path)': checksum mismatch, the shard is corrupt (its content is not what was written); "
+                + "restore the file from a copy or run `swiftbert prepare` again"
+        case let .invalidRecord(path, record, reason):
+            return "'\(path)': record \(record): \(reason); the shard is damaged or was not written by "
+                + "`swiftbert prepare`: restore the file from a copy or run `swiftbert prepare` again"
         case let .vocabularyMismatch(path, expected, found):
             return "'\(path)' was prepared with vocabulary \(found.prefix(16))..., but the vocabulary in use is "
                 + "\(expected.prefix(16))...; prepare the data again with this vocabulary or use the one it was made with"

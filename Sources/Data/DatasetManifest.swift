@@ -113,6 +113,14 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
             throw DataError.invalidManifest(
                 path: path, reason: "manifest version \(manifest.version), this build reads version \(currentVersion)")
         }
+        // Batches are filled with these ids; one outside the vocabulary would index past the embeddings.
+        let vocabulary = manifest.vocabulary
+        let specials = [("pad_id", vocabulary.padID), ("unk_id", vocabulary.unknownID), ("cls_id", vocabulary.classifierID),
+                        ("sep_id", vocabulary.separatorID), ("mask_id", vocabulary.maskID)]
+        if let (key, id) = specials.first(where: { $0.1 < 0 || Int($0.1) >= vocabulary.size }) {
+            throw DataError.invalidManifest(
+                path: path, reason: "vocabulary.\(key) is \(id), outside the vocabulary of \(vocabulary.size) tokens")
+        }
         return manifest
     }
 

@@ -20,7 +20,7 @@ public struct DatasetStatistics: Sendable {
 
     /// Reads every instance of `dataset`; masks up to `maskingSampleLimit` of them as epoch `epoch`
     /// with `seed` would.
-    public init(dataset: PretrainingDataset, seed: UInt64, epoch: Int = 0, maskingSampleLimit: Int = 200_000) {
+    public init(dataset: PretrainingDataset, seed: UInt64, epoch: Int = 0, maskingSampleLimit: Int = 200_000) throws {
         let labelCount = max(1, dataset.manifest.instances.nextSentenceMode.classCount)
         nspLabelCounts = Array(repeating: 0, count: labelCount)
         for shard in dataset.shards {
@@ -41,7 +41,7 @@ public struct DatasetStatistics: Sendable {
         var start = 0
         while start < limit {
             let indices = Array(start..<min(limit, start + batchSize))
-            let batch = dataset.batch(sampleIndices: indices, epoch: epoch, seed: seed, counts: &masking)
+            let batch = try dataset.batch(sampleIndices: indices, epoch: epoch, seed: seed, counts: &masking)
             for value in batch.attentionMask { maskedInstanceTokens += Int(value) }
             maskedInstances += indices.count
             start += batchSize

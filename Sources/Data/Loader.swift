@@ -32,7 +32,8 @@ public struct PretrainingBatch: Sendable {
 ///
 /// Global sample index `i` is instance `i` of the split in shard order (shards in manifest order).
 /// Opening checks the manifest, each shard's header and size, and that the shards agree with the
-/// manifest and with `expectedVocabularyFingerprint`; `verifyChecksums()` reads everything.
+/// manifest and with `expectedVocabularyFingerprint`; `verifyChecksums()` reads everything; `batch`
+/// checks the values of each record it reads.
 public final class PretrainingDataset: @unchecked Sendable {
     public let directory: String
     public let split: DataSplit
@@ -101,14 +102,15 @@ public final class PretrainingDataset: @unchecked Sendable {
         Philox(seed: seed, UInt64(epoch), UInt64(sampleIndex))
     }
 
-    /// Builds the batch of `sampleIndices`, masked for `epoch` with `seed`.
-    public func batch(sampleIndices: [Int], epoch: Int, seed: UInt64) -> PretrainingBatch {
+    /// Builds the batch of `sampleIndices`, masked for `epoch` with `seed`. Throws, naming the shard
+    /// and record, when a record holds an id outside the vocabulary or an unknown NSP label.
+    public func batch(sampleIndices: [Int], epoch: Int, seed: UInt64) throws -> PretrainingBatch {
         var counts = MaskingCounts()
-        return batch(sampleIndices: sampleIndices, epoch: epoch, seed: seed, counts: &counts)
+        return try batch(sampleIndices: sampleIndices, epoch: epoch, seed: seed, counts: &counts)
     }
 
     /// As `batch(sampleIndices:epoch:seed:)`, adding what masking did to `counts`.
-    public func batch(sampleIndices: [Int], epoch: Int, seed: UInt64, counts: inout MaskingCounts) -> PretrainingBatch {
+    public func batch(sampleIndices: [Int], epoch: Int, seed: UInt64, counts: inout MaskingCounts) throws -> PretrainingBatch {
         let B = sampleIndices.count, T = sequenceLength
         var inputIDs = [Int32](repeating: manifest.vocabulary.padID, count: B * T)
         var tokenTypeIDs = [Int32](repeating: 0, count: B * T)
@@ -118,9 +120,12 @@ public final class PretrainingDataset: @unchecked Sendable {
         labels.reserveCapacity(B * masker.settings.maxPredictionsPerSequence)
         var nspLabels = [Int32](repeating: 0, count: B)
         var scratch = Masker.Scratch()
-        inputIDs.withUnsafeMutableBufferPointer { ids in
+        // Without NSP the stored label is 0.
+        let nspLabelCount = max(1, manifest.instances.nextSentenceMode.classCount)
+        try inputIDs.withUnsafeMutableBufferPointer { ids in
             for (b, index) in sampleIndices.enumerated() {
                 let (shard, local) = location(of: index)
+                try shard.checkRecord(local, vocabularySize: manifest.vocabulary.size, nspLabelCount: nspLabelCount)
                 let tokens = shard.tokens(of: local)
                 let n = tokens.count
                 let aLength = Int(shard.segmentALengths[local])

@@ -220,7 +220,8 @@ public final class ShardWriter {
 
 /// A memory-mapped shard. Opening checks the header, the file size against the header counts and
 /// the offset table, so a truncated or foreign file fails here, naming the file; the payload
-/// checksum is verified by `verifyChecksum()` (it reads every byte, so `inspect` does it).
+/// checksum is verified by `verifyChecksum()` (it reads every byte: `inspect` and the trainer's
+/// start do it), the values of a record by `checkRecord(_:...)` when the record is read.
 public final class Shard: @unchecked Sendable {
     public let path: String
     public let header: ShardHeader
@@ -228,6 +229,8 @@ public final class Shard: @unchecked Sendable {
     private let mappedSize: Int
 
     public var instanceCount: Int { header.instanceCount }
+    /// Size of the file in bytes.
+    public var byteCount: Int { mappedSize }
     /// Stored tokens, [K]; ids in the low 31 bits, bit 31 = WordPiece continuation.
     public let tokens: UnsafeBufferPointer<UInt32>
     /// [N + 1] token offsets.
@@ -287,17 +290,40 @@ public final class Shard: @unchecked Sendable {
         cursor += 2 * n
         nspLabels = UnsafeBufferPointer(start: cursor.assumingMemoryBound(to: UInt8.self), count: n)
         // The table is small next to the tokens; checking it here makes every later access in bounds.
-        var previous: UInt64 = 0
-        var valid = offsets[0] == 0 && offsets[n] == UInt64(k)
-        for i in 0..<n where valid {
-            let end = offsets[i + 1]
-            let length = Int(end &- previous)
-            valid = end >= previous && length <= header.sequenceLength && Int(segmentALengths[i]) + 2 <= length
-            previous = end
-        }
-        guard valid else {
+        do {
+            try Shard.checkTable(
+                offsets: offsets, segmentALengths: segmentALengths, tokenCount: k,
+                sequenceLength: header.sequenceLength, path: path)
+        } catch {
             munmap(base, size)
-            throw DataError.invalidShard(path: path, reason: "inconsistent offset table (corrupt file)")
+            throw error
+        }
+    }
+
+    private static func checkTable(
+        offsets: UnsafeBufferPointer<UInt64>, segmentALengths: UnsafeBufferPointer<UInt16>, tokenCount k: Int,
+        sequenceLength: Int, path: String
+    ) throws {
+        let n = segmentALengths.count
+        guard offsets[0] == 0 && offsets[n] == UInt64(k) else {
+            throw DataError.invalidShard(
+                path: path, reason: "the offset table runs from \(offsets[0]) to \(offsets[n]), not over the \(k) tokens (corrupt file)")
+        }
+        for i in 0..<n {
+            let start = offsets[i], end = offsets[i + 1]
+            guard end >= start else {
+                throw DataError.invalidRecord(path: path, record: i, reason: "it ends (\(end)) before it starts (\(start))")
+            }
+            let length = Int(end - start), aLength = Int(segmentALengths[i])
+            guard length <= sequenceLength else {
+                throw DataError.invalidRecord(
+                    path: path, record: i, reason: "\(length) tokens, longer than the sequence length \(sequenceLength)")
+            }
+            guard aLength + 2 <= length else {
+                throw DataError.invalidRecord(
+                    path: path, record: i,
+                    reason: "segment A of \(aLength) tokens does not fit with [CLS] and [SEP] in its \(length) tokens")
+            }
         }
     }
 
@@ -308,6 +334,26 @@ public final class Shard: @unchecked Sendable {
     public func tokens(of i: Int) -> UnsafeBufferPointer<UInt32> {
         let start = Int(offsets[i]), end = Int(offsets[i + 1])
         return UnsafeBufferPointer(rebasing: tokens[start..<end])
+    }
+
+    /// Checks the values of instance `i` that opening does not: token ids below `vocabularySize`, the
+    /// NSP label below `nspLabelCount`. A checksum only proves the file is what its writer wrote, and
+    /// an id outside the vocabulary would index past the embedding table.
+    public func checkRecord(_ i: Int, vocabularySize: Int, nspLabelCount: Int) throws {
+        let tokens = tokens(of: i)
+        var largest: UInt32 = 0
+        for token in tokens { largest = max(largest, token & ShardFormat.tokenIDMask) }
+        if Int(largest) >= vocabularySize {
+            let position = tokens.firstIndex { Int($0 & ShardFormat.tokenIDMask) >= vocabularySize }!
+            throw DataError.invalidRecord(
+                path: path, record: i,
+                reason: "token id \(tokens[position] & ShardFormat.tokenIDMask) at position \(position) is outside the vocabulary of \(vocabularySize) tokens")
+        }
+        let label = Int(nspLabels[i])
+        if label >= nspLabelCount {
+            throw DataError.invalidRecord(
+                path: path, record: i, reason: "NSP label \(label), the data has \(nspLabelCount) label\(nspLabelCount == 1 ? "" : "s")")
+        }
     }
 
     /// Recomputes the payload SHA-256 and compares it with the header.

@@ -36,6 +36,8 @@ public struct TrainingOptions: Sendable {
     public var debugChecks = false
     /// Fault injection for tests: this rank stops responding at this step.
     public var hangInjection: (rank: Int, step: Int)?
+    /// Fault injection for tests: this rank alone fails at this step.
+    public var errorInjection: (rank: Int, step: Int)?
     /// Called when this rank sees no progress for `watchdog_seconds` (the job should be aborted).
     public var onHang: (@Sendable (_ message: String) -> Void)?
     /// When set, each rank appends the global sample indices it trains on to `<path>.rank<r>`, one
@@ -115,48 +117,16 @@ public final class Trainer {
         self.config = config
         self.options = options
         comm = communicator
-        self.log = communicator.rank == 0 ? log : { _ in }
-        layout = try config.batchLayout(worldSize: communicator.size)
+        let rankLog: (String) -> Void = communicator.rank == 0 ? log : { _ in }
+        self.log = rankLog
+        // The same on every rank: reported once.
+        layout = try communicator.collectively { try config.batchLayout(worldSize: communicator.size) }
 
         let directory = config.data.directory
-        train = try PretrainingDataset(directory: directory, split: .train)
-        validation = try? PretrainingDataset(directory: directory, split: .validation)
-        guard train.count > 0 else {
-            throw TrainingError("\(directory): the training split holds no instances; prepare more data")
-        }
+        (train, validation) = try Trainer.openData(config: config, communicator: communicator, log: rankLog)
         let manifestPath = (directory as NSString).appendingPathComponent(DatasetManifest.fileName)
         let manifestBytes = try Data(contentsOf: URL(fileURLWithPath: manifestPath))
         dataFingerprint = SHA256.hash(data: manifestBytes).map { String(format: "%02x", $0) }.joined()
-        if train.sequenceLength != config.batch.sequenceLength {
-            throw ConfigError(
-                source: "config", keyPath: "batch.sequence_length",
-                message: "is \(config.batch.sequenceLength) but \(directory) was prepared with max_seq_length "
-                    + "\(train.sequenceLength); set it to \(train.sequenceLength) or prepare the data again")
-        }
-        if train.manifest.vocabulary.size > config.model.vocabSize {
-            throw ConfigError(
-                source: "config", keyPath: "model.vocab_size",
-                message: "is \(config.model.vocabSize) but the data's vocabulary has \(train.manifest.vocabulary.size) "
-                    + "tokens; set vocab_size to at least \(train.manifest.vocabulary.size)")
-        }
-        if train.sequenceLength > config.model.maxPositionEmbeddings {
-            throw ConfigError(
-                source: "config", keyPath: "model.max_position_embeddings",
-                message: "is \(config.model.maxPositionEmbeddings), shorter than the data's sequences of \(train.sequenceLength)")
-        }
-        let nspClasses = train.manifest.instances.nextSentenceMode.classCount
-        if nspClasses != config.model.nspClassCount {
-            throw ConfigError(
-                source: "config", keyPath: "model.num_nsp_labels",
-                message: "is \(config.model.nspClassCount) but \(directory) was prepared with \(nspClasses) NSP classes")
-        }
-        train.masker = Masker(
-            settings: MaskingSettings(
-                maskedLMProbability: config.data.maskedLMProbability,
-                maxPredictionsPerSequence: config.data.maxPredictionsPerSequence,
-                wholeWordMasking: config.data.wholeWordMasking),
-            maskID: train.manifest.vocabulary.maskID, vocabularySize: train.manifest.vocabulary.size)
-        validation?.masker = train.masker
         let vocabularyPath = (directory as NSString).appendingPathComponent(train.manifest.vocabulary.file)
         vocabularyTokens = try? Vocabulary(contentsOfFile: vocabularyPath).tokens
 
@@ -183,7 +153,7 @@ public final class Trainer {
         let values = try comm.allGather(string: value)
         let differing = values.indices.filter { values[$0] != values[0] }
         if !differing.isEmpty {
-            throw TrainingError(
+            throw CollectiveError(
                 "rank\(differing.count > 1 ? "s" : "") \(differing.map(String.init).joined(separator: ", ")) "
                     + "disagree\(differing.count > 1 ? "" : "s") with rank 0 on the \(what); every rank must be "
                     + "started with the same files")
@@ -220,7 +190,7 @@ public final class Trainer {
             }
         }
         message = try comm.broadcast(string: message, root: 0)
-        if !message.isEmpty { throw TrainingError(message) }
+        if !message.isEmpty { throw CollectiveError(message) }
         resumedFrom = try comm.broadcast(string: resumedFrom, root: 0)
         try comm.broadcast(model.parameters, root: 0)
         try comm.broadcast(replica.moments, root: 0)
@@ -285,7 +255,7 @@ public final class Trainer {
         }
 
         let prefetcher = Prefetcher<[PretrainingBatch]>(count: max(0, lastStep - startStep), depth: 2) { [self] index in
-            microBatches(step: startStep + index)
+            try microBatches(step: startStep + index)
         }
         defer { prefetcher.cancel() }
 
@@ -318,6 +288,9 @@ public final class Trainer {
             if let hang = options.hangInjection, hang.rank == comm.rank, hang.step == step + 1 {
                 while true { Thread.sleep(forTimeInterval: 3600) }
             }
+            if let failure = options.errorInjection, failure.rank == comm.rank, failure.step == step + 1 {
+                throw TrainingError("step \(step + 1): failure injected on rank \(comm.rank) (--inject-error)")
+            }
             let stepStart = Date()
             let dataStart = Date()
             guard let batches = try prefetcher.next() else { break }
@@ -343,7 +316,7 @@ public final class Trainer {
                 log("step \(step + 1): non-finite loss or gradients (from rank \(result.nonfiniteRanks)); step skipped "
                     + "on every rank (\(state.consecutiveNonfiniteSteps) in a row)")
                 if state.consecutiveNonfiniteSteps >= config.maxConsecutiveNonfiniteSteps {
-                    throw TrainingError(
+                    throw CollectiveError(
                         "stopping at step \(step + 1): \(state.consecutiveNonfiniteSteps) steps in a row had non-finite "
                             + "loss or gradients, last from rank \(result.nonfiniteRanks) (max_consecutive_nonfinite_steps "
                             + "= \(config.maxConsecutiveNonfiniteSteps)); lower the learning rate or check the data")
@@ -393,13 +366,13 @@ public final class Trainer {
     }
 
     /// This rank's micro-batches of global step `step`.
-    func microBatches(step: Int) -> [PretrainingBatch] {
+    func microBatches(step: Int) throws -> [PretrainingBatch] {
         let epoch = step / sampler.stepsPerEpoch
         let global = sampler.globalBatch(epoch: epoch, step: step % sampler.stepsPerEpoch)
         let share = Array(sampler.share(of: global, rank: comm.rank, worldSize: comm.size))
-        return stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
+        return try stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
             let indices = Array(share[start..<min(share.count, start + layout.microBatchSize)])
-            return train.batch(sampleIndices: indices, epoch: epoch, seed: config.seed)
+            return try train.batch(sampleIndices: indices, epoch: epoch, seed: config.seed)
         }
     }
 
@@ -414,8 +387,8 @@ public final class Trainer {
         for batchIndex in 0..<batches {
             let global = evalSampler.globalBatch(epoch: 0, step: batchIndex)
             let share = Array(evalSampler.share(of: global, rank: comm.rank, worldSize: comm.size))
-            let micro = stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
-                dataset.batch(sampleIndices: Array(share[start..<min(share.count, start + layout.microBatchSize)]),
+            let micro = try stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
+                try dataset.batch(sampleIndices: Array(share[start..<min(share.count, start + layout.microBatchSize)]),
                               epoch: 0, seed: config.seed)
             }
             let globalMasked = try comm.allReduceSum(Int64(micro.reduce(0) { $0 + $1.maskedPositions.count }))

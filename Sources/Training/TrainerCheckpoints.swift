@@ -1,3 +1,4 @@
+import Distributed
 import Foundation
 import Transformer
 
@@ -38,7 +39,7 @@ extension Trainer {
         }
         outcome = try comm.broadcast(string: outcome, root: 0)
         if outcome.hasPrefix("error:") {
-            throw TrainingError(String(outcome.dropFirst("error:".count))
+            throw CollectiveError(String(outcome.dropFirst("error:".count))
                 + " (the previous checkpoint is intact; free space or fix permissions, then resume)")
         }
         return outcome.hasPrefix("ok:") ? String(outcome.dropFirst(3)) : nil

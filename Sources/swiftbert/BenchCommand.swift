@@ -68,8 +68,11 @@ struct Bench: ParsableCommand {
         if let seqLen { overrides.append("batch.sequence_length=\(seqLen)") }
         let runConfig = try Train.loadConfiguration(config, overrides: overrides)
         try runOnRanks(announce: !json) { comm, console in
-            let benchmark = try Benchmark(
-                config: runConfig, configName: config, communicator: comm, threadsPerRank: BLASRuntime.threadCount)
+            // A configuration error is the same on every rank: reported once.
+            let benchmark = try comm.collectively {
+                try Benchmark(
+                    config: runConfig, configName: config, communicator: comm, threadsPerRank: BLASRuntime.threadCount)
+            }
             let report = try benchmark.run(warmup: warmup, steps: steps) { line in
                 if json {
                     if comm.rank == 0 { FileHandle.standardError.write(Data("bench: \(line)\n".utf8)) }

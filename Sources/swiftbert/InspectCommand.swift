@@ -84,7 +84,7 @@ struct Inspect: ParsableCommand {
                 directory: path, split: split, expectedVocabularyFingerprint: expectedFingerprint)
             try dataset.verifyChecksums()
             print("  checksums          OK (\(dataset.shards.count) shard(s))")
-            let stats = DatasetStatistics(dataset: dataset, seed: seed, maskingSampleLimit: maskingSamples)
+            let stats = try DatasetStatistics(dataset: dataset, seed: seed, maskingSampleLimit: maskingSamples)
             print("  instances          \(stats.instances)")
             print("  tokens             \(stats.tokens)")
             print("  sequence length    mean \(format(stats.meanSequenceLength, 1)), min \(stats.shortestSequence), "

@@ -29,9 +29,11 @@ struct RankThreads {
 }
 
 /// Runs `body` as this process's rank of the MPI job, threads set up (and announced when `announce`).
-/// Errors every rank reaches at the same point (configuration errors, the trainer's own stops) are
-/// reported once, by rank 0, and all ranks end MPI normally; should a rank not get there, the job is
-/// aborted after a grace period instead of hanging. Any other error aborts the job.
+/// A `CollectiveError` (every rank reaches it at the same point) is reported once, by rank 0, and all
+/// ranks end MPI normally; should a rank not get there, the job is aborted after a grace period
+/// instead of hanging. Any other error is this rank's alone: it is printed with the rank and the job
+/// is aborted at once, so that ranks waiting for this one in a collective end within seconds, not
+/// when their watchdog fires.
 func runOnRanks(announce: Bool, _ body: (MPICommunicator, Console) throws -> Void) throws {
     let comm = try MPICommunicator.initialize(threadLevel: .multiple)
     let console = Console(rank: comm.rank, size: comm.size)
@@ -41,7 +43,7 @@ func runOnRanks(announce: Bool, _ body: (MPICommunicator, Console) throws -> Voi
         if let warning = threads.oversubscription { console.warn(warning) }
         try body(comm, console)
         try comm.finalize()
-    } catch let error where error is TrainingError || error is ConfigError {
+    } catch let error as CollectiveError {
         if comm.rank == 0 { Console.standalone.fail("\(error)") }
         DispatchQueue.global().asyncAfter(deadline: .now() + 30) { comm.abort(code: 1) }
         try? comm.finalize()

@@ -59,6 +59,9 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Make RANK stop responding at STEP: RANK:STEP (tests the watchdog).", visibility: .hidden))
     var injectHang: String?
 
+    @Option(help: ArgumentHelp("Make RANK alone fail with an error at STEP: RANK:STEP (tests error reporting).", visibility: .hidden))
+    var injectError: String?
+
     func validate() throws {
         guard let configPath else {
             throw ValidationError("give --config FILE (see configs/), or --out RUN of an existing run to continue it")
@@ -73,6 +76,11 @@ struct Train: ParsableCommand {
         if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
         if let injectNan, parseInjection(injectNan) == nil {
             throw ValidationError("--inject-nan takes RANK:STEP[,STEP...], got \(injectNan)")
+        }
+        for (name, value) in [("--inject-hang", injectHang), ("--inject-error", injectError)] {
+            if let value, parseInjection(value)?.steps.count != 1 {
+                throw ValidationError("\(name) takes RANK:STEP, got \(value)")
+            }
         }
     }
 
@@ -106,6 +114,9 @@ struct Train: ParsableCommand {
         options.nanInjection = injectNan.flatMap(parseInjection)
         if let hang = injectHang.flatMap(parseInjection), let step = hang.steps.first {
             options.hangInjection = (hang.rank, step)
+        }
+        if let failure = injectError.flatMap(parseInjection), let step = failure.steps.first {
+            options.errorInjection = (failure.rank, step)
         }
 
         StopSignal.install()
@@ -157,9 +168,18 @@ struct Train: ParsableCommand {
         let summaries = SummaryBox()
         do {
             try world.run { comm in
-                let summary = try train(config, options, comm, Console(rank: comm.rank, size: comm.size))
-                if comm.rank == 0 { summaries.value = summary }
+                do {
+                    let summary = try train(config, options, comm, Console(rank: comm.rank, size: comm.size))
+                    if comm.rank == 0 { summaries.value = summary }
+                } catch let error where !(error is PeerFailure || error is CommunicatorError) {
+                    throw RankFailure(rank: comm.rank, error: error)
+                }
             }
+        } catch let failure as RankFailure {
+            // As under MPI: a collective error once, any other with the rank that raised it.
+            let reporter = failure.error is CollectiveError ? console : Console(rank: failure.rank, size: ranks)
+            reporter.fail("\(failure.error)")
+            throw ExitCode.failure
         } catch {
             console.fail("\(error)")
             throw ExitCode.failure
@@ -168,6 +188,13 @@ struct Train: ParsableCommand {
     }
 
     private final class SummaryBox: @unchecked Sendable { var value: TrainingSummary? }
+
+    /// An error of one in-process rank, with the rank, which its message may not name.
+    private struct RankFailure: Error, CustomStringConvertible {
+        let rank: Int
+        let error: Error
+        var description: String { "\(error)" }
+    }
 
     private func train(_ config: TrainingConfig, _ options: TrainingOptions, _ comm: Communicator, _ console: Console) throws -> TrainingSummary {
         let trainer = try Trainer(config: config, options: options, communicator: comm) { console.say($0) }

@@ -47,7 +47,7 @@ final class PrepareTests: XCTestCase {
         assertShare(random, of: dataset.count, near: 0.5, slack: 0.05, "random-next share")
 
         let indices = Array(stride(from: 0, to: dataset.count, by: max(1, dataset.count / 50)))
-        let batch = dataset.batch(sampleIndices: indices, epoch: 0, seed: 1)
+        let batch = try dataset.batch(sampleIndices: indices, epoch: 0, seed: 1)
         let T = 64
         XCTAssertEqual(batch.sequenceCount, indices.count)
         XCTAssertEqual(batch.sequenceLength, T)
@@ -77,7 +77,7 @@ final class PrepareTests: XCTestCase {
         }
 
         // A sample is masked the same way whatever batch (rank, micro-batch) it lands in.
-        let alone = dataset.batch(sampleIndices: [indices[3]], epoch: 0, seed: 1)
+        let alone = try dataset.batch(sampleIndices: [indices[3]], epoch: 0, seed: 1)
         XCTAssertEqual(alone.inputIDs, Array(batch.inputIDs[(3 * T)..<(4 * T)]))
         XCTAssertEqual(alone.maskedPositions.map { $0 + Int32(3 * T) },
                        batch.maskedPositions.filter { Int($0) / T == 3 })
@@ -125,7 +125,7 @@ final class PrepareTests: XCTestCase {
             assertShare(count, of: manifest.train.instances, near: 1.0 / 3.0, slack: 0.05, "three-way share")
         }
         let dataset = try PretrainingDataset(directory: out.path)
-        let stats = DatasetStatistics(dataset: dataset, seed: 3)
+        let stats = try DatasetStatistics(dataset: dataset, seed: 3)
         XCTAssertEqual(stats.instances, manifest.train.instances)
         XCTAssertEqual(stats.tokens, manifest.train.tokens)
         // Whole-word groups that do not fit are skipped, so the rate may fall a little short of 15%.
@@ -134,7 +134,7 @@ final class PrepareTests: XCTestCase {
         // Real WordPieces: a word ("##" continuations after their start) is masked whole or not at all.
         let T = dataset.sequenceLength
         let indices = Array(0..<min(dataset.count, 500))
-        let batch = dataset.batch(sampleIndices: indices, epoch: 2, seed: 5)
+        let batch = try dataset.batch(sampleIndices: indices, epoch: 2, seed: 5)
         let masked = Set(batch.maskedPositions.map(Int.init))
         var splitWords = 0, maskedMultiPieceWords = 0
         for (b, index) in indices.enumerated() {

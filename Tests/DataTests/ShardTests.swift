@@ -83,6 +83,58 @@ final class ShardTests: XCTestCase {
         XCTAssertThrowsError(try Shard(path: path)) { XCTAssertTrue("\($0)".contains("header checksum"), "\($0)") }
     }
 
+    func testRecordOutsideTheVocabularyOrLabelsIsAnErrorNamingShardAndRecord() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        var instances = makeInstances(count: 20, seed: 5)
+        instances[7].tokens[2] = 30_000 | ShardFormat.continuationBit
+        instances[11].nspLabel = 2
+        _ = try writeShard(instances, to: path)
+        let shard = try Shard(path: path, expectedVocabularyFingerprint: fingerprint)
+        // The checksum cannot catch a bad value its writer put there.
+        XCTAssertNoThrow(try shard.verifyChecksum())
+        for i in 0..<20 where i != 7 && i != 11 {
+            XCTAssertNoThrow(try shard.checkRecord(i, vocabularySize: 30_000, nspLabelCount: 2), "record \(i)")
+        }
+        XCTAssertThrowsError(try shard.checkRecord(7, vocabularySize: 30_000, nspLabelCount: 2)) { error in
+            XCTAssertEqual(error as? DataError, .invalidRecord(
+                path: path, record: 7, reason: "token id 30000 at position 2 is outside the vocabulary of 30000 tokens"))
+            XCTAssertTrue("\(error)".contains("prepare"), "\(error)")
+        }
+        XCTAssertNoThrow(try shard.checkRecord(7, vocabularySize: 30_001, nspLabelCount: 2))
+        XCTAssertThrowsError(try shard.checkRecord(11, vocabularySize: 30_000, nspLabelCount: 2)) { error in
+            XCTAssertEqual(error as? DataError, .invalidRecord(
+                path: path, record: 11, reason: "NSP label 2, the data has 2 labels"))
+        }
+        XCTAssertNoThrow(try shard.checkRecord(11, vocabularySize: 30_000, nspLabelCount: 3))
+    }
+
+    func testRecordWhoseLengthsDoNotFitIsRejectedAtOpenNamingTheRecord() throws {
+        let directory = try TestPaths.temporaryDirectory(self)
+        let path = directory.appendingPathComponent("train-00000.shard").path
+        let instances = makeInstances(count: 10, seed: 6)
+        let header = try writeShard(instances, to: path)
+        let pristine = try Data(contentsOf: URL(fileURLWithPath: path))
+        let offsetsStart = ShardFormat.headerSize + (4 * header.tokenCount + 7) / 8 * 8
+        let segmentAStart = offsetsStart + 8 * (instances.count + 1)
+
+        var bytes = pristine
+        bytes[segmentAStart + 2 * 3] = UInt8(instances[3].tokens.count - 1)
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Shard(path: path)) { error in
+            guard case .invalidRecord(path, 3, let reason)? = error as? DataError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.contains("segment A of \(instances[3].tokens.count - 1) tokens"), reason)
+        }
+
+        bytes = pristine
+        bytes.replaceSubrange((offsetsStart + 8 * 5)..<(offsetsStart + 8 * 6), with: [UInt8](repeating: 0, count: 8))
+        try bytes.write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try Shard(path: path)) { error in
+            guard case .invalidRecord(path, 4, let reason)? = error as? DataError else { return XCTFail("\(error)") }
+            XCTAssertTrue(reason.contains("before it starts"), reason)
+        }
+    }
+
     func testVocabularyMismatchIsRejected() throws {
         let directory = try TestPaths.temporaryDirectory(self)
         let path = directory.appendingPathComponent("train-00000.shard").path
