@@ -57,6 +57,12 @@ public enum PretrainedTokenizer {
         if FileManager.default.fileExists(atPath: vocabularyPath) {
             vocabulary = try Vocabulary(contentsOfFile: vocabularyPath)
             settings = config.settings(maxCharactersPerWord: BertTokenizerSettings().maxCharactersPerWord)
+            // transformers 5 reads tokenizer.json when both are there: they must be the same tokenizer.
+            if FileManager.default.fileExists(atPath: tokenizerPath) {
+                let file = try TokenizerFile(path: tokenizerPath)
+                try checkSameTokens(vocabulary.tokens, vocabularyPath, file.tokens, tokenizerPath)
+                if !config.readsTokenizerFileVerbatim { try config.checkAgreement(with: file, at: tokenizerPath) }
+            }
         } else if FileManager.default.fileExists(atPath: tokenizerPath) {
             let file = try TokenizerFile(path: tokenizerPath)
             do {
@@ -155,6 +161,21 @@ public enum PretrainedTokenizer {
                 ("vocab", .object(vocabulary)),
             ])),
         ])
+    }
+
+    static func checkSameTokens(_ tokens: [String], _ path: String, _ others: [String], _ otherPath: String) throws {
+        let common = 0..<min(tokens.count, others.count)
+        if let id = common.first(where: { Array(tokens[$0].unicodeScalars) != Array(others[$0].unicodeScalars) }) {
+            throw PretrainedTokenizerError.unsupported(
+                path: otherPath, key: "model.vocab", found: "\"\(others[id])\" at id \(id)",
+                reason: "\(path) has \"\(tokens[id])\" there; transformers 5 reads tokenizer.json, SwiftBERT vocab.txt: "
+                    + "make them the same vocabulary (or remove the stale file)")
+        }
+        if tokens.count != others.count {
+            throw PretrainedTokenizerError.unsupported(
+                path: otherPath, key: "model.vocab", found: "\(others.count) tokens",
+                reason: "\(path) has \(tokens.count); make them the same vocabulary (or remove the stale file)")
+        }
     }
 
     static func path(_ directory: String, _ file: String) -> String {

@@ -141,6 +141,22 @@ final class PretrainedTokenizerTests: XCTestCase {
         }
     }
 
+    func testStaleVocabularyFileBesideTokenizerFileIsAnError() throws {
+        let tokens = Vocabulary.specialTokens + ["the", "lord", "said"]
+        let directory = try TestPaths.temporaryDirectory(self)
+        try PretrainedTokenizer.write(tokens: tokens, settings: BertTokenizerSettings(), modelMaxLength: 16, to: directory.path)
+        XCTAssertNoThrow(try PretrainedTokenizer.load(directory: directory.path))
+        let vocabulary = directory.appendingPathComponent("vocab.txt").path
+        for stale in [Vocabulary.specialTokens + ["the", "said", "lord"], tokens + ["extra"]] {
+            try (stale.joined(separator: "\n") + "\n").write(toFile: vocabulary, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try PretrainedTokenizer.load(directory: directory.path)) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.contains(vocabulary) && message.contains("tokenizer.json") && message.contains("model.vocab"), message)
+                if stale.count == tokens.count { XCTAssertTrue(message.contains("\"lord\" at id 6"), message) }
+            }
+        }
+    }
+
     func testDirectoryWithoutVocabularyNamesBothFiles() throws {
         let directory = try TestPaths.temporaryDirectory(self)
         XCTAssertThrowsError(try PretrainedTokenizer.load(directory: directory.path)) { error in

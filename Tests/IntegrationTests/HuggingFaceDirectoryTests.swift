@@ -52,9 +52,11 @@ final class HuggingFaceDirectoryTests: XCTestCase {
         XCTAssertTrue(activation.stderr.contains("hidden_act \"gelu\"") && activation.stderr.contains("\"relu\""), activation.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: activationRun + "/checkpoints/latest"))
 
-        // A vocabulary with two tokens swapped: the first differing id and both tokens.
+        // A vocabulary with two tokens swapped (a transformers 4 directory: vocab.txt, no
+        // tokenizer.json): the first differing id and both tokens.
         let swapped = scratch.appendingPathComponent("swapped").path
         try FileManager.default.copyItem(atPath: checkpoint, toPath: swapped)
+        try FileManager.default.removeItem(atPath: swapped + "/tokenizer.json")
         var tokens = try String(contentsOfFile: swapped + "/vocab.txt", encoding: .utf8).components(separatedBy: "\n")
         tokens.swapAt(2000, 2001)
         try tokens.joined(separator: "\n").write(toFile: swapped + "/vocab.txt", atomically: true, encoding: .utf8)
