@@ -10,7 +10,10 @@ Usage:
     # 2. Check it in transformers (optionally also the inference commands against the pipeline):
     /work/venv/bin/python scripts/check_hf_roundtrip.py /tmp/swiftbert-roundtrip [--swiftbert .build/release/swiftbert]
 
-Any SwiftBERT checkpoint directory works for the loading checks; the output comparison runs when
+Any SwiftBERT checkpoint directory works for the loading checks: the class named in config.json's
+"architectures" (BertForPreTraining for 2-way NSP, BertForMaskedLM otherwise) must load it with no
+missing keys, and AutoTokenizer must load it offline and give the ids of `swiftbert tokenize --model`
+(with --swiftbert). The output comparison runs when
 swiftbert-outputs.safetensors is present (input.* as float, swiftbert.hidden_states [B,T,C],
 swiftbert.mlm_logits [P,V] at input.masked_positions (flat b*T+t), swiftbert.nsp_logits [B,K]).
 Exit status 0 when every check passes.
@@ -26,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 
 import transformers
-from transformers import BertForPreTraining, BertTokenizer, pipeline
+from transformers import AutoTokenizer, BertForPreTraining, BertTokenizer, pipeline
 
 TOLERANCE = 1e-4
 
@@ -40,11 +43,18 @@ def main():
     torch.set_num_threads(1)
     failures = []
 
-    model, info = BertForPreTraining.from_pretrained(args.directory, output_loading_info=True, attn_implementation="eager")
+    with open(os.path.join(args.directory, "config.json"), encoding="utf-8") as f:
+        architecture = json.load(f)["architectures"][0]
+    model_class = getattr(transformers, architecture)
+    model, info = model_class.from_pretrained(args.directory, output_loading_info=True, attn_implementation="eager")
     model.eval()
+    print(f"{architecture}.from_pretrained:")
+    # BertForMaskedLM has no pooler or NSP head: those tensors are expected to be reported unused.
+    unused = ("bert.pooler.", "cls.seq_relationship.") if architecture == "BertForMaskedLM" else ()
     for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         values = list(info.get(key, []))
-        print(f"{key}: {values}")
+        print(f"  {key}: {values}")
+        values = [v for v in values if not (key == "unexpected_keys" and str(v).startswith(unused))]
         if values:
             failures.append(f"{key} not empty: {values}")
     tied = model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
@@ -64,13 +74,15 @@ def main():
             hidden = out.last_hidden_state
             B, T, C = hidden.shape
             mlm = model.cls.predictions(hidden.reshape(B * T, C)[positions])
-            nsp = model.cls.seq_relationship(out.pooler_output)
         real = mask.bool()
         comparisons = [
             ("hidden states (real tokens)", hidden[real], recorded["swiftbert.hidden_states"][real]),
             ("MLM logits", mlm, recorded["swiftbert.mlm_logits"]),
-            ("NSP logits", nsp, recorded["swiftbert.nsp_logits"]),
         ]
+        if hasattr(model.cls, "seq_relationship"):
+            with torch.no_grad():
+                nsp = model.cls.seq_relationship(out.pooler_output)
+            comparisons.append(("NSP logits", nsp, recorded["swiftbert.nsp_logits"]))
         for name, expected, actual in comparisons:
             difference = (expected - actual).abs().max().item()
             print(f"{name}: max |transformers - SwiftBERT| = {difference:.3e}")
@@ -80,13 +92,45 @@ def main():
         print(f"no {outputs}: output comparison skipped")
 
     if args.swiftbert:
-        failures += check_commands(args.swiftbert, args.directory)
+        failures += check_tokenizer(args.swiftbert, args.directory)
+        if architecture == "BertForPreTraining":
+            failures += check_commands(args.swiftbert, args.directory)
 
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         sys.exit(1)
-    print("OK: the directory loads in transformers BertForPreTraining with no missing or unexpected keys"
+    print(f"OK: the directory loads in transformers {architecture} with no missing keys"
           + (" and the same outputs" if os.path.exists(outputs) else ""))
+
+
+TOKENIZER_TEXTS = [
+    "In the beginning God created the heaven and the earth.",
+    "And the LORD said unto Moses, Stretch out thine hand!",
+    "The man went to the [MASK] to buy some milk. [CLS] x [SEP]",
+    "café naïve résumé Ångström façade Über ÉCOLE",
+    "numbers 3.14159 1,000,000 $100 50% #hashtag @user don't",
+    "tabs\tand  spaces\u00a0nbsp control\u0007char zero\u200bwidth",
+    "我们喜欢学习中文。mixed 中文 and English",
+    "emoji 🙂 symbols ™ © … ← ∞ " + "x" * 120,
+]
+
+
+def check_tokenizer(binary, directory):
+    """AutoTokenizer (offline) against `swiftbert tokenize --model DIR --ids`, line by line."""
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    print(f"AutoTokenizer: {type(tokenizer).__name__}, {len(tokenizer)} tokens, "
+          f"files {sorted(f for f in os.listdir(directory) if 'token' in f or f == 'vocab.txt')}")
+    run = subprocess.run([binary, "tokenize", "--model", directory, "--ids"], input="\n".join(TOKENIZER_TEXTS) + "\n",
+                         capture_output=True, text=True, check=True)
+    lines = run.stdout.split("\n")
+    failures = []
+    for text, line in zip(TOKENIZER_TEXTS, lines):
+        expected = tokenizer.encode(text, add_special_tokens=False)
+        actual = [int(token) for token in line.split()]
+        if expected != actual:
+            failures.append(f"tokenizer ids differ for {text!r}: transformers {expected}, swiftbert {actual}")
+    print(f"tokenizer: {len(TOKENIZER_TEXTS) - len(failures)}/{len(TOKENIZER_TEXTS)} texts with identical ids")
+    return failures
 
 
 def check_commands(binary, directory):

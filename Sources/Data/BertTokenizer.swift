@@ -9,27 +9,32 @@
 /// 3. Every CJK ideograph (the reference's ranges, compatibility ideographs included) is a word.
 /// 4. Each word is put in NFC (a step Hugging Face added to Google's original); a word that is then
 ///    exactly a special token is kept whole.
-/// 5. Uncased: `str.lower()` (full mappings, final sigma), then NFD and removal of category Mn.
+/// 5. Uncased: `str.lower()` (full mappings, final sigma); then, when accents are stripped (by
+///    default when uncased), NFD and removal of category Mn.
 /// 6. Punctuation (ASCII symbols and categories P*) splits words into pieces of their own.
-/// 7. WordPiece: longest vocabulary prefix first, then "##" continuations; a piece longer than 100
-///    scalars or that cannot be covered becomes `[UNK]`.
+/// 7. WordPiece: longest vocabulary prefix first, then "##" continuations; a piece longer than
+///    `maxCharactersPerWord` (100) scalars or that cannot be covered becomes `[UNK]`.
 ///
 /// Character data comes from `UnicodeTables` (Python's Unicode 14.0), so results do not depend on
 /// the Unicode version of the Swift runtime. Lines are not special: "\n" and "\r" are whitespace.
 public struct BertTokenizer: Sendable {
     public let vocabulary: Vocabulary
-    /// Uncased mode: lower-case and strip accents.
-    public let lowercase: Bool
-    /// Pieces longer than this many scalars become `[UNK]` (the reference's `max_input_chars_per_word`).
-    public static let maxCharactersPerWord = 100
+    public let settings: BertTokenizerSettings
+    /// Uncased mode: lower-case (and strip accents unless the settings say otherwise).
+    public var lowercase: Bool { settings.lowercase }
 
     /// The state and the loops, in a class so that the hot path never copies this struct.
     private let engine: TokenizerEngine
 
-    public init(vocabulary: Vocabulary, lowercase: Bool = true) {
+    public init(vocabulary: Vocabulary, settings: BertTokenizerSettings) {
         self.vocabulary = vocabulary
-        self.lowercase = lowercase
-        engine = TokenizerEngine(vocabulary: vocabulary, lowercase: lowercase)
+        self.settings = settings
+        engine = TokenizerEngine(vocabulary: vocabulary, settings: settings)
+    }
+
+    /// bert-base-uncased's settings when `lowercase`, bert-base-cased's otherwise.
+    public init(vocabulary: Vocabulary, lowercase: Bool = true) {
+        self.init(vocabulary: vocabulary, settings: BertTokenizerSettings(lowercase: lowercase))
     }
 
     /// The words WordPiece receives: cleaned, CJK split, normalised, cased or not, punctuation split.
@@ -75,12 +80,42 @@ public struct BertTokenizer: Sendable {
     }
 }
 
+/// The settings of BERT's tokenizer, named as Hugging Face's `tokenizer_config.json` /
+/// `BertNormalizer` and `WordPiece` in `tokenizer.json` name them.
+public struct BertTokenizerSettings: Equatable, Sendable {
+    /// `do_lower_case` / `lowercase`.
+    public var lowercase: Bool
+    /// `strip_accents`: NFD, then drop category Mn; nil strips exactly when `lowercase`, as BERT does.
+    public var stripAccents: Bool?
+    /// `tokenize_chinese_chars` / `handle_chinese_chars`: every CJK ideograph is a word of its own.
+    public var splitsChineseCharacters: Bool
+    /// `max_input_chars_per_word`: longer pieces become `[UNK]`.
+    public var maxCharactersPerWord: Int
+
+    public init(
+        lowercase: Bool = true, stripAccents: Bool? = nil, splitsChineseCharacters: Bool = true,
+        maxCharactersPerWord: Int = 100
+    ) {
+        self.lowercase = lowercase
+        self.stripAccents = stripAccents
+        self.splitsChineseCharacters = splitsChineseCharacters
+        self.maxCharactersPerWord = maxCharactersPerWord
+    }
+
+    /// Whether accents are stripped, with `stripAccents` nil resolved.
+    public var stripsAccents: Bool { stripAccents ?? lowercase }
+}
+
 // MARK: - Engine
 
 /// The loops of `BertTokenizer`: basic tokenization over UTF-8 bytes and scalar buffers, and
 /// WordPiece over the vocabulary's trie.
 final class TokenizerEngine: @unchecked Sendable {
     let lowercase: Bool
+    private let stripsAccents: Bool
+    /// `UnicodeCharacterData.Flags.cjk` when CJK ideographs are words of their own, else 0.
+    private let cjkSeparates: UInt16
+    private let maxCharactersPerWord: Int
     private let unicode = UnicodeCharacterData.shared
     private let trie: TokenTrie
     private let unknownID: Int32
@@ -94,8 +129,11 @@ final class TokenizerEngine: @unchecked Sendable {
         let id: Int32
     }
 
-    init(vocabulary: Vocabulary, lowercase: Bool) {
-        self.lowercase = lowercase
+    init(vocabulary: Vocabulary, settings: BertTokenizerSettings) {
+        lowercase = settings.lowercase
+        stripsAccents = settings.stripsAccents
+        cjkSeparates = settings.splitsChineseCharacters ? UnicodeCharacterData.Flags.cjk.rawValue : 0
+        maxCharactersPerWord = settings.maxCharactersPerWord
         specials = Vocabulary.specialTokens.map { SpecialToken(bytes: Array($0.utf8), id: vocabulary.id(for: $0)!) }
         trie = vocabulary.trie
         unknownID = vocabulary.unknownID
@@ -124,7 +162,7 @@ final class TokenizerEngine: @unchecked Sendable {
     /// the rest ("##"-prefixed after the first piece); all of `word` becomes [UNK] if some position has
     /// none.
     private func appendWordPieceIDs(_ word: UnsafeBufferPointer<UInt32>, to ids: inout [Int32]) {
-        if word.count > BertTokenizer.maxCharactersPerWord {
+        if word.count > maxCharactersPerWord {
             ids.append(unknownID)
             return
         }
@@ -186,7 +224,7 @@ final class TokenizerEngine: @unchecked Sendable {
         let flags = unicode.flags
         let dropped = UnicodeCharacterData.Flags.dropped.rawValue
         let whitespace = UnicodeCharacterData.Flags.whitespace.rawValue
-        let cjk = UnicodeCharacterData.Flags.cjk.rawValue
+        let cjk = cjkSeparates
         var wordFlags: UInt16 = 0
         var i = 0
         let count = bytes.count
@@ -269,18 +307,18 @@ final class TokenizerEngine: @unchecked Sendable {
             workspace.word.removeAll(keepingCapacity: true)
             return
         }
-        if lowercase {
-            if flagsSeen & Flags.hasLowercase.rawValue != 0 {
-                workspace.scratch.removeAll(keepingCapacity: true)
-                if inNormalized {
-                    workspace.normalized.withUnsafeBufferPointer { unicode.appendLowercase(of: $0, to: &workspace.scratch) }
-                } else {
-                    workspace.word.withUnsafeBufferPointer { unicode.appendLowercase(of: $0, to: &workspace.scratch) }
-                }
-                swap(&workspace.scratch, &workspace.normalized)
-                inNormalized = true
-                flagsSeen = flagsOf(workspace.normalized)
+        if lowercase, flagsSeen & Flags.hasLowercase.rawValue != 0 {
+            workspace.scratch.removeAll(keepingCapacity: true)
+            if inNormalized {
+                workspace.normalized.withUnsafeBufferPointer { unicode.appendLowercase(of: $0, to: &workspace.scratch) }
+            } else {
+                workspace.word.withUnsafeBufferPointer { unicode.appendLowercase(of: $0, to: &workspace.scratch) }
             }
+            swap(&workspace.scratch, &workspace.normalized)
+            inNormalized = true
+            flagsSeen = flagsOf(workspace.normalized)
+        }
+        if stripsAccents {
             // Accent stripping: NFD, then drop category Mn.
             if flagsSeen & Flags.normalizationSensitive.rawValue != 0 {
                 workspace.scratch.removeAll(keepingCapacity: true)

@@ -1,4 +1,5 @@
 import Crypto
+import Data
 import Foundation
 
 /// A checkpoint that cannot be written, read or trusted; names the file and what to do.

@@ -1,3 +1,4 @@
+import Data
 import Foundation
 
 /// Why a metrics or event file could not be opened, written or read.

@@ -179,6 +179,9 @@ public final class Trainer {
                     state = try restore(from: checkpoint)
                     resumedFrom = checkpoint
                 } else if let initFrom = config.initFrom {
+                    try InitFromCheck.check(
+                        directory: initFrom, model: config.model, dataVocabulary: vocabularyTokens,
+                        dataLowercase: train.manifest.vocabulary.lowercase)
                     let files = try PretrainedDirectory.weightFiles(in: initFrom)
                     let report = try model.loadWeights(from: files, initializationSeed: config.seed)
                     log("initialised from \(initFrom)" + (report.notice.map { ": \($0)" } ?? ""))

@@ -1,3 +1,4 @@
+import Data
 import Distributed
 import Foundation
 import Transformer
@@ -5,7 +6,7 @@ import Transformer
 /// Checkpoints of a run: what goes into one, and how a run continues from one.
 ///
 /// A checkpoint is a Hugging Face model directory (config.json, model.safetensors, vocab.txt,
-/// tokenizer_config.json) plus `optimizer.safetensors` (Adam moments, flat, in the parameter
+/// tokenizer.json, tokenizer_config.json) plus `optimizer.safetensors` (Adam moments, flat, in the parameter
 /// layout), `training_config.json` (the resolved run configuration) and `trainer_state.json` (the
 /// manifest `CheckpointStore` writes last: trainer state and SHA-256 of every file).
 extension Trainer {
@@ -21,9 +22,13 @@ extension Trainer {
             do {
                 let started = Date()
                 let checkpoint = try store.commit(step: state.step, state: state) { directory in
-                    try model.savePretrained(
-                        to: directory, vocabularyTokens: vocabularyTokens,
-                        lowercase: train.manifest.vocabulary.lowercase)
+                    try model.savePretrained(to: directory)
+                    if let vocabularyTokens {
+                        try PretrainedTokenizer.write(
+                            tokens: vocabularyTokens,
+                            settings: BertTokenizerSettings(lowercase: train.manifest.vocabulary.lowercase),
+                            modelMaxLength: model.config.maxPositionEmbeddings, to: directory)
+                    }
                     try SafetensorsWriter.write(
                         [(name: "exp_avg", shape: [model.table.totalCount], data: UnsafeBufferPointer(m)),
                          (name: "exp_avg_sq", shape: [model.table.totalCount], data: UnsafeBufferPointer(v))],

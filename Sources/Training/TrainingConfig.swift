@@ -1,4 +1,5 @@
 import Crypto
+import Data
 import Foundation
 import Transformer
 

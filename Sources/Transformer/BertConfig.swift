@@ -76,6 +76,15 @@ public struct BertConfig: Codable, Equatable, Sendable {
         self.nspClassCount = nspClassCount
     }
 
+    /// The transformers class that loads every tensor of a checkpoint with this config, for
+    /// config.json's `architectures`. transformers' NSP head always has 2 outputs: with 3 classes
+    /// `BertForPreTraining` fails on `cls.seq_relationship`'s shape, and with none it reports the head
+    /// missing and initialises it at random; `BertForMaskedLM` loads both (it reports the pooler and a
+    /// 3-way head unexpected and drops them). `BertModel` loads the encoder of any of them.
+    public var architectures: [String] {
+        nspClassCount == 2 ? ["BertForPreTraining"] : ["BertForMaskedLM"]
+    }
+
     /// Channels per attention head.
     public var headSize: Int { hiddenSize / attentionHeadCount }
 
@@ -157,7 +166,7 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try container.encode(padTokenID, forKey: .padTokenID)
         try container.encode(nspClassCount, forKey: .nspClassCount)
         var markers = encoder.container(keyedBy: MarkerKeys.self)
-        try markers.encode(["BertForPreTraining"], forKey: .architectures)
+        try markers.encode(architectures, forKey: .architectures)
         try markers.encode("bert", forKey: .modelType)
         try markers.encode("absolute", forKey: .positionEmbeddingType)
     }

@@ -78,13 +78,11 @@ public enum PretrainedModelError: Error, LocalizedError, CustomStringConvertible
 
 // MARK: - Directory layout
 
-/// The files of a Hugging Face BERT model directory.
+/// The model files of a Hugging Face BERT directory (the tokenizer's are Data's `PretrainedTokenizer`).
 public enum PretrainedDirectory {
     public static let configFile = "config.json"
     public static let weightsFile = "model.safetensors"
     public static let shardIndexFile = "model.safetensors.index.json"
-    public static let vocabularyFile = "vocab.txt"
-    public static let tokenizerConfigFile = "tokenizer_config.json"
 
     /// The model config of `directory`.
     public static func config(in directory: String) throws -> BertConfig {
@@ -94,29 +92,6 @@ public enum PretrainedDirectory {
                 directory: directory, file: configFile, hint: "pass a Hugging Face BERT model directory")
         }
         return try BertConfig.load(contentsOfFile: path)
-    }
-
-    /// Path of the vocabulary of `directory`.
-    public static func vocabularyPath(in directory: String) throws -> String {
-        let path = (directory as NSString).appendingPathComponent(vocabularyFile)
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw PretrainedModelError.missingFile(
-                directory: directory, file: vocabularyFile, hint: "the BERT WordPiece vocabulary must sit beside the weights")
-        }
-        return path
-    }
-
-    /// The tokenizer settings of `tokenizer_config.json` that change text: lowercasing (default true,
-    /// as for bert-base-uncased) and the decoding clean-up of spaces before punctuation (default false,
-    /// transformers 5's default when the file does not set it).
-    public static func tokenizerSettings(in directory: String) -> (lowercase: Bool, cleanUpTokenizationSpaces: Bool) {
-        let path = (directory as NSString).appendingPathComponent(tokenizerConfigFile)
-        guard let data = FileManager.default.contents(atPath: path),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { return (true, false) }
-        let lowercase = (json["do_lower_case"] as? Bool) ?? true
-        let cleanUp = (json["clean_up_tokenization_spaces"] as? Bool) ?? false
-        return (lowercase, cleanUp)
     }
 
     /// The safetensors files holding the weights: `model.safetensors`, or the shards of the index.
@@ -282,11 +257,10 @@ extension BertForPreTraining {
         try SafetensorsWriter.write(tensors, metadata: metadata, to: path)
     }
 
-    /// Writes a Hugging Face model directory: config.json and model.safetensors, plus vocab.txt and
-    /// tokenizer_config.json when `vocabularyTokens` is given. `BertForPreTraining.from_pretrained`
-    /// loads it with no missing or unexpected keys when the NSP head has 2 classes (transformers' fixed
-    /// size; a 3-way or absent NSP head is SwiftBERT's own extension).
-    public func savePretrained(to directory: String, vocabularyTokens: [String]? = nil, lowercase: Bool = true) throws {
+    /// Writes the model files of a Hugging Face directory: config.json and model.safetensors (the
+    /// tokenizer files are written by Data's `PretrainedTokenizer.write`). Which transformers classes
+    /// load the result depends on the NSP head: see `BertConfig.architectures`.
+    public func savePretrained(to directory: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -294,22 +268,10 @@ extension BertForPreTraining {
         }
         func path(_ file: String) -> String { (directory as NSString).appendingPathComponent(file) }
         try writeWeights(to: path(PretrainedDirectory.weightsFile))
-        try config.write(to: path(PretrainedDirectory.configFile))
-        guard let vocabularyTokens else { return }
-        let vocabulary = vocabularyTokens.joined(separator: "\n") + "\n"
-        let tokenizerConfig: [String: Any] = [
-            "tokenizer_class": "BertTokenizer",
-            "do_lower_case": lowercase,
-            "model_max_length": config.maxPositionEmbeddings,
-            "clean_up_tokenization_spaces": true,
-            "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
-        ]
         do {
-            try Data(vocabulary.utf8).write(to: URL(fileURLWithPath: path(PretrainedDirectory.vocabularyFile)), options: .atomic)
-            let json = try JSONSerialization.data(withJSONObject: tokenizerConfig, options: [.prettyPrinted, .sortedKeys])
-            try json.write(to: URL(fileURLWithPath: path(PretrainedDirectory.tokenizerConfigFile)), options: .atomic)
+            try config.write(to: path(PretrainedDirectory.configFile))
         } catch {
-            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
+            throw PretrainedModelError.writeFailed(path: path(PretrainedDirectory.configFile), reason: error.localizedDescription)
         }
     }
 }

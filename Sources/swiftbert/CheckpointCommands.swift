@@ -1,4 +1,5 @@
 import ArgumentParser
+import Data
 import Foundation
 import Training
 import Transformer
@@ -56,8 +57,9 @@ struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the Hugging Face model of a verified checkpoint (no optimizer or trainer state).",
         discussion: """
-            The result holds config.json, model.safetensors, vocab.txt and tokenizer_config.json: \
-            transformers' BertForPreTraining.from_pretrained(DIR) loads it.
+            The result holds config.json, model.safetensors, vocab.txt, tokenizer.json and \
+            tokenizer_config.json: AutoTokenizer.from_pretrained(DIR) loads the tokenizer, and the model \
+            class named in config.json's "architectures" loads the weights (see the README).
             """)
 
     @Argument(help: "A checkpoint directory (runs/NAME/checkpoints/step-NNNNNNNN).")
@@ -75,8 +77,8 @@ struct Export: ParsableCommand {
         let temporary = (parent.length == 0 ? "." : parent as String) + "/.tmp-export-\(getpid())"
         do {
             try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
-            for file in [PretrainedDirectory.configFile, PretrainedDirectory.weightsFile,
-                         PretrainedDirectory.vocabularyFile, PretrainedDirectory.tokenizerConfigFile] {
+            for file in [PretrainedDirectory.configFile, PretrainedDirectory.weightsFile, PretrainedTokenizer.vocabularyFile,
+                         PretrainedTokenizer.tokenizerFile, PretrainedTokenizer.configFile] {
                 let source = (checkpoint as NSString).appendingPathComponent(file)
                 guard FileManager.default.fileExists(atPath: source) else { continue }
                 try FileManager.default.copyItem(atPath: source, toPath: (temporary as NSString).appendingPathComponent(file))

@@ -159,7 +159,7 @@ struct WordPieceDecoder {
 
 /// `--model DIR` for the inference commands: a Hugging Face BERT directory.
 struct PretrainedModelOptions: ParsableArguments {
-    @Option(help: "Hugging Face BERT model directory (config.json, model.safetensors, vocab.txt).")
+    @Option(help: "Hugging Face BERT model directory (config.json, model.safetensors, vocab.txt or tokenizer.json).")
     var model: String
 
     func validate() throws {
@@ -169,11 +169,9 @@ struct PretrainedModelOptions: ParsableArguments {
         }
     }
 
-    /// The tokenizer of the directory, cased or not as its tokenizer_config.json says.
+    /// The tokenizer of the directory (vocab.txt or tokenizer.json, settings of tokenizer_config.json).
     func loadTokenizer() throws -> (tokenizer: BertTokenizer, cleanUpTokenizationSpaces: Bool) {
-        let vocabulary = try Vocabulary(contentsOfFile: PretrainedDirectory.vocabularyPath(in: model))
-        let settings = PretrainedDirectory.tokenizerSettings(in: model)
-        return (BertTokenizer(vocabulary: vocabulary, lowercase: settings.lowercase), settings.cleanUpTokenizationSpaces)
+        try PretrainedTokenizer.load(directory: model)
     }
 
     /// The model, for at most `sequenceCount` sequences of `sequenceLength` tokens.

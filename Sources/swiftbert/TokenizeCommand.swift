@@ -26,10 +26,24 @@ struct Tokenize: ParsableCommand {
     }
 
     @Option(help: "BERT vocab.txt.")
-    var vocab: String
+    var vocab: String?
+
+    @Option(help: ArgumentHelp(
+        "Hugging Face model or tokenizer directory, instead of --vocab.",
+        discussion: "Its vocab.txt, else its tokenizer.json, with the settings of tokenizer_config.json."))
+    var model: String?
 
     @Flag(help: "Keep case and accents (for cased vocabularies); the default lowercases and strips accents.")
     var cased = false
+
+    func validate() throws {
+        guard (vocab == nil) != (model == nil) else {
+            throw ValidationError("pass either --vocab FILE or --model DIR")
+        }
+        if model != nil && cased {
+            throw ValidationError("--cased goes with --vocab; a --model directory's tokenizer_config.json sets the casing")
+        }
+    }
 
     @Flag(exclusivity: .exclusive)
     var output: Output = .ids
@@ -38,8 +52,9 @@ struct Tokenize: ParsableCommand {
     var specialTokens = false
 
     func run() throws {
-        let vocabulary = try Vocabulary(contentsOfFile: vocab)
-        let tokenizer = BertTokenizer(vocabulary: vocabulary, lowercase: !cased)
+        let tokenizer = try model.map { try PretrainedTokenizer.load(directory: $0).tokenizer }
+            ?? BertTokenizer(vocabulary: Vocabulary(contentsOfFile: vocab!), lowercase: !cased)
+        let vocabulary = tokenizer.vocabulary
         // Tokens as UTF-8 bytes, looked up by id when writing WordPieces.
         // Read once: the property wrappers' getters are not free in a per-line loop.
         let writeTokens = output == .tokens

@@ -122,8 +122,8 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(first.status, 0, first.stderr)
         let newest = out + "/checkpoints/step-00000020"
         let files = try FileManager.default.contentsOfDirectory(atPath: newest).sorted()
-        XCTAssertEqual(Set(files), ["config.json", "model.safetensors", "optimizer.safetensors", "tokenizer_config.json",
-                                    "trainer_state.json", "training_config.json", "vocab.txt"])
+        XCTAssertEqual(Set(files), ["config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json",
+                                    "tokenizer_config.json", "trainer_state.json", "training_config.json", "vocab.txt"])
         XCTAssertEqual(try Tool.swiftbert(["inspect", newest]).status, 0)
 
         let pristine = TrainingFixture.runDirectory("corrupt-pristine")

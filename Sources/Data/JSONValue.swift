@@ -120,6 +120,10 @@ public enum JSONValue: Equatable, Sendable {
         mutating func parseObject(depth: Int) throws -> JSONValue {
             index += 1
             var members: [(key: String, value: JSONValue)] = []
+            // Keys compare by their UTF-8 bytes, as JSON defines them (Swift's String equality would
+            // call "é" and "e\u{301}" the same key); a set keeps objects of 30,000 vocabulary
+            // entries linear.
+            var seen = Set<[UInt8]>()
             skipWhitespace()
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
             while true {
@@ -129,7 +133,7 @@ public enum JSONValue: Equatable, Sendable {
                 }
                 let keyStart = index
                 let key = try parseString()
-                if members.contains(where: { $0.key == key }) {
+                if !seen.insert(Array(key.utf8)).inserted {
                     index = keyStart
                     throw error("duplicate key \"\(key)\"")
                 }
