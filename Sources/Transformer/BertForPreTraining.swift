@@ -115,6 +115,7 @@ public final class BertForPreTraining {
         self.sequenceLength = sequenceLength
         self.inferenceOnly = inferenceOnly
         activeLength = sequenceLength
+        parameterOwner = nil
         parameters = .allocate(capacity: table.totalCount)
         parameters.initialize(repeating: 0)
         gradients = .allocate(capacity: inferenceOnly ? 0 : table.totalCount)
@@ -150,8 +151,35 @@ public final class BertForPreTraining {
             + activations.dropoutRecord.count
     }
 
+    /// An inference-only model that reads the parameters of `source` (no copy; `source` is kept alive
+    /// and must not change them while this one runs), with buffers of its own: copies run batches on
+    /// several threads at once for the memory of one set of parameters.
+    public init(sharingParametersOf source: BertForPreTraining, maxSequenceCount: Int, sequenceLength: Int) {
+        precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
+        precondition(
+            sequenceLength > 0 && sequenceLength <= source.config.maxPositionEmbeddings,
+            "sequence length \(sequenceLength) must be in 1...max_position_embeddings (\(source.config.maxPositionEmbeddings))")
+        config = source.config
+        table = source.table
+        self.maxSequenceCount = maxSequenceCount
+        self.sequenceLength = sequenceLength
+        inferenceOnly = true
+        activeLength = sequenceLength
+        parameters = source.parameters
+        parameterOwner = source
+        gradients = .allocate(capacity: 0)
+        offsets = source.offsets
+        logitsChunkRows = min(maxSequenceCount * sequenceLength, 640)
+        activations = Activations(
+            config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows,
+            training: false)
+    }
+
+    /// The model whose parameters this one reads (`init(sharingParametersOf:)`), else nil: it owns them.
+    private let parameterOwner: BertForPreTraining?
+
     deinit {
-        parameters.deallocate()
+        if parameterOwner == nil { parameters.deallocate() }
         gradients.deallocate()
     }
 

@@ -44,7 +44,7 @@ struct Embed: ParsableCommand {
     }
 
     func run() throws {
-        source.applyThreads()
+        let workerCount = source.applyThreads()
         let tokenizer = try model.loadTokenizer().tokenizer
         let config = try PretrainedDirectory.config(in: model.model)
         let inputs = try source.read(arguments: texts)
@@ -56,28 +56,31 @@ struct Embed: ParsableCommand {
         let (network, _) = try model.loadModel(
             sequenceCount: min(batchSize, encoded.count), sequenceLength: firstWindow.map(\.count).max()!)
         let C = network.config.hiddenSize
+        let workers = ModelWorkers(network, count: workerCount)
         let progress = Progress(total: encoded.count, verb: "embedded")
         var output = OutputLines()
 
         for windowStart in stride(from: 0, to: encoded.count, by: LengthBatches.windowSize) {
             let window = Array(encoded[windowStart..<min(windowStart + LengthBatches.windowSize, encoded.count)])
             var vectors = [Float](repeating: 0, count: window.count * C)
-            for batch in LengthBatches.batches(lengths: window.map(\.count), batchSize: batchSize) {
-                let (ids, mask, T) = LengthBatches.padded(batch.map { window[$0] }, padID: padID)
-                network.reserve(sequenceCount: batch.count, sequenceLength: T)
-                let hidden = try network.hiddenStates(
-                    inputIDs: ids, tokenTypeIDs: [Int32](repeating: 0, count: ids.count), attentionMask: mask,
-                    sequenceCount: batch.count, sequenceLength: T)
-                hidden.withUnsafeBufferPointer { hidden in
-                    vectors.withUnsafeMutableBufferPointer { vectors in
+            let batches = LengthBatches.batches(lengths: window.map(\.count), batchSize: batchSize)
+            try vectors.withUnsafeMutableBufferPointer { vectors in
+                let vectors = vectors.baseAddress!
+                try workers.forEach(batches.count) { network, k in
+                    let batch = batches[k]
+                    let (ids, mask, T) = LengthBatches.padded(batch.map { window[$0] }, padID: padID)
+                    network.reserve(sequenceCount: batch.count, sequenceLength: T)
+                    let hidden = try network.hiddenStates(
+                        inputIDs: ids, tokenTypeIDs: [Int32](repeating: 0, count: ids.count), attentionMask: mask,
+                        sequenceCount: batch.count, sequenceLength: T)
+                    hidden.withUnsafeBufferPointer { hidden in
+                        // Each text's row of `vectors` is written by the one worker running its batch.
                         for (b, index) in batch.enumerated() {
-                            pool(
-                                vectors.baseAddress! + index * C, hidden.baseAddress! + b * T * C,
-                                tokens: window[index].count, channels: C)
+                            pool(vectors + index * C, hidden.baseAddress! + b * T * C, tokens: window[index].count, channels: C)
                         }
                     }
+                    progress.advance(by: batch.count)
                 }
-                progress.advance(by: batch.count)
             }
             for i in window.indices {
                 emit(inputs[windowStart + i].text, vectors[(i * C)..<((i + 1) * C)], to: &output)

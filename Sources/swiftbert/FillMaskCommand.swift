@@ -41,7 +41,7 @@ struct FillMask: ParsableCommand {
     }
 
     func run() throws {
-        source.applyThreads()
+        let workerCount = source.applyThreads()
         let loaded = try model.loadTokenizer()
         let tokenizer = loaded.tokenizer
         let vocabulary = tokenizer.vocabulary
@@ -65,6 +65,7 @@ struct FillMask: ParsableCommand {
         let (network, report) = try model.loadModel(
             sequenceCount: min(batchSize, encoded.count), sequenceLength: firstWindow.map(\.count).max()!)
         if let notice = report.notice { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
+        let workers = ModelWorkers(network, count: workerCount)
         let decoder = WordPieceDecoder(vocabulary: vocabulary, cleanUpTokenizationSpaces: loaded.cleanUpTokenizationSpaces)
         // One text given as an argument prints exactly the pipeline's answer; several, one answer each.
         let several = source.input != nil || inputs.count > 1
@@ -73,26 +74,30 @@ struct FillMask: ParsableCommand {
         for windowStart in stride(from: 0, to: encoded.count, by: LengthBatches.windowSize) {
             let window = windowStart..<min(windowStart + LengthBatches.windowSize, encoded.count)
             var rankings = [[[Candidate]]](repeating: [], count: window.count)
-            for batch in LengthBatches.batches(lengths: encoded[window].map(\.count), batchSize: batchSize) {
-                let (ids, mask, T) = LengthBatches.padded(batch.map { encoded[windowStart + $0] }, padID: vocabulary.padID)
-                network.reserve(sequenceCount: batch.count, sequenceLength: T)
-                _ = try network.hiddenStates(
-                    inputIDs: ids, tokenTypeIDs: [Int32](repeating: 0, count: ids.count), attentionMask: mask,
-                    sequenceCount: batch.count, sequenceLength: T)
-                var positions: [Int32] = []
-                for (b, i) in batch.enumerated() { positions += masks[windowStart + i].map { Int32(b * T + $0) } }
-                let logits = try network.mlmLogits(at: positions)
-                var row = 0
-                for i in batch {
-                    let text = encoded[windowStart + i], textMasks = masks[windowStart + i]
-                    rankings[i] = textMasks.map { index in
-                        defer { row += 1 }
-                        return candidates(
-                            logits[(row * V)..<((row + 1) * V)], text: text, at: index, singleMask: textMasks.count == 1,
-                            decoder: decoder)
+            let batches = LengthBatches.batches(lengths: encoded[window].map(\.count), batchSize: batchSize)
+            try rankings.withUnsafeMutableBufferPointer { rankings in
+                try workers.forEach(batches.count) { network, k in
+                    let batch = batches[k]
+                    let (ids, mask, T) = LengthBatches.padded(batch.map { encoded[windowStart + $0] }, padID: vocabulary.padID)
+                    network.reserve(sequenceCount: batch.count, sequenceLength: T)
+                    _ = try network.hiddenStates(
+                        inputIDs: ids, tokenTypeIDs: [Int32](repeating: 0, count: ids.count), attentionMask: mask,
+                        sequenceCount: batch.count, sequenceLength: T)
+                    var positions: [Int32] = []
+                    for (b, i) in batch.enumerated() { positions += masks[windowStart + i].map { Int32(b * T + $0) } }
+                    let logits = try network.mlmLogits(at: positions)
+                    var row = 0
+                    for i in batch {
+                        let text = encoded[windowStart + i], textMasks = masks[windowStart + i]
+                        rankings[i] = textMasks.map { index in
+                            defer { row += 1 }
+                            return candidates(
+                                logits[(row * V)..<((row + 1) * V)], text: text, at: index, singleMask: textMasks.count == 1,
+                                decoder: decoder)
+                        }
                     }
+                    progress.advance(by: batch.count)
                 }
-                progress.advance(by: batch.count)
             }
             for (i, textRankings) in rankings.enumerated() {
                 print(answer(textRankings, text: several ? inputs[windowStart + i].text : nil))

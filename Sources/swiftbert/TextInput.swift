@@ -3,6 +3,7 @@ import Data
 import Foundation
 import Kernels
 import Training
+import Transformer
 
 /// Where the inference commands take their texts from: the arguments, or `--input FILE|-` with one
 /// text per line or JSON lines; and how a text longer than the model takes is handled.
@@ -28,18 +29,31 @@ struct TextInputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Threads (default: the cores this process may use).", valueName: "n"))
     var threads: Int?
 
+    @Option(help: ArgumentHelp(
+        "Copies of the model (one set of parameters) that run batches side by side, each on threads/workers threads (default: one per thread).",
+        valueName: "n"))
+    var workers: Int?
+
     func validate(arguments: [String]) throws {
         if input == nil && arguments.isEmpty { throw ValidationError("give the texts as arguments or with --input FILE (- for standard input)") }
         if input != nil && !arguments.isEmpty { throw ValidationError("give the texts either as arguments or with --input, not both") }
         if let maxLength, maxLength < 3 { throw ValidationError("--max-length must be at least 3 ([CLS], a token, [SEP]), got \(maxLength)") }
         if let threads, threads < 1 { throw ValidationError("--threads must be positive, got \(threads)") }
+        if let workers, workers < 1 || workers > (threads ?? CPUFeatures.allowedCoreCount) {
+            throw ValidationError("--workers must be in 1...\(threads ?? CPUFeatures.allowedCoreCount) (the threads), got \(workers)")
+        }
     }
 
-    /// Sets OpenBLAS's threads and the element-wise workers (the attention heads among them).
-    func applyThreads() {
+    /// Sets OpenBLAS's threads and the element-wise workers (the attention heads among them) to each
+    /// worker's share of the threads; returns the number of workers. One single-threaded model per
+    /// core is the default: on 2 cores it ran all-MiniLM-L6-v2's shape 5-13% faster than one model on
+    /// both (small GEMMs scale poorly over threads; see scripts/embed_bench.py).
+    func applyThreads() -> Int {
         let count = threads ?? CPUFeatures.allowedCoreCount
-        BLASRuntime.setThreadCount(count)
-        Parallel.workerCount = count
+        let workerCount = workers ?? count
+        BLASRuntime.setThreadCount(count / workerCount)
+        Parallel.workerCount = count / workerCount
+        return workerCount
     }
 
     /// Every text with where it came from, read and checked whole before any output is written, so a
@@ -112,10 +126,11 @@ struct TextInputOptions: ParsableArguments {
         let limit = maxLength ?? maxPositions
         let vocabulary = tokenizer.vocabulary
         var encoded = [[Int32]](repeating: [], count: texts.count)
-        // Tokenising is independent per text; spread over the cores it stays a small share of the run.
+        // Tokenising is independent per text; spread over all the threads it stays a small share of the run.
+        let chunks = min(threads ?? CPUFeatures.allowedCoreCount, max(1, texts.count / 64))
         encoded.withUnsafeMutableBufferPointer { encoded in
-            Parallel.forEachChunk(texts.count, minimumChunk: 64) { range in
-                for i in range {
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                for i in (texts.count * chunk / chunks)..<(texts.count * (chunk + 1) / chunks) {
                     var ids: [Int32] = [vocabulary.classifierID]
                     tokenizer.encode(texts[i].text, into: &ids)
                     ids.append(vocabulary.separatorID)
@@ -176,6 +191,43 @@ struct LengthBatches {
     }
 }
 
+/// Copies of one model, sharing its parameters, that run batches side by side, one thread each.
+final class ModelWorkers {
+    let models: [BertForPreTraining]
+
+    init(_ model: BertForPreTraining, count: Int) {
+        models = [model] + (1..<max(1, count)).map { _ in
+            BertForPreTraining(
+                sharingParametersOf: model, maxSequenceCount: model.maxSequenceCount, sequenceLength: model.sequenceLength)
+        }
+    }
+
+    /// Calls `body(model, index)` for every index in 0..<count, each worker taking the next index when
+    /// it is done with one; the first error stops the workers and is rethrown.
+    func forEach(_ count: Int, _ body: (BertForPreTraining, Int) throws -> Void) throws {
+        let lock = NSLock()
+        var next = 0
+        var failure: Error?
+        DispatchQueue.concurrentPerform(iterations: min(models.count, count)) { worker in
+            while true {
+                lock.lock()
+                let index = failure == nil && next < count ? next : nil
+                next += 1
+                lock.unlock()
+                guard let index else { return }
+                do {
+                    try body(models[worker], index)
+                } catch {
+                    lock.lock()
+                    if failure == nil { failure = error }
+                    lock.unlock()
+                }
+            }
+        }
+        if let failure { throw failure }
+    }
+}
+
 /// "embedded 1,024/100,000 texts (312 texts/s)" on standard error, rewritten in place, when standard
 /// error is a terminal and the input is long enough to wait for.
 final class Progress {
@@ -183,6 +235,7 @@ final class Progress {
     let verb: String
     private let enabled: Bool
     private let start = Date()
+    private let lock = NSLock()
     private var done = 0
 
     init(total: Int, verb: String) {
@@ -192,6 +245,8 @@ final class Progress {
     }
 
     func advance(by count: Int) {
+        lock.lock()
+        defer { lock.unlock() }
         done += count
         guard enabled else { return }
         let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
