@@ -46,8 +46,9 @@ struct TextInputOptions: ParsableArguments {
 
     /// Sets OpenBLAS's threads and the element-wise workers (the attention heads among them) to each
     /// worker's share of the threads; returns the number of workers. One single-threaded model per
-    /// core is the default: on 2 cores it ran all-MiniLM-L6-v2's shape 5-13% faster than one model on
-    /// both (small GEMMs scale poorly over threads; see scripts/embed_bench.py).
+    /// core is the default: on 2 cores it embedded 2,000 verses with all-MiniLM-L6-v2's shape 9-32%
+    /// faster than one model on both (paired runs on a busy host), as two ranks of one thread beat
+    /// one rank of two in training.
     func applyThreads() -> Int {
         let count = threads ?? CPUFeatures.allowedCoreCount
         let workerCount = workers ?? count
