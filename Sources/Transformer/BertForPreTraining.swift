@@ -56,8 +56,11 @@ public enum BertInputError: Error, LocalizedError, CustomStringConvertible, Equa
 public final class BertForPreTraining {
     public let config: BertConfig
     public let table: ParameterTable
-    public let maxSequenceCount: Int
-    public let sequenceLength: Int
+    /// Sequences and tokens per sequence the activation buffers hold (`reserve` grows them).
+    public private(set) var maxSequenceCount: Int
+    public private(set) var sequenceLength: Int
+    /// Built by `init(..., inferenceOnly: true)`: buffers for forward passes without dropout only.
+    public let inferenceOnly: Bool
     /// Flat parameters, laid out by `table`.
     public var parameters: UnsafeMutableBufferPointer<Float>
     /// Flat gradients, laid out like `parameters`; backward adds into them.
@@ -87,15 +90,21 @@ public final class BertForPreTraining {
     }
 
     let offsets: Offsets
-    let activations: Activations
+    private(set) var activations: Activations
     /// Masked positions processed per MLM decoder GEMM: bounds the (rows, V) logits buffer. Each
     /// chunk streams the (V, C) decoder weight and its gradient through memory three times, so one
     /// chunk covers a batch of 32 sequences x 20 predictions (a 78 MB logits buffer at V = 30522).
     let logitsChunkRows: Int
     /// Sequences in the most recent forward pass (for the inference accessors).
     var lastSequenceCount = 0
+    /// T of the running (or most recent) forward pass: `sequenceLength` in `step`; inference may run
+    /// shorter sequences in the same buffers.
+    var activeLength: Int
 
-    public init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int) {
+    /// A model for at most `maxSequenceCount` sequences of `sequenceLength` tokens. `inferenceOnly`
+    /// allocates only what forward passes without dropout need (no gradients, no buffers for backward
+    /// or dropout, one set of attention buffers shared by the layers): `step` cannot run on it.
+    public init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
             sequenceLength > 0 && sequenceLength <= config.maxPositionEmbeddings,
@@ -104,15 +113,35 @@ public final class BertForPreTraining {
         self.table = ParameterTable(config: config)
         self.maxSequenceCount = maxSequenceCount
         self.sequenceLength = sequenceLength
+        self.inferenceOnly = inferenceOnly
+        activeLength = sequenceLength
+        parameterOwner = nil
         parameters = .allocate(capacity: table.totalCount)
         parameters.initialize(repeating: 0)
-        gradients = .allocate(capacity: table.totalCount)
+        gradients = .allocate(capacity: inferenceOnly ? 0 : table.totalCount)
         gradients.initialize(repeating: 0)
         offsets = Offsets(table: table, config: config)
         let positions = maxSequenceCount * sequenceLength
         logitsChunkRows = min(positions, 640)
         activations = Activations(
-            config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows)
+            config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows,
+            training: !inferenceOnly)
+    }
+
+    /// Grows the activation buffers to hold `sequenceCount` sequences of `sequenceLength` tokens (no
+    /// change when they already do). Inference on inputs of varying length sizes the buffers for the
+    /// longest batch seen instead of the longest possible one.
+    public func reserve(sequenceCount: Int, sequenceLength: Int) {
+        precondition(sequenceCount > 0 && sequenceLength > 0, "sequence count and length must be positive")
+        precondition(
+            sequenceLength <= config.maxPositionEmbeddings,
+            "sequence length \(sequenceLength) exceeds max_position_embeddings (\(config.maxPositionEmbeddings))")
+        guard sequenceCount > maxSequenceCount || sequenceLength > self.sequenceLength else { return }
+        maxSequenceCount = max(maxSequenceCount, sequenceCount)
+        self.sequenceLength = max(self.sequenceLength, sequenceLength)
+        activations = Activations(
+            config: config, sequences: maxSequenceCount, length: self.sequenceLength, logitsRows: logitsChunkRows,
+            training: !inferenceOnly)
     }
 
     /// Bytes of all activation and scratch buffers (allocated once in `init`), excluding parameters
@@ -122,8 +151,35 @@ public final class BertForPreTraining {
             + activations.dropoutRecord.count
     }
 
+    /// An inference-only model that reads the parameters of `source` (no copy; `source` is kept alive
+    /// and must not change them while this one runs), with buffers of its own: copies run batches on
+    /// several threads at once for the memory of one set of parameters.
+    public init(sharingParametersOf source: BertForPreTraining, maxSequenceCount: Int, sequenceLength: Int) {
+        precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
+        precondition(
+            sequenceLength > 0 && sequenceLength <= source.config.maxPositionEmbeddings,
+            "sequence length \(sequenceLength) must be in 1...max_position_embeddings (\(source.config.maxPositionEmbeddings))")
+        config = source.config
+        table = source.table
+        self.maxSequenceCount = maxSequenceCount
+        self.sequenceLength = sequenceLength
+        inferenceOnly = true
+        activeLength = sequenceLength
+        parameters = source.parameters
+        parameterOwner = source
+        gradients = .allocate(capacity: 0)
+        offsets = source.offsets
+        logitsChunkRows = min(maxSequenceCount * sequenceLength, 640)
+        activations = Activations(
+            config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows,
+            training: false)
+    }
+
+    /// The model whose parameters this one reads (`init(sharingParametersOf:)`), else nil: it owns them.
+    private let parameterOwner: BertForPreTraining?
+
     deinit {
-        parameters.deallocate()
+        if parameterOwner == nil { parameters.deallocate() }
         gradients.deallocate()
     }
 
@@ -132,10 +188,11 @@ public final class BertForPreTraining {
     /// BERT's initialisation: weights and embeddings N(0, initializer_range), LayerNorm weight 1 and
     /// bias 0, all biases 0, the [PAD] word embedding row 0 (as Hugging Face does). Each entry draws
     /// from its own Philox stream keyed by (seed, entry index), so the result does not depend on
-    /// threading.
-    public func initializeParameters(seed: UInt64) {
+    /// threading, and initialising some entries (`only`, names) gives them the values a full
+    /// initialisation would.
+    public func initializeParameters(seed: UInt64, only names: Set<String>? = nil) {
         let std = config.initializerRange
-        for (index, entry) in table.entries.enumerated() {
+        for (index, entry) in table.entries.enumerated() where names?.contains(entry.name) ?? true {
             let destination = parameters.baseAddress! + entry.offset
             if entry.name.hasSuffix(".bias") {
                 destination.update(repeating: 0, count: entry.count)
@@ -153,7 +210,7 @@ public final class BertForPreTraining {
                 }
             }
         }
-        if (0..<config.vocabSize).contains(config.padTokenID) {
+        if (0..<config.vocabSize).contains(config.padTokenID), names?.contains("bert.embeddings.word_embeddings.weight") ?? true {
             let C = config.hiddenSize
             (parameters.baseAddress! + offsets.wordEmbeddings + config.padTokenID * C).update(repeating: 0, count: C)
         }
@@ -184,12 +241,14 @@ public final class BertForPreTraining {
         training: Bool, dropoutSeed: UInt64, dropoutStep: UInt64, computeGradients: Bool,
         onGradientsReady: ((Range<Int>) -> Void)? = nil
     ) -> StepResult {
+        precondition(!inferenceOnly, "step needs a model built for training (inferenceOnly: false)")
         let B = sequenceCount, T = sequenceLength
         if let problem = inputProblem(
-            inputIDs: inputIDs, tokenTypeIDs: tokenTypeIDs, attentionMask: attentionMask, sequenceCount: B)
+            inputIDs: inputIDs, tokenTypeIDs: tokenTypeIDs, attentionMask: attentionMask, sequenceCount: B, length: T)
         {
             preconditionFailure(problem)
         }
+        activeLength = T
         precondition(maskedLabels.count == maskedPositions.count, "one masked label per masked position")
         precondition(maskedPositions.count <= B * T, "more masked positions than tokens")
         precondition(maskedPositions.allSatisfy { $0 >= 0 && Int($0) < B * T }, "masked position outside 0..<B*T")
@@ -240,10 +299,14 @@ public final class BertForPreTraining {
     }
 
     /// Why these inputs cannot be run, or nil.
-    func inputProblem(inputIDs: [Int32], tokenTypeIDs: [Int32], attentionMask: [Int32], sequenceCount B: Int) -> String? {
-        let T = sequenceLength
+    func inputProblem(
+        inputIDs: [Int32], tokenTypeIDs: [Int32], attentionMask: [Int32], sequenceCount B: Int, length T: Int
+    ) -> String? {
         if B < 1 || B > maxSequenceCount {
             return "sequence count \(B) must be in 1...\(maxSequenceCount) (the model was built for at most \(maxSequenceCount))"
+        }
+        if T < 1 || T > sequenceLength {
+            return "sequence length \(T) must be in 1...\(sequenceLength) (the model was built for at most \(sequenceLength))"
         }
         if inputIDs.count != B * T || tokenTypeIDs.count != B * T || attentionMask.count != B * T {
             return "input ids, token type ids and attention mask must each hold \(B) x \(T) values "
@@ -261,18 +324,21 @@ public final class BertForPreTraining {
     // MARK: - Inference
 
     /// Runs the encoder without dropout and returns the last hidden state, [B, T, C]. The inputs are
-    /// (B, T) row-major with B <= maxSequenceCount. `mlmLogits(at:)` and `nspLogits()` then read the
-    /// result of this call.
+    /// (B, T) row-major with B <= maxSequenceCount and T (default `sequenceLength`) <= sequenceLength.
+    /// `mlmLogits(at:)` and `nspLogits()` then read the result of this call.
     public func hiddenStates(
-        inputIDs: [Int32], tokenTypeIDs: [Int32], attentionMask: [Int32], sequenceCount B: Int
+        inputIDs: [Int32], tokenTypeIDs: [Int32], attentionMask: [Int32], sequenceCount B: Int,
+        sequenceLength T: Int? = nil
     ) throws -> [Float] {
+        let T = T ?? sequenceLength
         if let problem = inputProblem(
-            inputIDs: inputIDs, tokenTypeIDs: tokenTypeIDs, attentionMask: attentionMask, sequenceCount: B)
+            inputIDs: inputIDs, tokenTypeIDs: tokenTypeIDs, attentionMask: attentionMask, sequenceCount: B, length: T)
         {
             throw BertInputError.invalid(problem)
         }
-        let dropout = DropoutSettings.disabled(heads: config.attentionHeadCount, length: sequenceLength)
+        let dropout = DropoutSettings.disabled(heads: config.attentionHeadCount, length: T)
         lastLayerRows = nil
+        activeLength = T
         inputIDs.withUnsafeBufferPointer { ids in
             tokenTypeIDs.withUnsafeBufferPointer { types in
                 attentionMask.withUnsafeBufferPointer { mask in
@@ -290,13 +356,13 @@ public final class BertForPreTraining {
         precondition(
             layer < config.hiddenLayerCount || lastLayerRows == nil,
             "step computes the last layer at the loss rows only: run hiddenStates(inputIDs:...) for all of them")
-        let count = lastSequenceCount * sequenceLength * config.hiddenSize
+        let count = lastSequenceCount * activeLength * config.hiddenSize
         return Array(UnsafeBufferPointer(start: layerOutput(layer), count: count))
     }
 
     /// MLM logits of the most recent forward pass at flat positions b*T + t, [P, V].
     public func mlmLogits(at positions: [Int32]) throws -> [Float] {
-        let N = lastSequenceCount * sequenceLength, C = config.hiddenSize, V = config.vocabSize
+        let N = lastSequenceCount * activeLength, C = config.hiddenSize, V = config.vocabSize
         if let bad = positions.first(where: { $0 < 0 || Int($0) >= N }) {
             throw BertInputError.invalid("position \(bad) is outside the \(N) token positions of the last forward pass")
         }

@@ -11,7 +11,7 @@ extension BertForPreTraining {
         _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, _ mask: UnsafePointer<Int32>,
         _ B: Int, _ dropout: DropoutSettings
     ) {
-        let T = sequenceLength, N = B * T, C = config.hiddenSize, eps = config.layerNormEpsilon
+        let T = activeLength, N = B * T, C = config.hiddenSize, eps = config.layerNormEpsilon
         let a = activations, o = offsets
         lastSequenceCount = B
 
@@ -41,7 +41,7 @@ extension BertForPreTraining {
         _ l: Int, input x: UnsafePointer<Float>, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings,
         _ kept: KeptRows?
     ) {
-        let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
+        let T = activeLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
         let eps = config.layerNormEpsilon
         let p = offsets.layers[l], a = activations, act = a.layers[l]
         // Rows from the attention output on.
@@ -105,7 +105,7 @@ extension BertForPreTraining {
     /// many (all T of them, or the kept ones); the scores of head h are then the rows from
     /// `NH * first + h * count` of the probabilities.
     func queryRows(_ b: Int, _ kept: KeptRows?) -> (first: Int, count: Int) {
-        kept?.queries(of: b) ?? (b * sequenceLength, sequenceLength)
+        kept?.queries(of: b) ?? (b * activeLength, activeLength)
     }
 
     /// Scores, masked softmax (+ dropout) and context for every (sequence, head). Q, K, V of head h of
@@ -119,7 +119,7 @@ extension BertForPreTraining {
         _ l: Int, _ act: Activations.Layer, _ mask: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings,
         _ kept: KeptRows?
     ) {
-        let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
+        let T = activeLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
         let scale = 1 / Float(hs).squareRoot()
         let attentionDropout = dropout.attentionMask(layer: l, kept: kept)
         let scratch = activations.attentionScratch
@@ -191,7 +191,7 @@ extension BertForPreTraining {
         _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, _ B: Int, _ dropout: DropoutSettings,
         _ onGradientsReady: ((Range<Int>) -> Void)?
     ) {
-        let T = sequenceLength, N = B * T, C = config.hiddenSize
+        let T = activeLength, N = B * T, C = config.hiddenSize
         let a = activations, o = offsets
         let L = config.hiddenLayerCount
         for l in stride(from: L - 1, through: 0, by: -1) {
@@ -220,7 +220,7 @@ extension BertForPreTraining {
     func layerBackward(
         _ l: Int, input x: UnsafePointer<Float>, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?
     ) {
-        let T = sequenceLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
+        let T = activeLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
         let p = offsets.layers[l], a = activations, act = a.layers[l]
         let dh = a.dResidual
         let M = kept?.count ?? N
@@ -298,7 +298,7 @@ extension BertForPreTraining {
     func attentionBackward(
         _ l: Int, _ act: Activations.Layer, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?
     ) {
-        let T = sequenceLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
+        let T = activeLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
         let scale = 1 / Float(hs).squareRoot()
         let a = activations
         let attentionDropout = dropout.attentionMask(layer: l, kept: kept)

@@ -10,7 +10,7 @@ extension BertForPreTraining {
 
     /// The row of sequence b's [CLS] token in the last hidden state.
     func clsRow(_ b: Int) -> Int {
-        lastLayerRows.map { Int($0.sequenceStarts[b]) } ?? b * sequenceLength
+        lastLayerRows.map { Int($0.sequenceStarts[b]) } ?? b * activeLength
     }
 
     /// `clsRows` = the [CLS] rows of the last hidden state, `pooled` = tanh(dense(clsRows)), (B, C).
@@ -59,7 +59,7 @@ extension BertForPreTraining {
         var result = StepResult()
         // d(last hidden state) is assembled here: the [CLS] rows from the pooler, the masked rows
         // from the MLM head.
-        let hiddenRows = lastLayerRows?.count ?? B * sequenceLength
+        let hiddenRows = lastLayerRows?.count ?? B * activeLength
         if computeGradients { timed(.other) { a.dResidual.update(repeating: 0, count: hiddenRows * C) } }
 
         if K > 0, let nspLabels {

@@ -63,6 +63,10 @@ struct Offsets {
 }
 
 /// Every activation and scratch buffer of the model, allocated once for the largest micro-batch.
+///
+/// Without `training`, only forward passes without dropout run: the buffers of backward, dropout and
+/// the kept rows are left out, and the layers share one set of buffers except their outputs (which
+/// `hiddenStates(layer:)` reads); a layer reads only its input, the previous layer's output.
 final class Activations {
     struct Layer {
         let qkv: UnsafeMutablePointer<Float>          // (N, 3C) queries | keys | values per token
@@ -111,7 +115,7 @@ final class Activations {
     let keptSequenceStarts: UnsafeMutablePointer<Int32> // (B + 1)
     let keptAttentionRows: UnsafeMutablePointer<Int32>  // (NH N)
 
-    init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int) {
+    init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int, training: Bool = true) {
         let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
         let N = B * T, V = config.vocabSize, K = max(1, config.nspClassCount)
         var allocations: [UnsafeMutableRawPointer] = []
@@ -130,51 +134,65 @@ final class Activations {
             indexCount += count
             return zeroed(count, 0)
         }
-        embeddingSum = buffer(N * C)
-        embeddingMean = buffer(N)
-        embeddingRstd = buffer(N)
-        embeddingOut = buffer(N * C)
-        layers = (0..<config.hiddenLayerCount).map { _ in
+        /// A buffer only training (backward, dropout, losses, kept rows) uses.
+        func trainingBuffer(_ count: Int) -> UnsafeMutablePointer<Float> { buffer(training ? count : 0) }
+        func trainingIndices(_ count: Int) -> UnsafeMutablePointer<Int32> { indices(training ? count : 0) }
+        func layer() -> Layer {
             Layer(
                 qkv: buffer(N * 3 * C), probs: buffer(B * NH * T * T), context: buffer(N * C),
                 residual1: buffer(N * C), mean1: buffer(N), rstd1: buffer(N), hidden1: buffer(N * C),
                 pre: buffer(N * I), residual2: buffer(N * C), mean2: buffer(N),
                 rstd2: buffer(N), output: buffer(N * C))
         }
+        embeddingSum = buffer(N * C)
+        embeddingMean = buffer(N)
+        embeddingRstd = buffer(N)
+        embeddingOut = buffer(N * C)
+        if training {
+            layers = (0..<config.hiddenLayerCount).map { _ in layer() }
+        } else {
+            let shared = layer()
+            layers = (0..<config.hiddenLayerCount).map { l in
+                l == 0 ? shared : Layer(
+                    qkv: shared.qkv, probs: shared.probs, context: shared.context, residual1: shared.residual1,
+                    mean1: shared.mean1, rstd1: shared.rstd1, hidden1: shared.hidden1, pre: shared.pre,
+                    residual2: shared.residual2, mean2: shared.mean2, rstd2: shared.rstd2, output: buffer(N * C))
+            }
+        }
         dense = buffer(N * C)
-        attentionScratch = buffer(B * NH * T * T)
-        dResidual = buffer(N * C)
+        attentionScratch = trainingBuffer(B * NH * T * T)
+        dResidual = trainingBuffer(N * C)
         dIntermediate = buffer(N * I)
-        activationDerivative = buffer(N * I)
-        dqkv = buffer(N * 3 * C)
-        dContext = buffer(N * C)
+        activationDerivative = trainingBuffer(N * I)
+        dqkv = trainingBuffer(N * 3 * C)
+        dContext = trainingBuffer(N * C)
         clsRows = buffer(B * C)
         pooled = buffer(B * C)
-        dPooled = buffer(B * C)
-        dClsRows = buffer(B * C)
+        dPooled = trainingBuffer(B * C)
+        dClsRows = trainingBuffer(B * C)
         nspLogits = buffer(B * K)
-        nspLosses = buffer(B)
+        nspLosses = trainingBuffer(B)
         gathered = buffer(logitsRows * C)
         transformPre = buffer(logitsRows * C)
         transformAct = buffer(logitsRows * C)
         transformOut = buffer(logitsRows * C)
-        dTransform = buffer(logitsRows * C)
-        dGathered = buffer(logitsRows * C)
+        dTransform = trainingBuffer(logitsRows * C)
+        dGathered = trainingBuffer(logitsRows * C)
         transformMean = buffer(logitsRows)
         transformRstd = buffer(logitsRows)
-        mlmLosses = buffer(N)
-        logits = buffer(logitsRows * V)
-        keptQueries = buffer(N * C)
-        keptTokenRows = indices(N)
-        keptMaskedRows = indices(N)
-        keptSequenceStarts = indices(B + 1)
-        keptAttentionRows = indices(NH * N)
+        mlmLosses = trainingBuffer(N)
+        logits = trainingBuffer(logitsRows * V)
+        keptQueries = trainingBuffer(N * C)
+        keptTokenRows = trainingIndices(N)
+        keptMaskedRows = trainingIndices(N)
+        keptSequenceStarts = trainingIndices(B + 1)
+        keptAttentionRows = trainingIndices(NH * N)
         self.indexCount = indexCount
-        nspCorrect = zeroed(B, false)
-        mlmCorrect = zeroed(N, false)
+        nspCorrect = zeroed(training ? B : 0, false)
+        mlmCorrect = zeroed(training ? N : 0, false)
         self.allocations = allocations
         self.floatCount = floatCount
-        dropoutRecord = DropoutRecord(config: config, sequences: B, length: T)
+        dropoutRecord = DropoutRecord(config: config, sequences: training ? B : 0, length: T)
     }
 
     deinit {

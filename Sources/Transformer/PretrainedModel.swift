@@ -128,13 +128,15 @@ public enum PretrainedDirectory {
 extension BertForPreTraining {
     /// Builds a model for `maxSequenceCount x sequenceLength` inputs from a Hugging Face BERT directory
     /// (config.json + model.safetensors). Parameters the files lack (pooler, heads) get BERT's
-    /// initialisation from `initializationSeed` and are listed in the report.
+    /// initialisation from `initializationSeed` and are listed in the report. `inferenceOnly` as in `init`.
     public static func pretrained(
-        directory: String, maxSequenceCount: Int, sequenceLength: Int, initializationSeed: UInt64 = 0
+        directory: String, maxSequenceCount: Int, sequenceLength: Int, initializationSeed: UInt64 = 0,
+        inferenceOnly: Bool = false
     ) throws -> (model: BertForPreTraining, report: PretrainedLoadReport) {
         let config = try PretrainedDirectory.config(in: directory)
         let files = try PretrainedDirectory.weightFiles(in: directory)
-        let model = BertForPreTraining(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength)
+        let model = BertForPreTraining(
+            config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
         let report = try model.loadWeights(from: files, initializationSeed: initializationSeed)
         return (model, report)
     }
@@ -198,11 +200,10 @@ extension BertForPreTraining {
         if !missing.isEmpty {
             throw PretrainedModelError.missingTensors(path: origin, names: missing)
         }
-        // Absent parameters start from BERT's init. The init covers the whole buffer, so it runs
-        // before the copies and only when something is absent: drawing 100M+ normals for a complete
-        // checkpoint would only slow loading down.
+        // Absent parameters start from BERT's init, drawn for them alone: drawing normals for the
+        // whole model (100M+ for bert-base) would only slow loading down.
         if !absent.isEmpty {
-            initializeParameters(seed: initializationSeed)
+            initializeParameters(seed: initializationSeed, only: Set(absent))
         }
         for entry in table.entries {
             if let source = sources[entry.name] { try copy(source, into: entry) }

@@ -13,78 +13,144 @@ struct FillMask: ParsableCommand {
         discussion: """
             With one [MASK], prints the top-k candidates; with several, the top-k of each mask in order. \
             --json prints what the pipeline returns: a list of {"score", "token", "token_str", "sequence"} \
-            (a list of such lists for several masks).
+            (a list of such lists for several masks). Several texts (arguments, or --input FILE|- with one \
+            text per line or JSON lines with a "text" string) are run in batches of similar length and \
+            answered in input order: each text's table after the text, or with --json one answer per line.
             """)
 
     @OptionGroup var model: PretrainedModelOptions
 
+    @OptionGroup var source: TextInputOptions
+
     @Option(name: .customLong("top-k"), help: "Candidates per [MASK].")
     var topK: Int = 5
+
+    @Option(help: "Texts per forward pass.")
+    var batchSize: Int = 16
 
     @Flag(help: "Print the pipeline's JSON instead of a table.")
     var json = false
 
-    @Argument(help: "Text with one or more [MASK] tokens.")
-    var text: String
+    @Argument(help: "Texts with one or more [MASK] tokens (or --input).")
+    var texts: [String] = []
 
     func validate() throws {
+        try source.validate(arguments: texts)
         guard topK > 0 else { throw ValidationError("--top-k must be positive, got \(topK)") }
+        guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
     }
 
     func run() throws {
+        let workerCount = source.applyThreads()
         let loaded = try model.loadTokenizer()
         let tokenizer = loaded.tokenizer
         let vocabulary = tokenizer.vocabulary
-        let ids = [vocabulary.classifierID] + tokenizer.encode(text) + [vocabulary.separatorID]
-        let maskedIndices = ids.indices.filter { ids[$0] == vocabulary.maskID }
-        guard !maskedIndices.isEmpty else {
-            throw ValidationError("the text has no [MASK] token; write [MASK] where a word should be predicted")
+        let config = try PretrainedDirectory.config(in: model.model)
+        let inputs = try source.read(arguments: texts)
+        let encoded = try source.encode(inputs, tokenizer: tokenizer, maxPositions: config.maxPositionEmbeddings)
+        let masks = try encoded.enumerated().map { i, ids in
+            let positions = ids.indices.filter { ids[$0] == vocabulary.maskID }
+            guard !positions.isEmpty else {
+                let origin = inputs.count == 1 && source.input == nil ? "the text" : inputs[i].origin
+                throw InputError("\(origin) has no [MASK] token; write [MASK] where a word should be predicted")
+            }
+            return positions
         }
-        let (network, report) = try model.loadModel(sequenceCount: 1, sequenceLength: ids.count)
-        if let notice = report.notice { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
-        let V = network.config.vocabSize
+        let V = config.vocabSize
         guard topK <= V else { throw ValidationError("--top-k \(topK) exceeds the vocabulary of \(V) tokens") }
         guard vocabulary.count <= V else {
             throw ValidationError("vocab.txt has \(vocabulary.count) tokens but config.json has vocab_size \(V)")
         }
-
-        _ = try network.hiddenStates(
-            inputIDs: ids, tokenTypeIDs: [Int32](repeating: 0, count: ids.count),
-            attentionMask: [Int32](repeating: 1, count: ids.count), sequenceCount: 1)
-        let logits = try network.mlmLogits(at: maskedIndices.map { Int32($0) })
+        let firstWindow = encoded.prefix(LengthBatches.windowSize)
+        let (network, report) = try model.loadModel(
+            sequenceCount: min(batchSize, encoded.count), sequenceLength: firstWindow.map(\.count).max()!)
+        if let notice = report.notice { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
+        let workers = ModelWorkers(network, count: workerCount)
         let decoder = WordPieceDecoder(vocabulary: vocabulary, cleanUpTokenizationSpaces: loaded.cleanUpTokenizationSpaces)
-        let singleMask = maskedIndices.count == 1
+        // One text given as an argument prints exactly the pipeline's answer; several, one answer each.
+        let several = source.input != nil || inputs.count > 1
+        let progress = Progress(total: encoded.count, verb: "filled")
 
-        var rankings: [[Candidate]] = []
-        for (row, index) in maskedIndices.enumerated() {
-            let probabilities = softmax(logits[(row * V)..<((row + 1) * V)])
-            // Highest probability first; equal probabilities by token id, a fixed order.
-            let best = probabilities.indices.sorted {
-                probabilities[$0] != probabilities[$1] ? probabilities[$0] > probabilities[$1] : $0 < $1
-            }.prefix(topK)
-            rankings.append(best.map { id in
-                var filled = ids
-                filled[index] = Int32(id)
-                // As the pipeline: padding dropped, special tokens kept when other [MASK]s remain.
-                let sequence = decoder.decode(filled.filter { $0 != vocabulary.padID }, skipSpecialTokens: singleMask)
-                return Candidate(
-                    score: probabilities[id], token: id, tokenString: decoder.decode([Int32(id)], skipSpecialTokens: false),
-                    sequence: sequence)
-            })
-        }
-
-        if json {
-            let lists = rankings.map { "[" + $0.map(\.json).joined(separator: ", ") + "]" }
-            print(singleMask ? lists[0] : "[" + lists.joined(separator: ", ") + "]")
-        } else {
-            for (number, ranking) in rankings.enumerated() {
-                if !singleMask { print("[MASK] \(number + 1):") }
-                for candidate in ranking {
-                    let score = String(format: "%.4f", candidate.score)
-                    print("\(score)  \(candidate.tokenString.padding(toLength: max(12, candidate.tokenString.count), withPad: " ", startingAt: 0))  \(candidate.sequence)")
+        for windowStart in stride(from: 0, to: encoded.count, by: LengthBatches.windowSize) {
+            let window = windowStart..<min(windowStart + LengthBatches.windowSize, encoded.count)
+            var rankings = [[[Candidate]]](repeating: [], count: window.count)
+            let batches = LengthBatches.batches(lengths: encoded[window].map(\.count), batchSize: batchSize)
+            try rankings.withUnsafeMutableBufferPointer { rankings in
+                try workers.forEach(batches.count) { network, k in
+                    let batch = batches[k]
+                    let (ids, mask, T) = LengthBatches.padded(batch.map { encoded[windowStart + $0] }, padID: vocabulary.padID)
+                    network.reserve(sequenceCount: batch.count, sequenceLength: T)
+                    _ = try network.hiddenStates(
+                        inputIDs: ids, tokenTypeIDs: [Int32](repeating: 0, count: ids.count), attentionMask: mask,
+                        sequenceCount: batch.count, sequenceLength: T)
+                    var positions: [Int32] = []
+                    for (b, i) in batch.enumerated() { positions += masks[windowStart + i].map { Int32(b * T + $0) } }
+                    let logits = try network.mlmLogits(at: positions)
+                    var row = 0
+                    for i in batch {
+                        let text = encoded[windowStart + i], textMasks = masks[windowStart + i]
+                        rankings[i] = textMasks.map { index in
+                            defer { row += 1 }
+                            return candidates(
+                                logits[(row * V)..<((row + 1) * V)], text: text, at: index, singleMask: textMasks.count == 1,
+                                decoder: decoder)
+                        }
+                    }
+                    progress.advance(by: batch.count)
                 }
             }
+            for (i, textRankings) in rankings.enumerated() {
+                print(answer(textRankings, text: several ? inputs[windowStart + i].text : nil))
+            }
         }
+    }
+
+    /// The top-k candidates of the [MASK] at `index` of `text` ([CLS] ... [SEP]) from its logits.
+    private func candidates(
+        _ logits: ArraySlice<Float>, text: [Int32], at index: Int, singleMask: Bool, decoder: WordPieceDecoder
+    ) -> [Candidate] {
+        let probabilities = softmax(logits)
+        return topIndices(probabilities).map { id in
+            var filled = text
+            filled[index] = Int32(id)
+            // As the pipeline: padding dropped, special tokens kept when other [MASK]s remain.
+            let sequence = decoder.decode(filled.filter { $0 != decoder.vocabulary.padID }, skipSpecialTokens: singleMask)
+            return Candidate(
+                score: probabilities[id], token: id, tokenString: decoder.decode([Int32(id)], skipSpecialTokens: false),
+                sequence: sequence)
+        }
+    }
+
+    /// The `topK` highest probabilities' indices, highest first; equal probabilities by index, a fixed order.
+    private func topIndices(_ probabilities: [Float]) -> [Int] {
+        var best: [Int] = []
+        func before(_ a: Int, _ b: Int) -> Bool {
+            probabilities[a] != probabilities[b] ? probabilities[a] > probabilities[b] : a < b
+        }
+        for id in probabilities.indices where best.count < topK || before(id, best[best.count - 1]) {
+            let slot = best.firstIndex { before(id, $0) } ?? best.count
+            best.insert(id, at: slot)
+            if best.count > topK { best.removeLast() }
+        }
+        return best
+    }
+
+    /// One text's answer: the pipeline's JSON, or its table (after the text when `text` is given).
+    private func answer(_ rankings: [[Candidate]], text: String?) -> String {
+        let singleMask = rankings.count == 1
+        if json {
+            let lists = rankings.map { "[" + $0.map(\.json).joined(separator: ", ") + "]" }
+            return singleMask ? lists[0] : "[" + lists.joined(separator: ", ") + "]"
+        }
+        var lines: [String] = text.map { [$0] } ?? []
+        for (number, ranking) in rankings.enumerated() {
+            if !singleMask { lines.append("[MASK] \(number + 1):") }
+            for candidate in ranking {
+                let score = String(format: "%.4f", candidate.score)
+                lines.append("\(score)  \(candidate.tokenString.padding(toLength: max(12, candidate.tokenString.count), withPad: " ", startingAt: 0))  \(candidate.sequence)")
+            }
+        }
+        return lines.joined(separator: "\n")
     }
 
     struct Candidate {
@@ -182,7 +248,8 @@ struct PretrainedModelOptions: ParsableArguments {
                 "the text is \(sequenceLength) tokens with [CLS] and [SEP]; the model takes at most "
                     + "\(config.maxPositionEmbeddings) (max_position_embeddings)")
         }
-        return try BertForPreTraining.pretrained(directory: model, maxSequenceCount: sequenceCount, sequenceLength: sequenceLength)
+        return try BertForPreTraining.pretrained(
+            directory: model, maxSequenceCount: sequenceCount, sequenceLength: sequenceLength, inferenceOnly: true)
     }
 }
 
