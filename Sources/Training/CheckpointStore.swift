@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Kernels
 
 /// A checkpoint that cannot be written, read or trusted; names the file and what to do.
 public struct CheckpointError: Error, LocalizedError, CustomStringConvertible {
@@ -34,10 +35,18 @@ public struct CheckpointManifest: Equatable, Sendable {
     public var files: [File]
     /// What the trainer stored (step, consumed samples, RNG positions, ...), see `decodeState`.
     public var state: JSONValue
+    /// The `trainer_state.json` this was read from, for messages.
+    public var path = ""
 
-    /// The trainer's state decoded into its own type.
+    /// The trainer's state decoded into its own type; a state of other keys or types (a manifest of
+    /// another version) is a `CheckpointError` naming the manifest.
     public func decodeState<State: Decodable>(_ type: State.Type) throws -> State {
-        try JSONDecoder().decode(State.self, from: Data(state.compactText().utf8))
+        do {
+            return try JSONDecoder().decode(State.self, from: Data(state.compactText().utf8))
+        } catch let error as DecodingError {
+            throw CheckpointError(path: path, message: "its trainer state is unreadable (\(error.summary)); the "
+                + "checkpoint was written by another SwiftBERT version, resume from a checkpoint of this one")
+        }
     }
 }
 
@@ -446,9 +455,12 @@ public final class CheckpointStore {
         for (name, entry) in entries {
             guard case let .number(sizeText)? = entry["size"], let size = Int(sizeText),
                   case let .string(digest)? = entry["sha256"], digest.count == 64,
-                  !name.contains("/"), name != "." && name != ".." else { throw bad("bad entry for \"\(name)\"") }
+                  !name.isEmpty, !name.contains("/"), name != "." && name != ".." else {
+                // Debug form: a damaged name may hold a line break, and the message stays one line.
+                throw bad("bad entry for \(String(reflecting: name))")
+            }
             files.append(.init(name: name, size: size, sha256: digest))
         }
-        return CheckpointManifest(step: step, files: files, state: root["state"] ?? .null)
+        return CheckpointManifest(step: step, files: files, state: root["state"] ?? .null, path: path)
     }
 }

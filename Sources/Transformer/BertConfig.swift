@@ -176,6 +176,48 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try require(
             [0, 2, 3].contains(nspClassCount), .nspClassCount,
             "must be 2 (binary NSP), 3 (three-way NSP) or 0 (no NSP head), got \(nspClassCount)")
+        // A damaged file's huge values must stop here: the parameter table multiplies them (and would
+        // trap on overflow) and the model allocates 4 bytes per parameter at least.
+        try require(vocabSize <= Int(Int32.max), .vocabSize, "is \(vocabSize); token ids must fit in Int32")
+        try require(hiddenLayerCount <= 10_000, .hiddenLayerCount, "is \(hiddenLayerCount), more than 10000 layers")
+        guard let count = parameterCount, count <= Self.maximumParameterCount else {
+            throw BertConfigError.invalidValue(
+                key: CodingKeys.hiddenSize.rawValue,
+                reason: "with vocab_size \(vocabSize), hidden_size \(hiddenSize), intermediate_size \(intermediateSize), "
+                    + "num_hidden_layers \(hiddenLayerCount) and max_position_embeddings \(maxPositionEmbeddings) the model "
+                    + "has more than \(Self.maximumParameterCount) parameters; check the values")
+        }
+    }
+
+    /// 2^36 parameters: 256 GiB of Float weights alone, far above any model this trainer runs.
+    public static let maximumParameterCount = 1 << 36
+
+    /// Parameters of `BertForPreTraining` with this config, or nil when the count overflows `Int`.
+    public var parameterCount: Int? {
+        func product(_ factors: Int...) -> Int? {
+            var result = 1
+            for factor in factors {
+                let (value, overflow) = result.multipliedReportingOverflow(by: factor)
+                if overflow { return nil }
+                result = value
+            }
+            return result
+        }
+        func sum(_ terms: Int?...) -> Int? {
+            var result = 0
+            for term in terms {
+                guard let term else { return nil }
+                let (value, overflow) = result.addingReportingOverflow(term)
+                if overflow { return nil }
+                result = value
+            }
+            return result
+        }
+        let C = hiddenSize, I = intermediateSize, V = vocabSize
+        let embeddings = sum(product(V, C), product(maxPositionEmbeddings, C), product(typeVocabSize, C), product(2, C))
+        let layer = sum(product(4, C, C), product(2, C, I), product(9, C), I)
+        let heads = sum(product(2, C, C), V, product(5, C), product(nspClassCount, C), nspClassCount)
+        return sum(embeddings, layer.flatMap { product($0, hiddenLayerCount) }, heads)
     }
 
     /// Reads a Hugging Face `config.json`.
@@ -190,8 +232,10 @@ public struct BertConfig: Codable, Equatable, Sendable {
             return try JSONDecoder().decode(BertConfig.self, from: data)
         } catch let error as BertConfigError {
             throw error.in(path)
+        } catch let error as DecodingError {
+            throw BertConfigError.unreadable(path: path, reason: "not a JSON object of BertConfig keys (\(error.summary))")
         } catch {
-            throw BertConfigError.unreadable(path: path, reason: "not a JSON object: \(error)")
+            throw BertConfigError.unreadable(path: path, reason: "\(error.localizedDescription)")
         }
     }
 
