@@ -291,7 +291,7 @@ public final class Shard: @unchecked Sendable {
         var valid = offsets[0] == 0 && offsets[n] == UInt64(k)
         for i in 0..<n where valid {
             let end = offsets[i + 1]
-            let length = Int(end &- previous)
+            let length = end >= previous ? Int(clamping: end - previous) : Int.max
             valid = end >= previous && length <= header.sequenceLength && Int(segmentALengths[i]) + 2 <= length
             previous = end
         }
