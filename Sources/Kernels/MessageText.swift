@@ -1,7 +1,16 @@
 import Foundation
 
-// Every module reads JSON files a user gives (configs, manifests, safetensors headers); their
-// messages describe a decoding failure the same way, in one line.
+// Every module reads files a user gives (configs, manifests, vocabularies, safetensors headers) and
+// reports what is wrong with them in one line; these helpers keep quoted file contents from breaking it.
+
+extension String {
+    /// The text with line breaks escaped (`\n`, `\r`), so that a message quoting a damaged file's key
+    /// or value stays one line.
+    public var escapingLineBreaks: String {
+        replacingOccurrences(of: "\n", with: "\\n").replacingOccurrences(of: "\r", with: "\\r")
+    }
+}
+
 extension DecodingError {
     /// One line naming the key path and what was wrong, for messages about a damaged file (the
     /// default description spells out the whole context type).
@@ -11,15 +20,15 @@ extension DecodingError {
         }
         switch self {
         case let .keyNotFound(key, context):
-            return "missing key '\(key.stringValue)'\(at(context.codingPath))"
+            return "missing key '\(key.stringValue)'\(at(context.codingPath))".escapingLineBreaks
         case let .typeMismatch(type, context), let .valueNotFound(type, context):
-            return "expected \(type)\(at(context.codingPath))"
+            return "expected \(type)\(at(context.codingPath))".escapingLineBreaks
         case let .dataCorrupted(context):
             let reason = (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
                 ?? context.debugDescription
-            return reason.split(whereSeparator: \.isNewline).joined(separator: " ") + at(context.codingPath)
+            return (reason + at(context.codingPath)).escapingLineBreaks
         @unknown default:
-            return "\(self)".split(whereSeparator: \.isNewline).joined(separator: " ")
+            return "\(self)".escapingLineBreaks
         }
     }
 }

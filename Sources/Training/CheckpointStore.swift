@@ -10,7 +10,8 @@ public struct CheckpointError: Error, LocalizedError, CustomStringConvertible {
         self.path = path
         self.message = message
     }
-    public var description: String { "\(path): \(message)" }
+    /// One line: names quoted from a damaged manifest may hold line breaks, which are shown escaped.
+    public var description: String { "\(path): \(message)".escapingLineBreaks }
     public var errorDescription: String? { description }
 }
 
@@ -108,7 +109,10 @@ public final class CheckpointStore {
         precondition(step >= 0, "checkpoint steps are not negative")
         let stateJSON: JSONValue
         do {
-            stateJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(state), as: UTF8.self))
+            // Sorted keys: the same state gives the same manifest bytes in every process.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            stateJSON = try JSONValue.parse(String(decoding: encoder.encode(state), as: UTF8.self))
         } catch {
             throw CheckpointError(path: directory, message: "cannot encode the trainer state: \(error)")
         }
@@ -455,10 +459,7 @@ public final class CheckpointStore {
         for (name, entry) in entries {
             guard case let .number(sizeText)? = entry["size"], let size = Int(sizeText),
                   case let .string(digest)? = entry["sha256"], digest.count == 64,
-                  !name.isEmpty, !name.contains("/"), name != "." && name != ".." else {
-                // Debug form: a damaged name may hold a line break, and the message stays one line.
-                throw bad("bad entry for \(String(reflecting: name))")
-            }
+                  !name.isEmpty, !name.contains("/"), name != "." && name != ".." else { throw bad("bad entry for \"\(name)\"") }
             files.append(.init(name: name, size: size, sha256: digest))
         }
         return CheckpointManifest(step: step, files: files, state: root["state"] ?? .null, path: path)

@@ -182,11 +182,32 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try require(hiddenLayerCount <= 10_000, .hiddenLayerCount, "is \(hiddenLayerCount), more than 10000 layers")
         guard let count = parameterCount, count <= Self.maximumParameterCount else {
             throw BertConfigError.invalidValue(
-                key: CodingKeys.hiddenSize.rawValue,
-                reason: "with vocab_size \(vocabSize), hidden_size \(hiddenSize), intermediate_size \(intermediateSize), "
-                    + "num_hidden_layers \(hiddenLayerCount) and max_position_embeddings \(maxPositionEmbeddings) the model "
-                    + "has more than \(Self.maximumParameterCount) parameters; check the values")
+                key: largestDimension.key.rawValue,
+                reason: "is \(largestDimension.value), which gives the model more than \(Self.maximumParameterCount) parameters; "
+                    + "check the value")
         }
+    }
+
+    /// The size key with the largest value: the likeliest culprit when the model is too large.
+    private var largestDimension: (key: CodingKeys, value: Int) {
+        [(CodingKeys.vocabSize, vocabSize), (.hiddenSize, hiddenSize), (.intermediateSize, intermediateSize),
+         (.hiddenLayerCount, hiddenLayerCount), (.maxPositionEmbeddings, maxPositionEmbeddings),
+         (.typeVocabSize, typeVocabSize)].max { $0.1 < $1.1 }!
+    }
+
+    /// Throws when the model's parameters, at `bytesPerParameter` bytes each (4 for the weights alone,
+    /// 16 with gradients and Adam moments), exceed this machine's memory: a mistyped or damaged
+    /// config.json must end in a message, not in an allocation failure. `path` names the file.
+    public func checkFitsInMemory(bytesPerParameter: Int, path: String? = nil) throws {
+        let count = Double(parameterCount ?? Int.max)
+        let needed = count * Double(bytesPerParameter), memory = Double(ProcessInfo.processInfo.physicalMemory)
+        guard needed > memory else { return }
+        throw BertConfigError.invalidValue(
+            key: largestDimension.key.rawValue,
+            reason: String(format: "is %d, which gives the model %.3g parameters, %.1f GB at %d bytes each, more than this "
+                + "machine's %.1f GB of memory; check the value", largestDimension.value, count, needed / 1e9,
+                bytesPerParameter, memory / 1e9),
+            path: path)
     }
 
     /// 2^36 parameters: 256 GiB of Float weights alone, far above any model this trainer runs.
@@ -216,7 +237,7 @@ public struct BertConfig: Codable, Equatable, Sendable {
         let C = hiddenSize, I = intermediateSize, V = vocabSize
         let embeddings = sum(product(V, C), product(maxPositionEmbeddings, C), product(typeVocabSize, C), product(2, C))
         let layer = sum(product(4, C, C), product(2, C, I), product(9, C), I)
-        let heads = sum(product(2, C, C), V, product(5, C), product(nspClassCount, C), nspClassCount)
+        let heads = sum(product(2, C, C), V, product(4, C), product(nspClassCount, C), nspClassCount)
         return sum(embeddings, layer.flatMap { product($0, hiddenLayerCount) }, heads)
     }
 
@@ -258,13 +279,14 @@ public enum BertConfigError: Error, LocalizedError, CustomStringConvertible, Equ
         return self
     }
 
+    /// One line: values quoted from the file may hold line breaks, which are shown escaped.
     public var description: String {
         switch self {
         case let .unreadable(path, reason):
-            return "cannot read model config \(path): \(reason)"
+            return "cannot read model config \(path): \(reason)".escapingLineBreaks
         case let .invalidValue(key, reason, path):
             let place = path.map { " in \($0)" } ?? ""
-            return "model config key \"\(key)\"\(place): \(reason); fix the value in the config file"
+            return "model config key \"\(key)\"\(place): \(reason); fix the value in the config file".escapingLineBreaks
         }
     }
 

@@ -93,7 +93,9 @@ public enum PretrainedDirectory {
             throw PretrainedModelError.missingFile(
                 directory: directory, file: configFile, hint: "pass a Hugging Face BERT model directory")
         }
-        return try BertConfig.load(contentsOfFile: path)
+        let config = try BertConfig.load(contentsOfFile: path)
+        try config.checkFitsInMemory(bytesPerParameter: 4, path: path)
+        return config
     }
 
     /// Path of the vocabulary of `directory`.

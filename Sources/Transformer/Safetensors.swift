@@ -70,7 +70,12 @@ public enum SafetensorsError: Error, LocalizedError, CustomStringConvertible {
     case wrongDType(path: String, tensor: String, dtype: String, expected: String)
     case writeFailed(path: String, reason: String)
 
+    /// One line: names and dtypes come from the file and may hold line breaks, which are shown escaped.
     public var description: String {
+        text.escapingLineBreaks
+    }
+
+    private var text: String {
         switch self {
         case let .cannotOpen(path, reason):
             return "cannot open safetensors file \(path): \(reason)"
