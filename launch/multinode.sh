@@ -73,14 +73,37 @@ whole --connect-timeout "$timeout_seconds"
 command -v mpirun >/dev/null || die "mpirun not found: install openmpi-bin (launch/install.sh does)"
 [ -x "$binary" ] || die "$binary not found or not executable on this host: build it or pass --binary"
 
-# Hosts and slots from the hostfile (comments and blank lines ignored).
+# Hosts and slots from the hostfile (comments and blank lines ignored). Every line is checked here:
+# mpirun reports a bad line late and obscurely, and a name starting with '-' would reach ssh as an option.
+[ -r "$hostfile" ] || die "hostfile $hostfile is not readable"
+grep -q "$(printf '\r')" "$hostfile" && die "hostfile $hostfile has Windows line endings; convert it (dos2unix)"
+[ "$(LC_ALL=C tr -d '[:print:][:space:]' <"$hostfile" | wc -c)" -eq 0 ] \
+    || die "hostfile $hostfile holds binary or non-ASCII bytes; it must be text, one 'name slots=N' a line"
 hosts=()
 total_slots=0
-while read -r name rest; do
-    case "$name" in ''|'#'*) continue ;; esac
+line_number=0
+while IFS= read -r line || [ -n "$line" ]; do
+    line_number=$(( line_number + 1 ))
+    line=${line%%#*}
+    read -r name rest <<<"$line" || true
+    [ -n "${name:-}" ] || continue
+    where="hostfile $hostfile, line $line_number"
+    [[ "$name" =~ ^[A-Za-z0-9_.:][A-Za-z0-9_.:-]*$ ]] \
+        || die "$where: '$name' is not a host name (letters, digits, '.', '-', '_', ':'; not starting with '-')"
+    slots=1
+    for field in $rest; do
+        key=${field%%=*}
+        value=${field#*=}
+        case "$key" in
+            slots|max_slots|max-slots) ;;
+            *) die "$where: unknown field '$field' (expected slots=N or max_slots=N)" ;;
+        esac
+        [[ "$field" == *=* && "$value" =~ ^[1-9][0-9]{0,5}$ ]] \
+            || die "$where: $key must be a whole number from 1 to 999999, not '$value'"
+        [ "$key" = slots ] && slots=$value
+    done
     hosts+=("$name")
-    slots=$(sed -n 's/.*slots=\([0-9][0-9]*\).*/\1/p' <<<"$rest")
-    total_slots=$(( total_slots + ${slots:-1} ))
+    total_slots=$(( total_slots + slots ))
 done < "$hostfile"
 [ ${#hosts[@]} -gt 0 ] || die "hostfile $hostfile names no hosts"
 

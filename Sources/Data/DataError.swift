@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 /// Errors of the pretraining data pipeline. Every message names the file (and line, where there is
 /// one) and says what the user can do about it.
@@ -27,7 +28,10 @@ public enum DataError: Error, LocalizedError, CustomStringConvertible, Equatable
     /// Writing the output failed.
     case writeFailed(path: String, reason: String)
 
-    public var description: String {
+    /// One line: names quoted from a damaged file may hold line breaks, which are shown escaped.
+    public var description: String { text.escapingLineBreaks }
+
+    private var text: String {
         switch self {
         case let .unreadableInput(path, reason):
             return "cannot read input '\(path)': \(reason)"

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 /// Which part of a prepared data directory to read.
 public enum DataSplit: String, Codable, CaseIterable, Sendable {
@@ -103,8 +104,10 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
         let manifest: DatasetManifest
         do {
             manifest = try JSONDecoder().decode(DatasetManifest.self, from: data)
+        } catch let error as DecodingError {
+            throw DataError.invalidManifest(path: path, reason: "not a valid manifest (\(error.summary))")
         } catch {
-            throw DataError.invalidManifest(path: path, reason: "not a valid manifest (\(error))")
+            throw DataError.invalidManifest(path: path, reason: "not a valid manifest (\(error.localizedDescription))")
         }
         guard manifest.format == formatName else {
             throw DataError.invalidManifest(path: path, reason: "format '\(manifest.format)', expected '\(formatName)'")
@@ -113,15 +116,53 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
             throw DataError.invalidManifest(
                 path: path, reason: "manifest version \(manifest.version), this build reads version \(currentVersion)")
         }
-        // Batches are filled with these ids; one outside the vocabulary would index past the embeddings.
-        let vocabulary = manifest.vocabulary
-        let specials = [("pad_id", vocabulary.padID), ("unk_id", vocabulary.unknownID), ("cls_id", vocabulary.classifierID),
-                        ("sep_id", vocabulary.separatorID), ("mask_id", vocabulary.maskID)]
-        if let (key, id) = specials.first(where: { $0.1 < 0 || Int($0.1) >= vocabulary.size }) {
-            throw DataError.invalidManifest(
-                path: path, reason: "vocabulary.\(key) is \(id), outside the vocabulary of \(vocabulary.size) tokens")
-        }
+        if let problem = manifest.problem() { throw DataError.invalidManifest(path: path, reason: problem) }
         return manifest
+    }
+
+    /// The first value that no `prepare` writes, as "key: what is wrong", or nil. The loader and the
+    /// masker index and divide by these values, so a damaged manifest must stop here, not trap there.
+    func problem() -> String? {
+        let v = vocabulary
+        guard v.size >= Vocabulary.specialTokens.count, v.size <= Int(Int32.max) else {
+            return "vocabulary.size is \(v.size); it must be between \(Vocabulary.specialTokens.count) and \(Int32.max)"
+        }
+        for (key, id) in [("pad_id", v.padID), ("unk_id", v.unknownID), ("cls_id", v.classifierID),
+                          ("sep_id", v.separatorID), ("mask_id", v.maskID)] where !(0..<Int32(v.size)).contains(id) {
+            return "vocabulary.\(key) is \(id), outside the vocabulary of \(v.size) tokens"
+        }
+        do {
+            try instances.validate()
+            try masking.validate()
+        } catch let DataError.invalidSetting(name, reason) {
+            // The settings name their prepare option (--max-seq-length); that option's key is the same name.
+            let key = name.dropFirst(2).replacingOccurrences(of: "-", with: "_")
+            return "\(key) \(reason)"
+        } catch {
+            return "\(error)"
+        }
+        for split in DataSplit.allCases {
+            let info = self.split(split)
+            guard info.documents >= 0, info.instances >= 0, info.tokens >= 0, info.nspLabelCounts.allSatisfy({ $0 >= 0 }) else {
+                return "\(split.rawValue) has a negative count"
+            }
+            for shard in info.shards {
+                // Shards sit in the data directory itself: a path elsewhere is not one prepare wrote.
+                guard !shard.file.isEmpty, !shard.file.contains("/"), shard.file != ".", shard.file != ".." else {
+                    return "\(split.rawValue).shards has the file name '\(shard.file)'; shards are files of the data directory"
+                }
+                guard shard.instances >= 0, shard.tokens >= 0 else {
+                    return "\(split.rawValue).shards '\(shard.file)' has a negative count"
+                }
+            }
+            var total = 0, overflow = false
+            for shard in info.shards where !overflow { (total, overflow) = total.addingReportingOverflow(shard.instances) }
+            guard !overflow, total == info.instances else {
+                return "\(split.rawValue).instances is \(info.instances) but its shards hold "
+                    + (overflow ? "more than \(Int.max)" : "\(total)")
+            }
+        }
+        return nil
     }
 
     public func write(directory: String) throws {

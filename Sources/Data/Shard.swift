@@ -314,7 +314,7 @@ public final class Shard: @unchecked Sendable {
             guard end >= start else {
                 throw DataError.invalidRecord(path: path, record: i, reason: "it ends (\(end)) before it starts (\(start))")
             }
-            let length = Int(end - start), aLength = Int(segmentALengths[i])
+            let length = Int(clamping: end - start), aLength = Int(segmentALengths[i])
             guard length <= sequenceLength else {
                 throw DataError.invalidRecord(
                     path: path, record: i, reason: "\(length) tokens, longer than the sequence length \(sequenceLength)")

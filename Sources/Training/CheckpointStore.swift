@@ -1,6 +1,7 @@
 import Crypto
 import Data
 import Foundation
+import Kernels
 
 /// A checkpoint that cannot be written, read or trusted; names the file and what to do.
 public struct CheckpointError: Error, LocalizedError, CustomStringConvertible {
@@ -10,7 +11,8 @@ public struct CheckpointError: Error, LocalizedError, CustomStringConvertible {
         self.path = path
         self.message = message
     }
-    public var description: String { "\(path): \(message)" }
+    /// One line: names quoted from a damaged manifest may hold line breaks, which are shown escaped.
+    public var description: String { "\(path): \(message)".escapingLineBreaks }
     public var errorDescription: String? { description }
 }
 
@@ -35,10 +37,18 @@ public struct CheckpointManifest: Equatable, Sendable {
     public var files: [File]
     /// What the trainer stored (step, consumed samples, RNG positions, ...), see `decodeState`.
     public var state: JSONValue
+    /// The `trainer_state.json` this was read from, for messages.
+    public var path = ""
 
-    /// The trainer's state decoded into its own type.
+    /// The trainer's state decoded into its own type; a state of other keys or types (a manifest of
+    /// another version) is a `CheckpointError` naming the manifest.
     public func decodeState<State: Decodable>(_ type: State.Type) throws -> State {
-        try JSONDecoder().decode(State.self, from: Data(state.compactText().utf8))
+        do {
+            return try JSONDecoder().decode(State.self, from: Data(state.compactText().utf8))
+        } catch let error as DecodingError {
+            throw CheckpointError(path: path, message: "its trainer state is unreadable (\(error.summary)); the "
+                + "checkpoint was written by another SwiftBERT version, resume from a checkpoint of this one")
+        }
     }
 }
 
@@ -100,7 +110,10 @@ public final class CheckpointStore {
         precondition(step >= 0, "checkpoint steps are not negative")
         let stateJSON: JSONValue
         do {
-            stateJSON = try JSONValue.parse(String(decoding: JSONEncoder().encode(state), as: UTF8.self))
+            // Sorted keys: the same state gives the same manifest bytes in every process.
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            stateJSON = try JSONValue.parse(String(decoding: encoder.encode(state), as: UTF8.self))
         } catch {
             throw CheckpointError(path: directory, message: "cannot encode the trainer state: \(error)")
         }
@@ -447,9 +460,9 @@ public final class CheckpointStore {
         for (name, entry) in entries {
             guard case let .number(sizeText)? = entry["size"], let size = Int(sizeText),
                   case let .string(digest)? = entry["sha256"], digest.count == 64,
-                  !name.contains("/"), name != "." && name != ".." else { throw bad("bad entry for \"\(name)\"") }
+                  !name.isEmpty, !name.contains("/"), name != "." && name != ".." else { throw bad("bad entry for \"\(name)\"") }
             files.append(.init(name: name, size: size, sha256: digest))
         }
-        return CheckpointManifest(step: step, files: files, state: root["state"] ?? .null)
+        return CheckpointManifest(step: step, files: files, state: root["state"] ?? .null, path: path)
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import Data
 import Foundation
+import Kernels
 import Transformer
 
 /// A configuration problem: the file (or command-line override), the key path inside it, and what
@@ -18,8 +19,9 @@ public struct ConfigError: Error, LocalizedError, CustomStringConvertible {
         self.message = message
     }
 
+    /// One line: keys and values quoted from the file may hold line breaks, which are shown escaped.
     public var description: String {
-        keyPath.isEmpty ? "\(source): \(message)" : "\(source): \(keyPath): \(message)"
+        (keyPath.isEmpty ? "\(source): \(message)" : "\(source): \(keyPath): \(message)").escapingLineBreaks
     }
     public var errorDescription: String? { description }
 }

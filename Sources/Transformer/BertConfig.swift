@@ -206,6 +206,69 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try require(
             [0, 2, 3].contains(nspClassCount), .nspClassCount,
             "must be 2 (binary NSP), 3 (three-way NSP) or 0 (no NSP head), got \(nspClassCount)")
+        // A damaged file's huge values must stop here: the parameter table multiplies them (and would
+        // trap on overflow) and the model allocates 4 bytes per parameter at least.
+        try require(vocabSize <= Int(Int32.max), .vocabSize, "is \(vocabSize); token ids must fit in Int32")
+        try require(hiddenLayerCount <= 10_000, .hiddenLayerCount, "is \(hiddenLayerCount), more than 10000 layers")
+        guard let count = parameterCount, count <= Self.maximumParameterCount else {
+            throw BertConfigError.invalidValue(
+                key: largestDimension.key.rawValue,
+                reason: "is \(largestDimension.value), which gives the model more than \(Self.maximumParameterCount) parameters; "
+                    + "check the value")
+        }
+    }
+
+    /// The size key with the largest value: the likeliest culprit when the model is too large.
+    private var largestDimension: (key: CodingKeys, value: Int) {
+        [(CodingKeys.vocabSize, vocabSize), (.hiddenSize, hiddenSize), (.intermediateSize, intermediateSize),
+         (.hiddenLayerCount, hiddenLayerCount), (.maxPositionEmbeddings, maxPositionEmbeddings),
+         (.typeVocabSize, typeVocabSize)].max { $0.1 < $1.1 }!
+    }
+
+    /// Throws when the model's parameters, at `bytesPerParameter` bytes each (4 for the weights alone,
+    /// 16 with gradients and Adam moments), exceed this machine's memory: a mistyped or damaged
+    /// config.json must end in a message, not in an allocation failure. `path` names the file.
+    public func checkFitsInMemory(bytesPerParameter: Int, path: String? = nil) throws {
+        let count = Double(parameterCount ?? Int.max)
+        let needed = count * Double(bytesPerParameter), memory = Double(ProcessInfo.processInfo.physicalMemory)
+        guard needed > memory else { return }
+        throw BertConfigError.invalidValue(
+            key: largestDimension.key.rawValue,
+            reason: String(format: "is %d, which gives the model %.3g parameters, %.1f GB at %d bytes each, more than this "
+                + "machine's %.1f GB of memory; check the value", largestDimension.value, count, needed / 1e9,
+                bytesPerParameter, memory / 1e9),
+            path: path)
+    }
+
+    /// 2^36 parameters: 256 GiB of Float weights alone, far above any model this trainer runs.
+    public static let maximumParameterCount = 1 << 36
+
+    /// Parameters of `BertForPreTraining` with this config, or nil when the count overflows `Int`.
+    public var parameterCount: Int? {
+        func product(_ factors: Int...) -> Int? {
+            var result = 1
+            for factor in factors {
+                let (value, overflow) = result.multipliedReportingOverflow(by: factor)
+                if overflow { return nil }
+                result = value
+            }
+            return result
+        }
+        func sum(_ terms: Int?...) -> Int? {
+            var result = 0
+            for term in terms {
+                guard let term else { return nil }
+                let (value, overflow) = result.addingReportingOverflow(term)
+                if overflow { return nil }
+                result = value
+            }
+            return result
+        }
+        let C = hiddenSize, I = intermediateSize, V = vocabSize
+        let embeddings = sum(product(V, C), product(maxPositionEmbeddings, C), product(typeVocabSize, C), product(2, C))
+        let layer = sum(product(4, C, C), product(2, C, I), product(9, C), I)
+        let heads = sum(product(2, C, C), V, product(4, C), product(nspClassCount, C), nspClassCount)
+        return sum(embeddings, layer.flatMap { product($0, hiddenLayerCount) }, heads)
     }
 
     /// Reads a Hugging Face `config.json`.
@@ -220,8 +283,10 @@ public struct BertConfig: Codable, Equatable, Sendable {
             return try JSONDecoder().decode(BertConfig.self, from: data)
         } catch let error as BertConfigError {
             throw error.in(path)
+        } catch let error as DecodingError {
+            throw BertConfigError.unreadable(path: path, reason: "not a JSON object of BertConfig keys (\(error.summary))")
         } catch {
-            throw BertConfigError.unreadable(path: path, reason: "not a JSON object: \(error)")
+            throw BertConfigError.unreadable(path: path, reason: "\(error.localizedDescription)")
         }
     }
 
@@ -244,13 +309,14 @@ public enum BertConfigError: Error, LocalizedError, CustomStringConvertible, Equ
         return self
     }
 
+    /// One line: values quoted from the file may hold line breaks, which are shown escaped.
     public var description: String {
         switch self {
         case let .unreadable(path, reason):
-            return "cannot read model config \(path): \(reason)"
+            return "cannot read model config \(path): \(reason)".escapingLineBreaks
         case let .invalidValue(key, reason, path):
             let place = path.map { " in \($0)" } ?? ""
-            return "model config key \"\(key)\"\(place): \(reason); fix the value in the config file"
+            return "model config key \"\(key)\"\(place): \(reason); fix the value in the config file".escapingLineBreaks
         }
     }
 

@@ -91,7 +91,9 @@ public enum PretrainedDirectory {
             throw PretrainedModelError.missingFile(
                 directory: directory, file: configFile, hint: "pass a Hugging Face BERT model directory")
         }
-        return try BertConfig.load(contentsOfFile: path)
+        let config = try BertConfig.load(contentsOfFile: path)
+        try config.checkFitsInMemory(bytesPerParameter: 4, path: path)
+        return config
     }
 
     /// The safetensors files holding the weights: `model.safetensors`, or the shards of the index.

@@ -8,6 +8,7 @@
 // and the other way round; every rule that fails names the file and the tensor.
 
 import Foundation
+import Kernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -69,7 +70,12 @@ public enum SafetensorsError: Error, LocalizedError, CustomStringConvertible {
     case wrongDType(path: String, tensor: String, dtype: String, expected: String)
     case writeFailed(path: String, reason: String)
 
+    /// One line: names and dtypes come from the file and may hold line breaks, which are shown escaped.
     public var description: String {
+        text.escapingLineBreaks
+    }
+
+    private var text: String {
         switch self {
         case let .cannotOpen(path, reason):
             return "cannot open safetensors file \(path): \(reason)"
@@ -303,16 +309,7 @@ public struct SafetensorsFile: @unchecked Sendable {
     }
 
     private static func describe(_ error: Error) -> String {
-        switch error {
-        case DecodingError.dataCorrupted(let context): return context.debugDescription
-        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
-            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return key.isEmpty ? context.debugDescription : "\(key): \(context.debugDescription)"
-        case DecodingError.keyNotFound(let key, let context):
-            let at = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return "missing key '\(key.stringValue)'" + (at.isEmpty ? "" : " in '\(at)'")
-        default: return String(describing: error)
-        }
+        (error as? DecodingError)?.summary ?? "\(error)"
     }
 }
 
