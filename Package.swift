@@ -16,7 +16,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
     ],
     targets: [
@@ -25,19 +24,15 @@ let package = Package(
         .target(name: "CMPIShim", dependencies: ["CMPI"]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .target(name: "Kernels", dependencies: ["COpenBLAS"], swiftSettings: kernelFlags),
-        .target(name: "Distributed", dependencies: ["CMPIShim", "Kernels"], swiftSettings: kernelFlags),
+        .target(name: "Distributed", dependencies: ["CMPIShim"], swiftSettings: kernelFlags),
         .target(
             name: "Data",
             dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: kernelFlags),
-        .target(
-            name: "Transformer",
-            dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: kernelFlags),
+        .target(name: "Transformer", dependencies: ["Kernels"], swiftSettings: kernelFlags),
         .target(
             name: "Training",
             dependencies: ["Kernels", "Data", "Transformer", "Distributed",
-                           .product(name: "Logging", package: "swift-log"),
                            .product(name: "Crypto", package: "swift-crypto")],
             // Without -fno-math-errno, Float.squareRoot() is a libm call that may set errno, which
             // keeps sqrt (also in SIMD16 code) scalar on Linux; with it, one vsqrtps per 16 floats.
@@ -45,8 +40,7 @@ let package = Package(
         .executableTarget(
             name: "swiftbert",
             dependencies: ["Training", "Data", "Transformer", "Distributed", "Kernels",
-                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: kernelFlags),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "DistributedTests", dependencies: ["Distributed"]),

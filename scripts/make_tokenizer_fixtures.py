@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
 """Generates the reference data for SwiftBERT's BERT tokenizer.
 
-Two outputs, both committed:
+Outputs, all committed:
 
   --tables    Sources/Data/UnicodeTables.swift: the Unicode character data the reference tokenizer
               reads through Python's `unicodedata` and `str.lower()` (Unicode 14.0 in Python 3.11),
               frozen so that the Swift tokenizer classifies every code point exactly as the reference
               does, independent of the Unicode version of the Swift runtime.
+  --excerpts  Tests/DataTests/Fixtures/corpora/: the excerpts of ../shared/corpora that the default
+              test suite reads (a fresh clone has no ../shared): the first ZH_HANDBOOK_FILES pages of
+              the Debian handbook in Chinese and PYTHON_DOCS_FILES of the Python documentation, each
+              cut at a line boundary to at most EXCERPT_BYTES.
   --fixtures  Tests/DataTests/Fixtures/tokenizer/: expected output of Hugging Face's pure-Python
-              BERT tokenizer (`BertTokenizerLegacy`, formerly `BertTokenizer`) with
-              ../shared/vocab/bert-base-uncased-vocab.txt:
+              BERT tokenizer (`BertTokenizerLegacy`, formerly `BertTokenizer`) with corpus/vocab.txt
+              (BERT-Base uncased, the same file as ../shared/vocab/bert-base-uncased-vocab.txt):
                 hard-cases.json      every hard case with its basic tokens, WordPieces and ids,
                                      uncased and cased;
                 random-cases.json    random strings (fixed seed) drawn from characters the tokenizer
                                      treats specially, with their ids and cased basic tokens;
-                corpus-digests.json  for every corpus file, the line count and, per block of
-                                     BLOCK_LINES lines, SHA-256 digests of the ids (uncased and
-                                     cased) and of the cased basic tokens.
+                corpus-digests.json  for every file of the repository's corpora (corpus/kjv.txt and
+                                     the excerpts), the line count and, per block of BLOCK_LINES
+                                     lines, SHA-256 digests of the ids (uncased and cased) and of
+                                     the cased basic tokens; paths relative to the repository.
+  --shared-digests
+              Tests/DataTests/Fixtures/tokenizer/shared-corpus-digests.json: the same digests over
+              every file of ../shared/corpora (paths relative to it), for the whole-corpus check that
+              .ci/run adds where ../shared exists (SWIFTBERT_SHARED_CORPORA).
 
 A "line" is what `text.split("\\n")` gives on the UTF-8 file (a trailing newline gives a last, empty
 line); every line is tokenized on its own. Digest encoding, per line: the ids as little-endian int32
 followed by the int32 -1; basic tokens: UTF-8 of the tokens joined by " ", then "\\n".
 
-Run with the reference stack:  /work/venv/bin/python scripts/make_tokenizer_fixtures.py --tables --fixtures
+Run with the reference stack:  venv/bin/python scripts/make_tokenizer_fixtures.py --tables --fixtures
 (--benchmark FILE times the reference tokenizers on FILE's lines, to compare with `swiftbert tokenize`.)
 """
 
@@ -35,10 +44,16 @@ import sys
 import unicodedata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-VOCAB = os.path.join(SHARED, "vocab", "bert-base-uncased-vocab.txt")
-CORPORA = os.path.join(SHARED, "corpora")
+VOCAB = os.path.join(ROOT, "corpus", "vocab.txt")
+SHARED_CORPORA = os.path.join(os.path.dirname(ROOT), "shared", "corpora")
 FIXTURES = os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "tokenizer")
+EXCERPTS = os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "corpora")
+# Enough of each corpus for the tests that read it: over 1,000 distinct Chinese characters, 20 pages
+# for PrepareTests; Python documentation with reStructuredText markup, code and non-ASCII text.
+ZH_HANDBOOK_FILES = 24
+PYTHON_DOCS_FILES = ["howto__unicode.txt", "library__cmath.txt", "library__codecs.txt", "library__re.txt",
+                     "reference__lexical_analysis.txt", "tutorial__introduction.txt", "whatsnew__3.11.txt"]
+EXCERPT_BYTES = {"zh-handbook": 10_000, "python-docs": 24_000}
 TABLES = os.path.join(ROOT, "Sources", "Data", "UnicodeTables.swift")
 BLOCK_LINES = 200
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -375,18 +390,47 @@ def write_random_cases(uncased, cased):
     print(f"wrote {path}: {len(cases)} cases")
 
 
-def corpus_files():
-    files = ["kjv/kjv-chapters.txt"]
-    for folder in ("python-docs", "zh-handbook"):
-        names = sorted(os.listdir(os.path.join(CORPORA, folder)))
-        files += [f"{folder}/{name}" for name in names]
-    return files
+def write_excerpts():
+    sources = {
+        "zh-handbook": sorted(os.listdir(os.path.join(SHARED_CORPORA, "zh-handbook")))[:ZH_HANDBOOK_FILES],
+        "python-docs": PYTHON_DOCS_FILES,
+    }
+    total = 0
+    for folder, names in sources.items():
+        os.makedirs(os.path.join(EXCERPTS, folder), exist_ok=True)
+        for name in names:
+            with open(os.path.join(SHARED_CORPORA, folder, name), encoding="utf-8") as f:
+                lines = f.read().split("\n")
+            kept, size = [], 0
+            for line in lines:
+                size += len(line.encode("utf-8")) + 1
+                if size > EXCERPT_BYTES[folder] and kept:
+                    break
+                kept.append(line)
+            data = ("\n".join(kept).rstrip("\n") + "\n").encode("utf-8")
+            with open(os.path.join(EXCERPTS, folder, name), "wb") as f:
+                f.write(data)
+            total += len(data)
+    print(f"wrote {EXCERPTS}: {sum(map(len, sources.values()))} files, {total} bytes")
 
 
-def write_corpus_digests(uncased, cased):
+def folder_files(root, folder):
+    return [f"{folder}/{name}" for name in sorted(os.listdir(os.path.join(root, folder)))]
+
+
+def repository_corpus_files():
+    excerpts = os.path.relpath(EXCERPTS, ROOT)
+    return ["corpus/kjv.txt"] + folder_files(ROOT, f"{excerpts}/python-docs") + folder_files(ROOT, f"{excerpts}/zh-handbook")
+
+
+def shared_corpus_files():
+    return ["kjv/kjv-chapters.txt"] + folder_files(SHARED_CORPORA, "python-docs") + folder_files(SHARED_CORPORA, "zh-handbook")
+
+
+def write_corpus_digests(uncased, cased, root, relative_paths, name):
     files = []
-    for relative in corpus_files():
-        with open(os.path.join(CORPORA, relative), "rb") as f:
+    for relative in relative_paths:
+        with open(os.path.join(root, relative), "rb") as f:
             data = f.read()
         lines = data.decode("utf-8").split("\n")
         blocks = []
@@ -408,7 +452,7 @@ def write_corpus_digests(uncased, cased):
             "blocks": blocks,
         })
         print(f"{relative}: {len(lines)} lines", file=sys.stderr)
-    path = os.path.join(FIXTURES, "corpus-digests.json")
+    path = os.path.join(FIXTURES, name)
     with open(path, "w", encoding="utf-8") as f:
         json.dump({
             "vocab": "bert-base-uncased-vocab.txt",
@@ -451,24 +495,32 @@ def benchmark(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", action="store_true", help="write Sources/Data/UnicodeTables.swift")
+    parser.add_argument("--excerpts", action="store_true", help="write Tests/DataTests/Fixtures/corpora/ from ../shared")
     parser.add_argument("--fixtures", action="store_true", help="write Tests/DataTests/Fixtures/tokenizer/")
     parser.add_argument("--skip-corpora", action="store_true", help="with --fixtures: keep corpus-digests.json")
+    parser.add_argument("--shared-digests", action="store_true",
+                        help="write shared-corpus-digests.json over the whole of ../shared/corpora")
     parser.add_argument("--benchmark", metavar="FILE", help="time the reference tokenizers on the lines of FILE")
     args = parser.parse_args()
-    if not (args.tables or args.fixtures or args.benchmark):
-        parser.error("nothing to do: pass --tables, --fixtures or --benchmark FILE")
+    if not (args.tables or args.excerpts or args.fixtures or args.shared_digests or args.benchmark):
+        parser.error("nothing to do: pass --tables, --excerpts, --fixtures, --shared-digests or --benchmark FILE")
     if args.benchmark:
         benchmark(args.benchmark)
     if args.tables:
         write_tables()
-    if args.fixtures:
+    if args.excerpts:
+        write_excerpts()
+    if args.fixtures or args.shared_digests:
         os.makedirs(FIXTURES, exist_ok=True)
         uncased = reference_tokenizer(True)
         cased = reference_tokenizer(False)
+    if args.fixtures:
         write_hard_cases(uncased, cased)
         write_random_cases(uncased, cased)
         if not args.skip_corpora:
-            write_corpus_digests(uncased, cased)
+            write_corpus_digests(uncased, cased, ROOT, repository_corpus_files(), "corpus-digests.json")
+    if args.shared_digests:
+        write_corpus_digests(uncased, cased, SHARED_CORPORA, shared_corpus_files(), "shared-corpus-digests.json")
 
 
 if __name__ == "__main__":

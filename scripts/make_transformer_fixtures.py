@@ -71,7 +71,7 @@ from transformers import BertConfig, BertForPreTraining, BertModel, BertTokenize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "TransformerTests", "Fixtures")
-VOCAB = os.path.join(ROOT, "..", "shared", "vocab", "bert-base-uncased-vocab.txt")
+VOCAB = os.path.join(ROOT, "corpus", "vocab.txt")  # BERT-Base uncased
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()

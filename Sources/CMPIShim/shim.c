@@ -60,7 +60,6 @@ int CMPIShim_init(int requested, int *provided) {
     return MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
 }
 
-int CMPIShim_initialized(int *flag) { return MPI_Initialized(flag); }
 int CMPIShim_finalized(int *flag) { return MPI_Finalized(flag); }
 int CMPIShim_finalize(void) { return MPI_Finalize(); }
 int CMPIShim_rank(int *rank) { return MPI_Comm_rank(MPI_COMM_WORLD, rank); }
@@ -77,8 +76,6 @@ int CMPIShim_processor_name(char *name, int capacity) {
     name[length] = '\0';
     return MPI_SUCCESS;
 }
-
-double CMPIShim_wtime(void) { return MPI_Wtime(); }
 
 int CMPIShim_library_version(char *version, int capacity) {
     char buffer[MPI_MAX_LIBRARY_VERSION_STRING + 1];
@@ -146,13 +143,6 @@ int CMPIShim_allgather(const void *send, void *receive, int64_t count, CMPIShim_
     if (count > INT_MAX) return MPI_ERR_COUNT;
     return MPI_Allgather(send, (int)count, datatype(type), receive, (int)count, datatype(type),
                          MPI_COMM_WORLD);
-}
-
-int CMPIShim_reduce_scatter_sum(const void *send, void *receive, int64_t count,
-                                CMPIShim_datatype type) {
-    if (count > INT_MAX) return MPI_ERR_COUNT;
-    return MPI_Reduce_scatter_block(send, receive, (int)count, datatype(type), MPI_SUM,
-                                    MPI_COMM_WORLD);
 }
 
 int CMPIShim_wait(CMPIShim_request *request) {

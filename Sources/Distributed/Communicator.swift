@@ -39,9 +39,6 @@ public protocol Communicator: AnyObject {
     /// `receive` holds `size * send.count` elements: rank r's `send` lands at `r * send.count`.
     func allGather<T: CollectiveElement>(
         _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>) throws
-    /// Sums `send` (`size * receive.count` elements) over ranks; rank r receives block r.
-    func reduceScatterSum<T: CollectiveElement>(
-        _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>) throws
     /// Ends the whole job at once with `code`, on every rank.
     func abort(code: Int32) -> Never
 }

@@ -201,25 +201,6 @@ public final class InProcessCommunicator: Communicator, @unchecked Sendable {
         }
     }
 
-    public func reduceScatterSum<T: CollectiveElement>(
-        _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>
-    ) throws {
-        try checkBlockSizes(
-            whole: send.count, block: receive.count, ranks: size, rank: rank, operation: "reduceScatter", wholeName: "send")
-        try queue.sync {
-            try collective("reduceScatter", UnsafeMutableRawPointer(mutating: send.baseAddress), send.count) { world in
-                let count = receive.count
-                guard count > 0 else { return }
-                let sources = (0..<size).map { world.addresses[$0]!.assumingMemoryBound(to: T.self) + rank * count }
-                let out = receive.baseAddress!
-                for i in 0..<count { out[i] = sources[0][i] }
-                for source in sources.dropFirst() {
-                    for i in 0..<count { out[i] += source[i] }
-                }
-            }
-        }
-    }
-
     public func abort(code: Int32) -> Never {
         world.fail(CommunicatorError(rank: rank, operation: "abort", message: "aborted with code \(code)"))
         exit(code)

@@ -68,9 +68,6 @@ public final class MPICommunicator: Communicator {
         return String(cString: buffer)
     }
 
-    /// Seconds on MPI's clock.
-    public func wallTime() -> Double { CMPIShim_wtime() }
-
     public func barrier() throws {
         try check(CMPIShim_barrier(), "MPI_Barrier")
     }
@@ -122,18 +119,6 @@ public final class MPICommunicator: Communicator {
         try check(
             CMPIShim_allgather(send.baseAddress, receive.baseAddress, Int64(send.count), T.shimType),
             "MPI_Allgather")
-    }
-
-    public func reduceScatterSum<T: CollectiveElement>(
-        _ send: UnsafeBufferPointer<T>, into receive: UnsafeMutableBufferPointer<T>
-    ) throws {
-        try checkSummable(T.self)
-        try checkBlockSizes(
-            whole: send.count, block: receive.count, ranks: size, rank: rank, operation: "MPI_Reduce_scatter_block",
-            wholeName: "send")
-        try check(
-            CMPIShim_reduce_scatter_sum(send.baseAddress, receive.baseAddress, Int64(receive.count), T.shimType),
-            "MPI_Reduce_scatter_block")
     }
 
     public func abort(code: Int32) -> Never {

@@ -67,7 +67,9 @@ public struct TrainingConfig: Equatable, Sendable {
     public var allreduceBucketMB: Double
     /// A Hugging Face model directory to initialise the weights from, instead of random initialisation.
     public var initFrom: String?
-    /// Seconds a rank may wait in a collective before the run is declared hung; 0 disables the watchdog.
+    /// Under MPI, seconds a rank may go without progress (a step, an evaluation, a checkpoint) before
+    /// the job is declared hung and aborted; with in-process ranks, seconds a rank waits for the others
+    /// in a collective. 0 disables the watchdog.
     public var watchdogSeconds: Double
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
@@ -135,7 +137,8 @@ public struct TrainingConfig: Equatable, Sendable {
         public var everySteps: Int = 10
         /// Evaluate on the validation split every this many steps (0: never).
         public var evalEverySteps: Int = 1000
-        /// Micro-batches per rank in one evaluation.
+        /// Global batches (of `batch.global_batch_size` sequences, shared by the ranks) in one
+        /// evaluation; fewer when the validation split holds fewer.
         public var evalBatches: Int = 20
 
         public init() {}

@@ -92,8 +92,8 @@ struct Doctor: ParsableCommand {
             mpi: try comm.libraryVersion().split(separator: "\n").first.map(String.init) ?? "unknown",
             threadLevel: comm.threadLevel.description, ranks: comm.size, hosts: layout.hosts,
             layout: layout.summary, cores: cores,
-            blasVersion: BLASRuntime.version, blasKernel: BLASRuntime.coreName,
-            blasKernelOrigin: Self.describe(BLASKernelSelection.origin), blasThreads: BLASRuntime.threadCount,
+            openBLASVersion: BLASRuntime.version, openBLASCore: BLASRuntime.coreName,
+            openBLASCoreOrigin: Self.describe(BLASKernelSelection.origin), threadsPerRank: BLASRuntime.threadCount,
             sgemmGFLOPS: gflops, gemmSize: gemmSize,
             allReduceBusBandwidthGBps: bandwidths.map { .init(bytes: $0.bytes, gbps: $0.gbps) },
             verified: verify ? (totalProblems[0] == 0) : nil, gemmCasesChecked: gemmCases,
@@ -169,6 +169,8 @@ struct Doctor: ParsableCommand {
     }
 }
 
+/// The report; its JSON keys are snake_case like those of `bench --json` and `metrics.jsonl`, and a
+/// quantity both print has the same key (`openblas_core`, `threads_per_rank`).
 struct DoctorReport: Encodable {
     struct Bandwidth: Encodable {
         let bytes: Int
@@ -183,16 +185,29 @@ struct DoctorReport: Encodable {
     let hosts: [String]
     let layout: String
     let cores: Int
-    let blasVersion: String
-    let blasKernel: String
-    let blasKernelOrigin: String
-    let blasThreads: Int
+    let openBLASVersion: String
+    let openBLASCore: String
+    let openBLASCoreOrigin: String
+    let threadsPerRank: Int
     let sgemmGFLOPS: [Double]
     let gemmSize: Int
     let allReduceBusBandwidthGBps: [Bandwidth]
     let verified: Bool?
     let gemmCasesChecked: Int
     let warnings: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case swift, build, mpi, ranks, hosts, layout, cores, verified, warnings
+        case threadLevel = "thread_level"
+        case openBLASVersion = "openblas_version"
+        case openBLASCore = "openblas_core"
+        case openBLASCoreOrigin = "openblas_core_origin"
+        case threadsPerRank = "threads_per_rank"
+        case sgemmGFLOPS = "sgemm_gflops"
+        case gemmSize = "gemm_size"
+        case allReduceBusBandwidthGBps = "all_reduce_bus_bandwidth_gbps"
+        case gemmCasesChecked = "gemm_cases_checked"
+    }
 
     var text: String {
         func bytes(_ count: Int) -> String {
@@ -210,7 +225,7 @@ struct DoctorReport: Encodable {
             "  thread level   \(threadLevel)",
             "  ranks          \(ranks) on \(hosts.count) host\(hosts.count == 1 ? "" : "s"): \(layout)",
             "  cores          \(cores) on this host",
-            "  openblas       \(blasVersion), kernel \(blasKernel) (\(blasKernelOrigin)), \(blasThreads) thread\(blasThreads == 1 ? "" : "s") per rank",
+            "  openblas       \(openBLASVersion), kernel \(openBLASCore) (\(openBLASCoreOrigin)), \(threadsPerRank) thread\(threadsPerRank == 1 ? "" : "s") per rank",
             "  sgemm          \(gemm) GFLOP/s (\(gemmSize)x\(gemmSize), one rank at a time)",
             "  all-reduce     bus bandwidth GB/s: \(ranks > 1 ? bandwidth : "n/a (one rank)")",
         ]

@@ -18,11 +18,13 @@ enum TestPaths {
     /// The repository root, from this file's path (Tests/DataTests/...).
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let shared = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared")
-    static let vocabulary = shared.appendingPathComponent("vocab/bert-base-uncased-vocab.txt").path
-    static let kjv = shared.appendingPathComponent("corpora/kjv/kjv-chapters.txt").path
-    static let pythonDocs = shared.appendingPathComponent("corpora/python-docs").path
-    static let zhHandbook = shared.appendingPathComponent("corpora/zh-handbook").path
+    /// BERT-Base uncased, 30,522 tokens (the quick start's vocabulary).
+    static let vocabulary = repositoryRoot.appendingPathComponent("corpus/vocab.txt").path
+    /// The first 336 chapters of the King James Bible in Google's format (the quick start's corpus).
+    static let kjv = repositoryRoot.appendingPathComponent("corpus/kjv.txt").path
+    /// Excerpts of the Python documentation and of the Debian handbook in Chinese (see its README.md).
+    static let corpusExcerpts = repositoryRoot.appendingPathComponent("Tests/DataTests/Fixtures/corpora")
+    static let zhHandbook = corpusExcerpts.appendingPathComponent("zh-handbook").path
 
     /// A fresh empty directory, removed at the end of the test.
     static func temporaryDirectory(_ test: XCTestCase) throws -> URL {

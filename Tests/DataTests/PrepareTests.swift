@@ -4,9 +4,11 @@ import XCTest
 
 final class PrepareTests: XCTestCase {
     /// The first `chapters` chapters of the KJV (Google format) in `directory`.
-    func kjvExcerpt(chapters: Int, in directory: URL) throws -> String {
+    func kjvExcerpt(chapters: Int, in directory: URL, file: StaticString = #filePath, line: UInt = #line) throws -> String {
         let text = try String(contentsOfFile: TestPaths.kjv, encoding: .utf8)
-        let excerpt = text.components(separatedBy: "\n\n").prefix(chapters).joined(separator: "\n\n")
+        let all = text.components(separatedBy: "\n\n")
+        XCTAssertGreaterThanOrEqual(all.count, chapters, "chapters in \(TestPaths.kjv)", file: file, line: line)
+        let excerpt = all.prefix(chapters).joined(separator: "\n\n")
         let path = directory.appendingPathComponent("kjv-excerpt.txt").path
         try excerpt.write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -89,13 +91,15 @@ final class PrepareTests: XCTestCase {
 
     func testOutputDoesNotDependOnThreadCountAcrossChunks() throws {
         let directory = try TestPaths.temporaryDirectory(self)
-        let input = try kjvExcerpt(chapters: 600, in: directory)
+        let input = try kjvExcerpt(chapters: 336, in: directory)
+        let inputBytes = try FileManager.default.attributesOfItem(atPath: input)[.size] as? Int ?? 0
         var shardHashes: [[String]] = []
         for threads in [1, 2, 3] {
             var s = settings([input], out: directory.appendingPathComponent("data-\(threads)"))
             s.workerCount = threads
             s.memoryLimitBytes = 8 << 20   // 1 MB chunks: several chunks, the random-next pool spans two
             s.shardBytes = 256 << 10       // several shards
+            XCTAssertGreaterThan(inputBytes, s.chunkBytes, "the input spans more than one chunk")
             let manifest = try Preparer(settings: s, tokenizer: tokenizer()).run()
             XCTAssertGreaterThan(manifest.train.shards.count, 1)
             shardHashes.append((manifest.train.shards + manifest.validation.shards).map(\.sha256))

@@ -3,18 +3,60 @@ import Data
 import Foundation
 import XCTest
 
-/// Paths of the tokenizer fixtures and of the shared corpora (`<repo>/../shared`).
+/// The tokenizer fixtures and the corpora their digests cover.
 enum TokenizerFixtures {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    static let directory = repositoryRoot.appendingPathComponent("Tests/DataTests/Fixtures/tokenizer")
-    static let shared = repositoryRoot.deletingLastPathComponent().appendingPathComponent("shared")
-    static let corpora = shared.appendingPathComponent("corpora")
-    static let bertVocabularyPath = shared.appendingPathComponent("vocab/bert-base-uncased-vocab.txt").path
+    static let directory = TestPaths.repositoryRoot.appendingPathComponent("Tests/DataTests/Fixtures/tokenizer")
 
     static func bertVocabulary() throws -> Vocabulary {
-        try Vocabulary(contentsOfFile: bertVocabularyPath)
+        try Vocabulary(contentsOfFile: TestPaths.vocabulary)
     }
+
+    /// Corpus files and the digests of the reference tokenizer's output over them.
+    struct Corpora {
+        let digests: URL
+        /// The directory the digests' paths are relative to.
+        let root: URL
+        /// Every file the digests must cover, relative to `root`.
+        let files: [String]
+    }
+
+    /// The repository's own corpora: the default, what a fresh clone tests.
+    static func repositoryCorpora() throws -> Corpora {
+        let excerpts = "Tests/DataTests/Fixtures/corpora"
+        return Corpora(
+            digests: directory.appendingPathComponent("corpus-digests.json"), root: TestPaths.repositoryRoot,
+            files: ["corpus/kjv.txt"] + (try files(in: ["\(excerpts)/python-docs", "\(excerpts)/zh-handbook"],
+                                                    under: TestPaths.repositoryRoot)))
+    }
+
+    /// Set by `.ci/run` where the whole corpora exist (`../shared/corpora`): the same check over all of them.
+    static let sharedCorporaVariable = "SWIFTBERT_SHARED_CORPORA"
+
+    /// The whole corpora named by `SWIFTBERT_SHARED_CORPORA`, or nil when it is not set.
+    static func sharedCorpora() throws -> Corpora? {
+        guard let path = ProcessInfo.processInfo.environment[sharedCorporaVariable] else { return nil }
+        let root = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw CorpusFixtureError(
+                "\(sharedCorporaVariable)=\(path) is not a directory: point it at ../shared/corpora or unset it")
+        }
+        return Corpora(
+            digests: directory.appendingPathComponent("shared-corpus-digests.json"), root: root,
+            files: ["kjv/kjv-chapters.txt"] + (try files(in: ["python-docs", "zh-handbook"], under: root)))
+    }
+
+    private static func files(in folders: [String], under root: URL) throws -> [String] {
+        try folders.flatMap { folder in
+            try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent(folder).path)
+                .filter { $0.hasSuffix(".txt") }.sorted().map { "\(folder)/\($0)" }
+        }
+    }
+}
+
+struct CorpusFixtureError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Compares the tokenizer with Hugging Face's pure-Python BERT tokenizer, through fixtures written by
@@ -105,12 +147,18 @@ final class TokenizerReferenceTests: XCTestCase {
         XCTAssertEqual(failures, [], "\(failures.count) mismatches, first: \(failures.prefix(10))")
     }
 
-    /// Every line of every corpus file, uncased and cased, against per-block digests of the reference.
+    /// Every line of every corpus file, uncased and cased, against per-block digests of the reference:
+    /// the repository's corpora (English and Chinese), or with `SWIFTBERT_SHARED_CORPORA` the whole
+    /// corpora of `../shared` (`.ci/run` adds that run where they exist).
     func testCorporaMatchReferenceTokenizer() throws {
-        let data = try Foundation.Data(
-            contentsOf: TokenizerFixtures.directory.appendingPathComponent("corpus-digests.json"))
+        let corpora = try TokenizerFixtures.sharedCorpora() ?? TokenizerFixtures.repositoryCorpora()
+        print("corpora: \(corpora.files.count) files under \(corpora.root.path), digests \(corpora.digests.lastPathComponent)")
+        let data = try Foundation.Data(contentsOf: corpora.digests)
         let fixture = try JSONDecoder().decode(CorpusDigests.self, from: data)
-        XCTAssertGreaterThan(fixture.files.count, 600)
+        // Every corpus file has digests, and no digests are left without their file.
+        XCTAssertEqual(fixture.files.map(\.path), corpora.files,
+                       "regenerate with scripts/make_tokenizer_fixtures.py --fixtures (or --shared-digests)")
+        XCTAssertTrue(corpora.files.contains { $0.contains("zh-handbook/") }, "the corpora include Chinese text")
         let vocabulary = try TokenizerFixtures.bertVocabulary()
         let uncased = BertTokenizer(vocabulary: vocabulary, lowercase: true)
         let cased = BertTokenizer(vocabulary: vocabulary, lowercase: false)
@@ -119,12 +167,12 @@ final class TokenizerReferenceTests: XCTestCase {
         var byteCount = 0
         let start = Date()
         for file in fixture.files {
-            let url = TokenizerFixtures.corpora.appendingPathComponent(file.path)
+            let url = corpora.root.appendingPathComponent(file.path)
             let bytes = try Foundation.Data(contentsOf: url)
             let digest = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
             guard digest == file.sha256 else {
                 failures.append("\(file.path) differs from the file the fixtures were made from: "
-                    + "run scripts/make_tokenizer_fixtures.py --fixtures")
+                    + "run scripts/make_tokenizer_fixtures.py --fixtures (or --shared-digests)")
                 continue
             }
             byteCount += bytes.count

@@ -28,7 +28,7 @@ final class VocabularyTests: XCTestCase {
     func testFingerprintIsSHA256OfTheFileLines() throws {
         let vocabulary = try TokenizerFixtures.bertVocabulary()
         // The file is the tokens joined by "\n" plus a final "\n".
-        var bytes = try Foundation.Data(contentsOf: URL(fileURLWithPath: TokenizerFixtures.bertVocabularyPath))
+        var bytes = try Foundation.Data(contentsOf: URL(fileURLWithPath: TestPaths.vocabulary))
         XCTAssertEqual(bytes.last, UInt8(ascii: "\n"))
         bytes.removeLast()
         let expected = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()

@@ -95,31 +95,6 @@ final class InProcessCommunicatorTests: XCTestCase {
         }
     }
 
-    func testReduceScatterGivesEachRankItsSummedBlock() throws {
-        for ranks in Self.rankCounts {
-            for count in Self.sizes where count <= 1_000_003 {
-                let world = InProcessWorld(size: ranks, timeout: 120)
-                let results = ResultStore(ranks: ranks)
-                try world.run { comm in
-                    let send = (0..<(count * ranks)).map { Self.input(rank: comm.rank, index: $0) }
-                    var receive = [Float](repeating: .nan, count: count)
-                    try send.withUnsafeBufferPointer { send in
-                        try receive.withUnsafeMutableBufferPointer { try comm.reduceScatterSum(send, into: $0) }
-                    }
-                    results.set(comm.rank, receive)
-                }
-                for rank in 0..<ranks {
-                    let got = results.get(rank)
-                    let mismatch = (0..<count).first { i in
-                        let expected = (0..<ranks).reduce(0.0) { $0 + Double(Self.input(rank: $1, index: rank * count + i)) }
-                        return got[i] != Float(expected)
-                    }
-                    XCTAssertNil(mismatch, "ranks \(ranks), count \(count): rank \(rank) wrong at \(mismatch ?? -1)")
-                }
-            }
-        }
-    }
-
     func testInt64AndDoubleSums() throws {
         let world = InProcessWorld(size: 4, timeout: 60)
         let results = ResultStore(ranks: 4)

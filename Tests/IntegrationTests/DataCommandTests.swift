@@ -4,7 +4,7 @@ import XCTest
 /// The data commands run as a user runs them: `tokenize` against the reference ids, `vocab`, and
 /// `prepare`'s handling of bad input.
 final class DataCommandTests: XCTestCase {
-    let vocab = Tool.shared.appendingPathComponent("vocab/bert-base-uncased-vocab.txt").path
+    let vocab = Tool.root.appendingPathComponent("corpus/vocab.txt").path
 
     func testTokenizeGivesTheReferenceIdsLineByLine() throws {
         let fixture = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/tokenizer/hard-cases.json")

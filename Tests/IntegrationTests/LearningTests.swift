@@ -1,13 +1,10 @@
 import Foundation
 import XCTest
 
-/// bert-tiny learns from real text: a short mpirun run on the King James Bible (../shared/corpora).
+/// bert-tiny learns from real text: a short mpirun run on the bundled King James Bible excerpt.
 final class LearningTests: XCTestCase {
     func testBertTinyLearnsMaskedTokensFromRealText() throws {
-        let corpus = Tool.shared.appendingPathComponent("corpora/kjv/kjv-chapters.txt").path
-        guard FileManager.default.fileExists(atPath: corpus) else {
-            throw ToolError("\(corpus) not found: the tests read ../shared beside the repository")
-        }
+        let corpus = Tool.root.appendingPathComponent("corpus/kjv.txt").path
         let data = TrainingFixture.runDirectory("kjv-data")
         let prepared = try Tool.swiftbert(
             ["prepare", "--input", corpus, "--vocab", Tool.root.appendingPathComponent("corpus/vocab.txt").path,

@@ -13,9 +13,6 @@ enum Tool {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent()
 
-    /// `../shared` beside the repository: corpora and vocabularies the tests read.
-    static let shared = root.deletingLastPathComponent().appendingPathComponent("shared")
-
     /// The binary built next to the test bundle (same configuration), or `SWIFTBERT_BINARY`.
     static var binary: String {
         get throws {

@@ -35,14 +35,12 @@ typedef struct CMPIShim_request CMPIShim_request;
 
 /// MPI_Init_thread, then MPI_ERRORS_RETURN on the world communicator so failures come back as codes.
 int CMPIShim_init(int requested, int *provided);
-int CMPIShim_initialized(int *flag);
 int CMPIShim_finalized(int *flag);
 int CMPIShim_finalize(void);
 int CMPIShim_rank(int *rank);
 int CMPIShim_size(int *size);
 /// Writes a NUL-terminated name into `name` (at most `capacity` bytes, including the NUL).
 int CMPIShim_processor_name(char *name, int capacity);
-double CMPIShim_wtime(void);
 /// "Open MPI v4.1.4, ..." into `version` (NUL-terminated, truncated to `capacity`).
 int CMPIShim_library_version(char *version, int capacity);
 /// The largest length in bytes of a processor name (MPI_MAX_PROCESSOR_NAME).
@@ -57,9 +55,6 @@ int CMPIShim_iallreduce_sum(void *buffer, int64_t count, CMPIShim_datatype type,
                             CMPIShim_request **request);
 /// `receive` holds size * count elements: rank r's `send` lands at r * count.
 int CMPIShim_allgather(const void *send, void *receive, int64_t count, CMPIShim_datatype type);
-/// Sums `send` (size * count elements) over ranks; rank r receives block r (count elements).
-int CMPIShim_reduce_scatter_sum(const void *send, void *receive, int64_t count,
-                                CMPIShim_datatype type);
 /// Waits for completion and frees the request.
 int CMPIShim_wait(CMPIShim_request *request);
 /// Sets `*done` to 1 and frees the request when complete; leaves it alone otherwise.
