@@ -1,4 +1,4 @@
-/// Where the ranks of a job run: which host each rank is on, and how many ranks share this rank's host.
+/// Where the ranks of a job run: which host each rank is on, and this rank's place on its host.
 public struct HostLayout: Sendable, Equatable {
     /// Host name of every rank, in rank order.
     public let hostOfRank: [String]
@@ -26,6 +26,9 @@ public struct HostLayout: Sendable, Equatable {
 
     /// Ranks on this rank's host.
     public var localSize: Int { ranks(on: hostOfRank[rank]).count }
+
+    /// This rank's index among the ranks of its host.
+    public var localRank: Int { ranks(on: hostOfRank[rank]).firstIndex(of: rank)! }
 
     /// Threads each rank of this host should use so that the host's cores are shared evenly, and no
     /// more than the cores this rank is bound to (`allowedCores`).
