@@ -273,7 +273,7 @@ public struct TrainingConfig: Equatable, Sendable {
         optimizer = OptimizerSettings()
         optimizer.name = try o.choice("name", default: optimizer.name)
         optimizer.learningRate = try o.double("learning_rate", default: optimizer.learningRate) {
-            $0 > 0 && $0 <= 10 ? nil : "must be positive and at most 10, e.g. 1e-4"
+            $0 > 0 ? nil : "must be positive, e.g. 1e-4"
         }
         optimizer.beta1 = try o.double("beta1", default: optimizer.beta1) {
             $0 >= 0 && $0 < 1 ? nil : "must be in [0, 1), typically 0.9"
