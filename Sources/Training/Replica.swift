@@ -41,7 +41,7 @@ final class Replica {
     /// allocated: weights, gradients and both Adam moments (16 B per parameter) plus the activations
     /// backward keeps for one micro-batch are the least any rank needs.
     static func checkMemory(config: TrainingConfig, microBatchSize: Int, sequenceLength: Int) throws {
-        let parameters = Double(ParameterTable(config: config.model).totalCount)
+        let parameters = Double(config.model.parameterCount ?? Int.max)
         let needed = 16 * parameters
             + Benchmark.activationFloor(config.model, sequences: microBatchSize, length: sequenceLength)
         let available = Double(ProcessInfo.processInfo.physicalMemory)
