@@ -81,7 +81,7 @@ public final class Benchmark {
     let configName: String
     let comm: Communicator
     let threadsPerRank: Int
-    let replica: Replica
+    let replica: Replica<PreTrainingTask>
     let layout: (microBatchSize: Int, accumulationSteps: Int)
     let maskedPerSequence: Int
 
@@ -101,8 +101,11 @@ public final class Benchmark {
             maskedLMProbability: config.data.maskedLMProbability,
             maxPredictionsPerSequence: config.data.maxPredictionsPerSequence
         ).predictionCount(sequenceLength: T)
-        try Replica.checkMemory(config: config, microBatchSize: layout.microBatchSize, sequenceLength: T)
-        replica = Replica(config: config, communicator: communicator, microBatchSize: layout.microBatchSize, sequenceLength: T)
+        try Replica<PreTrainingTask>.checkMemory(
+            config: config, model: config.model, microBatchSize: layout.microBatchSize, sequenceLength: T)
+        replica = Replica(
+            config: config, task: PreTrainingTask(syntheticDataFor: config, sequenceLength: T), communicator: communicator,
+            microBatchSize: layout.microBatchSize)
         replica.model.initializeParameters(seed: config.seed)
     }
 
@@ -165,7 +168,7 @@ public final class Benchmark {
             try comm.barrier()
             let accounted = profile.total
             let start = OpProfile.now()
-            _ = try replica.step(step, batches: batches, globalSequences: global, learningRate: 1e-4, appliedUpdates: step)
+            _ = try replica.step(step, batches: batches, globalExamples: global, learningRate: 1e-4, appliedUpdates: step)
             let seconds = OpProfile.now() - start
             if step >= warmup {
                 stepSeconds.append(seconds)

@@ -79,6 +79,22 @@ public final class CheckpointStore {
     static let formatVersion = 1
 
     /// Opens (creating if needed) `<runDirectory>/checkpoints`.
+    /// A checkpoint `prune()` keeps whatever the policy says: the best one by the validation metric.
+    public var protectedStep: Int?
+
+    /// `best` in the run directory: a symbolic link to the best checkpoint.
+    public var bestPath: String { (directory as NSString).deletingLastPathComponent + "/best" }
+
+    /// Points `best` at the checkpoint of `step` (a relative symbolic link, replaced atomically).
+    public func pointBest(to step: Int) throws {
+        let temporary = bestPath + ".tmp-\(getpid())"
+        try? FileManager.default.removeItem(atPath: temporary)
+        guard symlink("checkpoints/" + CheckpointStore.directoryName(step: step), temporary) == 0 else {
+            throw CheckpointStore.posixError(temporary, "cannot create the link to the best checkpoint")
+        }
+        try CheckpointStore.renameItem(temporary, to: bestPath)
+    }
+
     public init(runDirectory: String, keepLast: Int = 3, keepEvery: Int = 0) throws {
         precondition(keepLast >= 1, "the newest checkpoint is always kept")
         directory = runDirectory + "/checkpoints"
@@ -270,6 +286,7 @@ public final class CheckpointStore {
         var deleted: [Checkpoint] = []
         for (index, checkpoint) in all.enumerated() {
             let kept = index < keepLast || (keepEvery > 0 && checkpoint.step % keepEvery == 0)
+                || checkpoint.step == protectedStep
             if kept { continue }
             let doomed = directory + "/.tmp-delete-\(checkpoint.name)-\(getpid())"
             try CheckpointStore.renameItem(checkpoint.path, to: doomed)

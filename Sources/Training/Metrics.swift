@@ -36,6 +36,8 @@ public struct MetricsRecord: Equatable, Sendable {
     public var timeDataWait: Double?
     /// exp(mlm_loss), for validation records.
     public var perplexity: Double?
+    /// A fine-tuning task's own fields (`accuracy`, `f1`, ...), after the others.
+    public var taskFields: [MetricField] = []
 
     public init(step: Int, split: Split, loss: Double? = nil, mlmLoss: Double? = nil, nspLoss: Double? = nil,
                 mlmAccuracy: Double? = nil, nspAccuracy: Double? = nil, learningRate: Double? = nil,
@@ -62,7 +64,12 @@ public struct MetricsRecord: Equatable, Sendable {
         [("loss", loss), ("mlm_loss", mlmLoss), ("nsp_loss", nspLoss), ("mlm_accuracy", mlmAccuracy),
          ("nsp_accuracy", nspAccuracy), ("lr", learningRate), ("grad_norm", gradNorm),
          ("tokens_per_second", tokensPerSecond), ("time_compute", timeCompute), ("time_comm_wait", timeCommWait),
-         ("time_data_wait", timeDataWait), ("perplexity", perplexity)]
+         ("time_data_wait", timeDataWait), ("perplexity", perplexity)] + taskFields.map { ($0.name, $0.value) }
+    }
+
+    /// The set fields of a validation record, for the console: "loss 2.1, mlm_accuracy 0.41, ...".
+    public var summary: String {
+        fields.compactMap { name, value in value.map { String(format: "%@ %.4f", name, $0) } }.joined(separator: ", ")
     }
 
     /// The record as a JSON object: step, split, then the fields that are set.

@@ -6,10 +6,11 @@ import Transformer
 /// One rank's model replica with its optimizer moments and gradient reducer: forward and backward
 /// over the rank's micro-batches, the gradient all-reduce, the checks and the update of one global
 /// step. The trainer and the benchmark run the same step through it.
-final class Replica {
+final class Replica<T: TrainingTask> {
     let config: TrainingConfig
     let comm: Communicator
-    let model: BertForPreTraining
+    let task: T
+    let model: T.Model
     let optimizer: Optimizer
     let reducer: GradientReducer
     /// Adam's first and second moments, one flat buffer laid out as `[m, v]`.
@@ -21,10 +22,11 @@ final class Replica {
         didSet { model.profile = profile }
     }
 
-    init(config: TrainingConfig, communicator: Communicator, microBatchSize: Int, sequenceLength: Int) {
+    init(config: TrainingConfig, task: T, communicator: Communicator, microBatchSize: Int) {
         self.config = config
+        self.task = task
         comm = communicator
-        model = BertForPreTraining(config: config.model, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
+        model = task.makeModel(microBatchSize: microBatchSize)
         optimizer = Optimizer(settings: config.optimizer, tensors: model.table.entries.map { ($0.range, $0.decays) })
         moments = .allocate(capacity: 2 * model.table.totalCount)
         moments.initialize(repeating: 0)
@@ -40,10 +42,10 @@ final class Replica {
     /// Refuses a model or micro-batch that cannot fit in this machine's memory, before anything is
     /// allocated: weights, gradients and both Adam moments (16 B per parameter) plus the activations
     /// backward keeps for one micro-batch are the least any rank needs.
-    static func checkMemory(config: TrainingConfig, microBatchSize: Int, sequenceLength: Int) throws {
-        let parameters = Double(config.model.parameterCount ?? Int.max)
+    static func checkMemory(config: TrainingConfig, model: BertConfig, microBatchSize: Int, sequenceLength: Int) throws {
+        let parameters = Double(model.parameterCount ?? Int.max)
         let needed = 16 * parameters
-            + Benchmark.activationFloor(config.model, sequences: microBatchSize, length: sequenceLength)
+            + Benchmark.activationFloor(model, sequences: microBatchSize, length: sequenceLength)
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard needed > available else { return }
         func gigabytes(_ bytes: Double) -> String { String(format: "%.1f GB", bytes / 1e9) }
@@ -65,42 +67,26 @@ final class Replica {
         model.forwardProbe = { op, layer, output in monitor.forward(op, layer, output) }
     }
 
-    /// Adds a micro-batch's MLM loss, NSP loss, MLM correct and count, NSP correct and count to the
-    /// first six of `sums`.
-    static func accumulate(_ result: Transformer.StepResult, into sums: inout [Double]) {
-        sums[0] += Double(result.mlmLoss)
-        sums[1] += Double(result.nspLoss)
-        sums[2] += Double(result.mlmCorrect)
-        sums[3] += Double(result.mlmCount)
-        sums[4] += Double(result.nspCorrect)
-        sums[5] += Double(result.nspCount)
-    }
-
     struct StepResult {
-        var loss: Double
-        var mlmLoss: Double
-        var nspLoss: Double
-        var mlmCorrect: Double
-        var mlmCount: Double
-        var nspCorrect: Double
-        var nspCount: Double
+        var sums: T.Sums
         var gradNorm: Double
         var learningRate: Double
         var commWait: Double
         var skipped: Bool
         var nonfiniteRanks: String
+        /// Tokens of the step over all ranks (`TaskBatch.throughputTokens`).
+        var tokens: Int
     }
 
     /// Forward and backward over this rank's micro-batches of global step `step` (0-based, keys
-    /// dropout), gradient reduction, checks and the update. `globalSequences` is the step's batch
+    /// dropout), gradient reduction, checks and the update. `globalExamples` is the step's batch
     /// size over all ranks; `appliedUpdates` the updates made so far (Adam's bias correction);
     /// `injectNaN` poisons this rank's gradients (fault-injection tests).
     func step(
-        _ step: Int, batches: [PretrainingBatch], globalSequences: Int, learningRate: Double, appliedUpdates: Int,
+        _ step: Int, batches: [T.Batch], globalExamples: Int, learningRate: Double, appliedUpdates: Int,
         injectNaN: Bool = false
     ) throws -> StepResult {
-        let localMasked = batches.reduce(0) { $0 + $1.maskedPositions.count }
-        let globalMasked = try comm.allReduceSum(Int64(localMasked))
+        let normalizers = try task.normalizers(batches, globalExamples: globalExamples, averagedOver: 1, comm: comm)
 
         let zeroStart = OpProfile.now()
         model.zeroGradients()
@@ -110,7 +96,7 @@ final class Replica {
         // complete before this function returns, also when it throws.
         var reductionFinished = comm.size == 1
         defer { if !reductionFinished { _ = try? reducer.finish() } }
-        var sums = [Double](repeating: 0, count: 7)
+        var sums = T.Sums()
         let reduce = comm.size > 1 ? reducer : nil
         for (index, batch) in batches.enumerated() {
             let isLast = index == batches.count - 1
@@ -124,41 +110,43 @@ final class Replica {
                 }
                 monitor.restart()
             }
-            let result = model.step(
-                inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
-                maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
-                sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
-                maskedTokenNormalizer: Float(max(1, globalMasked)), sequenceNormalizer: Float(globalSequences),
-                training: true, dropoutSeed: config.seed, dropoutStep: UInt64(step), computeGradients: true,
+            let options = PassOptions(
+                training: true, computeGradients: true, dropoutSeed: config.seed, dropoutStep: UInt64(step),
                 onGradientsReady: onGradientsReady)
-            Replica.accumulate(result, into: &sums)
+            sums += task.pass(model, batch, normalizers, options).sums
         }
         if let failure = monitor?.failure {
             throw TrainingError("step \(step + 1), rank \(comm.rank): \(failure) (debug mode)")
         }
         if injectNaN {
             model.gradients[0] = .nan
-            sums[0] = .nan
+            var values = sums.values
+            values[0] = .nan
+            sums = T.Sums(values: values)
         }
-        let locallyFinite = sums[0].isFinite && sums[1].isFinite
-        sums[6] = locallyFinite ? 0 : 1
+        let locallyFinite = sums.isFinite
+        // The sums, whether this rank's loss is finite, and the tokens: one all-reduce.
+        var values = sums.values + [locallyFinite ? 0 : 1, Double(batches.reduce(0) { $0 + $1.throughputTokens })]
         var commWait = 0.0
         if comm.size > 1 {
             reductionFinished = true
             let start = OpProfile.now()
             commWait = try reducer.finish().waitSeconds
-            try comm.allReduceSum(&sums)
+            try comm.allReduceSum(&values)
             profile?.add(.communication, seconds: OpProfile.now() - start)
         }
+        let tokens = Int(values.removeLast())
+        let nonfinite = values.removeLast()
+        sums = T.Sums(values: values)
         var nonfiniteRanks = ""
-        if sums[6] > 0 {
+        if nonfinite > 0 {
             let flags = try comm.allGather(Int64(locallyFinite ? 0 : 1))
             nonfiniteRanks = flags.indices.filter { flags[$0] != 0 }.map(String.init).joined(separator: ", ")
         }
 
         let optimizerStart = OpProfile.now()
         let statistics = Optimizer.gradientStatistics(UnsafeBufferPointer(model.gradients))
-        let skipped = !statistics.isFinite || sums[6] > 0
+        let skipped = !statistics.isFinite || nonfinite > 0
         if !skipped {
             let scale = Optimizer.clipScale(norm: statistics.norm, maxNorm: config.optimizer.maxGradNorm)
             optimizer.step(
@@ -168,8 +156,7 @@ final class Replica {
         profile?.add(.optimizer, seconds: OpProfile.now() - optimizerStart)
         if skipped && nonfiniteRanks.isEmpty { nonfiniteRanks = "unknown (gradients after the all-reduce)" }
         return StepResult(
-            loss: sums[0] + sums[1], mlmLoss: sums[0], nspLoss: sums[1], mlmCorrect: sums[2], mlmCount: sums[3],
-            nspCorrect: sums[4], nspCount: sums[5], gradNorm: statistics.norm, learningRate: learningRate,
-            commWait: commWait, skipped: skipped, nonfiniteRanks: nonfiniteRanks)
+            sums: sums, gradNorm: statistics.norm, learningRate: learningRate, commWait: commWait, skipped: skipped,
+            nonfiniteRanks: nonfiniteRanks, tokens: tokens)
     }
 }

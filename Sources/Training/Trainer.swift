@@ -62,6 +62,11 @@ public struct TrainerState: Codable, Equatable, Sendable {
     public var loss: Double?
     public var consecutiveNonfiniteSteps: Int
     public var skippedSteps: Int
+    /// The best value of `task.metric_for_best_model` so far, the step it was reached at, and the
+    /// evaluations since (for early stopping); nil without that setting.
+    public var bestMetric: Double?
+    public var bestStep: Int?
+    public var evaluationsWithoutImprovement: Int?
 
     enum CodingKeys: String, CodingKey {
         case step, epoch, seed
@@ -74,6 +79,9 @@ public struct TrainerState: Codable, Equatable, Sendable {
         case loss
         case consecutiveNonfiniteSteps = "consecutive_nonfinite_steps"
         case skippedSteps = "skipped_steps"
+        case bestMetric = "best_metric"
+        case bestStep = "best_step"
+        case evaluationsWithoutImprovement = "evaluations_without_improvement"
     }
 }
 
@@ -88,25 +96,10 @@ public struct TrainingSummary: Sendable {
     public var stoppedBySignal: Bool
 }
 
-/// Data-parallel BERT pre-training on one rank of a job (see DESIGN.md, "One training step").
-///
-/// Every rank runs the same trainer on its communicator: rank 0 initialises (or loads) the model and
-/// broadcasts it, each rank computes its share of every global batch, gradients are summed in
-/// buckets during backward, and rank 0 writes metrics and checkpoints.
+/// Data-parallel training of one task on one rank of a job (see DESIGN.md, "One training step"):
+/// the task `config.task` names, pre-training by default.
 public final class Trainer {
-    public let config: TrainingConfig
-    public let options: TrainingOptions
-    let comm: Communicator
-    let log: (String) -> Void
-
-    let train: PretrainingDataset
-    let validation: PretrainingDataset?
-    let sampler: Sampler
-    let layout: (microBatchSize: Int, accumulationSteps: Int)
-    let replica: Replica
-    let schedule: LearningRateSchedule
-    let dataFingerprint: String
-    let vocabularyTokens: [String]?
+    private let engineRun: () throws -> TrainingSummary
 
     /// Opens the data, checks that every rank agrees on configuration and data, and builds the model
     /// replica. A collective: every rank calls it. `log` receives rank 0's messages.
@@ -114,37 +107,62 @@ public final class Trainer {
         config: TrainingConfig, options: TrainingOptions, communicator: Communicator,
         log: @escaping (String) -> Void
     ) throws {
+        let rankLog: (String) -> Void = communicator.rank == 0 ? log : { _ in }
+        func engine<T: TrainingTask>(_ task: T) throws -> () throws -> TrainingSummary {
+            let engine = try Engine(task: task, config: config, options: options, communicator: communicator, log: rankLog)
+            return engine.run
+        }
+        engineRun = try engine(try config.task.make(config: config, communicator: communicator, log: rankLog))
+    }
+
+    /// Trains to `schedule.total_steps` (or `stopAfterSteps`), evaluating, logging and checkpointing
+    /// on the way. A collective: every rank calls it.
+    public func run() throws -> TrainingSummary { try engineRun() }
+}
+
+/// The loop every task shares, on one rank.
+///
+/// Every rank runs the same engine on its communicator: rank 0 initialises (or loads) the model and
+/// broadcasts it, each rank computes its share of every global batch, gradients are summed in
+/// buckets during backward, and rank 0 writes metrics and checkpoints.
+final class Engine<T: TrainingTask> {
+    let config: TrainingConfig
+    let options: TrainingOptions
+    let comm: Communicator
+    let log: (String) -> Void
+
+    let task: T
+    let sampler: Sampler
+    let layout: (microBatchSize: Int, accumulationSteps: Int)
+    let replica: Replica<T>
+    let schedule: LearningRateSchedule
+
+    init(
+        task: T, config: TrainingConfig, options: TrainingOptions, communicator: Communicator,
+        log: @escaping (String) -> Void
+    ) throws {
+        self.task = task
         self.config = config
         self.options = options
         comm = communicator
-        let rankLog: (String) -> Void = communicator.rank == 0 ? log : { _ in }
-        self.log = rankLog
+        self.log = log
         // The same on every rank: reported once.
         layout = try communicator.collectively { try config.batchLayout(worldSize: communicator.size) }
 
-        let directory = config.data.directory
-        (train, validation) = try Trainer.openData(config: config, communicator: communicator, log: rankLog)
-        let manifestPath = (directory as NSString).appendingPathComponent(DatasetManifest.fileName)
-        let manifestBytes = try Data(contentsOf: URL(fileURLWithPath: manifestPath))
-        dataFingerprint = SHA256.hash(data: manifestBytes).map { String(format: "%02x", $0) }.joined()
-        let vocabularyPath = (directory as NSString).appendingPathComponent(train.manifest.vocabulary.file)
-        vocabularyTokens = try? Vocabulary(contentsOfFile: vocabularyPath).tokens
-
         // Every rank must run the same configuration on the same data.
-        try Trainer.agree(
-            comm, on: config.fingerprint + "/" + dataFingerprint,
-            what: "configuration or data manifest (\(manifestPath))")
+        try Engine.agree(
+            comm, on: config.fingerprint + "/" + task.dataFingerprint, what: "configuration or data")
 
-        sampler = Sampler(sampleCount: train.count, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
-        try Replica.checkMemory(config: config, microBatchSize: layout.microBatchSize, sequenceLength: train.sequenceLength)
-        replica = Replica(
-            config: config, communicator: comm, microBatchSize: layout.microBatchSize,
-            sequenceLength: train.sequenceLength)
+        sampler = Sampler(sampleCount: task.trainCount, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
+        let sequences = layout.microBatchSize * task.sequencesPerExample
+        try Replica<T>.checkMemory(
+            config: config, model: task.modelConfig, microBatchSize: sequences, sequenceLength: task.sequenceLength)
+        replica = Replica(config: config, task: task, communicator: comm, microBatchSize: layout.microBatchSize)
         schedule = LearningRateSchedule(config: config)
         if options.debugChecks { replica.enableDebugChecks() }
     }
 
-    var model: BertForPreTraining { replica.model }
+    var model: T.Model { replica.model }
     var m: UnsafeMutableBufferPointer<Float> { replica.m }
     var v: UnsafeMutableBufferPointer<Float> { replica.v }
 
@@ -167,7 +185,7 @@ public final class Trainer {
         var state = TrainerState(
             step: 0, consumedSamples: 0, epoch: 0, seed: config.seed, learningRate: schedule.lr(step: 0),
             worldSize: comm.size, globalBatchSize: config.batch.globalBatchSize,
-            configFingerprint: config.fingerprint, dataFingerprint: dataFingerprint, loss: nil,
+            configFingerprint: config.fingerprint, dataFingerprint: task.dataFingerprint, loss: nil,
             consecutiveNonfiniteSteps: 0, skippedSteps: 0)
         // Rank 0 decides and reads; the others receive. An error on rank 0 is sent as text so every
         // rank stops with the same message.
@@ -179,9 +197,7 @@ public final class Trainer {
                     state = try restore(from: checkpoint)
                     resumedFrom = checkpoint
                 } else if let initFrom = config.initFrom {
-                    try InitFromCheck.check(
-                        directory: initFrom, model: config.model, dataVocabulary: vocabularyTokens,
-                        dataLowercase: train.manifest.vocabulary.lowercase)
+                    try task.checkInitFrom(initFrom)
                     let files = try PretrainedDirectory.weightFiles(in: initFrom)
                     let report = try model.loadWeights(from: files, initializationSeed: config.seed)
                     log("initialised from \(initFrom)" + (report.notice.map { ": \($0)" } ?? ""))
@@ -200,7 +216,7 @@ public final class Trainer {
         let stateJSON = try comm.broadcast(
             string: String(decoding: try JSONEncoder().encode(state), as: UTF8.self), root: 0)
         state = try JSONDecoder().decode(TrainerState.self, from: Data(stateJSON.utf8))
-        try Trainer.agree(comm, on: Trainer.checksum(model.parameters), what: "parameter checksum after broadcast")
+        try Engine.agree(comm, on: Engine.checksum(model.parameters), what: "parameter checksum after broadcast")
         if !resumedFrom.isEmpty {
             log("resumed from \(resumedFrom) at step \(state.step) (saved by \(state.worldSize) rank"
                 + "\(state.worldSize == 1 ? "" : "s"), now \(comm.size))")
@@ -249,7 +265,7 @@ public final class Trainer {
             progress = ProgressLine(totalSteps: totalSteps, isTerminal: isatty(STDOUT_FILENO) != 0 && !launched)
             log("training \(model.table.totalCount.formatted()) parameters on \(comm.size) rank"
                 + "\(comm.size == 1 ? "" : "s"): global batch \(config.batch.globalBatchSize) = \(comm.size) x "
-                + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(train.count) training sequences "
+                + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(task.trainCount) training examples "
                 + "(\(sampler.stepsPerEpoch) steps per epoch), steps \(startStep)..<\(lastStep) of \(totalSteps)")
         }
         defer {
@@ -257,7 +273,7 @@ public final class Trainer {
             tensorBoard?.close()
         }
 
-        let prefetcher = Prefetcher<[PretrainingBatch]>(count: max(0, lastStep - startStep), depth: 2) { [self] index in
+        let prefetcher = Prefetcher<[T.Batch]>(count: max(0, lastStep - startStep), depth: 2) { [self] index in
             try microBatches(step: startStep + index)
         }
         defer { prefetcher.cancel() }
@@ -277,6 +293,9 @@ public final class Trainer {
         var step = startStep
         var stoppedBySignal = false
         var checkpointedStep = startStep
+        var checkpointNow = false
+        var stoppedEarly = false
+        if isRoot, let bestStep = state.bestStep { store?.protectedStep = bestStep }
         while step < lastStep {
             // Every rank learns of a signal any rank received, at the same step boundary.
             if try comm.allReduceSum(Int64(StopSignal.requested ? 1 : 0)) > 0 {
@@ -301,11 +320,11 @@ public final class Trainer {
 
             let injectNaN = options.nanInjection.map { $0.rank == comm.rank && $0.steps.contains(step + 1) } ?? false
             let result = try replica.step(
-                step, batches: batches, globalSequences: sampler.batchSize(step: step % sampler.stepsPerEpoch),
+                step, batches: batches, globalExamples: sampler.batchSize(step: step % sampler.stepsPerEpoch),
                 learningRate: schedule.lr(step: step), appliedUpdates: state.step - state.skippedSteps,
                 injectNaN: injectNaN)
             if let sampleLog {
-                let indices = batches.flatMap(\.sampleIndices).map(String.init).joined(separator: " ")
+                let indices = batches.flatMap(\.exampleIndices).map(String.init).joined(separator: " ")
                 sampleLog.write(Data("\(step + 1): \(indices)\n".utf8))
             }
             window.commWait += result.commWait
@@ -326,10 +345,9 @@ public final class Trainer {
                 }
             } else {
                 state.consecutiveNonfiniteSteps = 0
-                state.loss = result.loss
+                state.loss = result.sums.loss
             }
-            window.add(result, seconds: Date().timeIntervalSince(stepStart),
-                       tokens: sampler.batchSize(step: step % sampler.stepsPerEpoch) * train.sequenceLength)
+            window.add(result, seconds: Date().timeIntervalSince(stepStart))
             step += 1
 
             if isRoot, step % config.logging.everySteps == 0 || step == lastStep {
@@ -341,25 +359,42 @@ public final class Trainer {
                 window = Window()
             }
             // eval_every_steps 0 turns evaluation off, the final one included.
-            if let validation, validation.count > 0, config.logging.evalEverySteps > 0,
+            if task.validationCount > 0, config.logging.evalEverySteps > 0,
                 step % config.logging.evalEverySteps == 0 || step == totalSteps
             {
                 watchdog.beat("evaluation at step \(step)")
-                let record = try evaluate(validation, step: step)
+                let record = try evaluate(step: step)
                 if isRoot {
                     try metrics?.append(record)
                     try tensorBoard?.add(record)
-                    progress?.message(String(
-                        format: "step %d validation: mlm loss %.4f, mlm accuracy %.4f, perplexity %.2f, nsp accuracy %.4f",
-                        step, record.mlmLoss ?? .nan, record.mlmAccuracy ?? .nan, record.perplexity ?? .nan,
-                        record.nspAccuracy ?? .nan))
+                    progress?.message("step \(step) validation: " + record.summary)
+                }
+                if let metric = config.task.metricForBestModel {
+                    // Every rank holds the same record, so every rank decides the same.
+                    let improved = try track(metric, in: record, state: &state)
+                    if improved { store?.protectedStep = step }
+                    checkpointNow = improved
+                    if config.task.earlyStoppingPatience > 0,
+                       state.evaluationsWithoutImprovement ?? 0 >= config.task.earlyStoppingPatience
+                    {
+                        log("early stopping at step \(step): \(metric) did not improve on \(state.bestMetric ?? .nan) (step "
+                            + "\(state.bestStep ?? 0)) in \(config.task.earlyStoppingPatience) evaluations")
+                        stoppedEarly = true
+                    }
                 }
             }
-            if step % config.checkpoint.everySteps == 0 || step == lastStep {
+            if checkpointNow || stoppedEarly || step % config.checkpoint.everySteps == 0 || step == lastStep {
                 watchdog.beat("checkpoint at step \(step)")
                 lastCheckpoint = try checkpoint(state: state, store: store)
                 checkpointedStep = step
+                if checkpointNow, isRoot, let store {
+                    try store.pointBest(to: step)
+                    log("best \(config.task.metricForBestModel!) so far: \(state.bestMetric!) at step \(step), in "
+                        + "\(store.bestPath)")
+                }
+                checkpointNow = false
             }
+            if stoppedEarly { break }
         }
         progress?.finish()
         if let monitor = replica.monitor, step > startStep { log(monitor.report(steps: step - startStep)) }
@@ -368,49 +403,82 @@ public final class Trainer {
             skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint, stoppedBySignal: stoppedBySignal)
     }
 
+    /// Records `metric` of a validation record in the state; returns whether it is the best so far
+    /// (higher is better, lower for losses).
+    func track(_ metric: String, in record: MetricsRecord, state: inout TrainerState) throws -> Bool {
+        guard let field = record.fields.first(where: { $0.name == metric }) else {
+            throw CollectiveError(
+                "task.metric_for_best_model is \"\(metric)\", which is not a validation metric of this task; use one of "
+                    + record.fields.filter { $0.value != nil }.map(\.name).joined(separator: ", "))
+        }
+        guard let value = field.value, value.isFinite else { return false }
+        let lowerIsBetter = metric.contains("loss") || metric == "mse"
+        let improved = state.bestMetric.map { lowerIsBetter ? value < $0 : value > $0 } ?? true
+        if improved {
+            state.bestMetric = value
+            state.bestStep = record.step
+            state.evaluationsWithoutImprovement = 0
+        } else {
+            state.evaluationsWithoutImprovement = (state.evaluationsWithoutImprovement ?? 0) + 1
+        }
+        return improved
+    }
+
     /// This rank's micro-batches of global step `step`.
-    func microBatches(step: Int) throws -> [PretrainingBatch] {
+    func microBatches(step: Int) throws -> [T.Batch] {
         let epoch = step / sampler.stepsPerEpoch
         let global = sampler.globalBatch(epoch: epoch, step: step % sampler.stepsPerEpoch)
         let share = Array(sampler.share(of: global, rank: comm.rank, worldSize: comm.size))
-        return try stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
-            let indices = Array(share[start..<min(share.count, start + layout.microBatchSize)])
-            return try train.batch(sampleIndices: indices, epoch: epoch, seed: config.seed)
-        }
+        return try task.batches(.train, global: global, share: share, microBatchSize: layout.microBatchSize, epoch: epoch)
     }
 
     // MARK: - Evaluation
 
-    /// MLM and NSP loss and accuracy over the first `eval_batches` global batches of `dataset`
-    /// (fixed order and masking), summed across ranks.
-    func evaluate(_ dataset: PretrainingDataset, step: Int) throws -> MetricsRecord {
-        let evalSampler = Sampler(sampleCount: dataset.count, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
+    /// The task's loss and metrics over the first `eval_batches` global batches of the validation
+    /// split (fixed order; for pre-training also fixed masking), summed across ranks. The same
+    /// micro-batch loop as training, without dropout or gradients.
+    func evaluate(step: Int) throws -> MetricsRecord {
+        let evalSampler = Sampler(
+            sampleCount: task.validationCount, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
         let batches = min(config.logging.evalBatches, evalSampler.stepsPerEpoch)
-        var sums = [Double](repeating: 0, count: 6)
+        var sums = T.Sums()
+        var outputs: [(index: Int, output: T.Output)] = []
         for batchIndex in 0..<batches {
             let global = evalSampler.globalBatch(epoch: 0, step: batchIndex)
             let share = Array(evalSampler.share(of: global, rank: comm.rank, worldSize: comm.size))
-            let micro = try stride(from: 0, to: share.count, by: layout.microBatchSize).map { start in
-                try dataset.batch(sampleIndices: Array(share[start..<min(share.count, start + layout.microBatchSize)]),
-                              epoch: 0, seed: config.seed)
-            }
-            let globalMasked = try comm.allReduceSum(Int64(micro.reduce(0) { $0 + $1.maskedPositions.count }))
+            let micro = try task.batches(.validation, global: global, share: share, microBatchSize: layout.microBatchSize, epoch: 0)
+            let normalizers = try task.normalizers(micro, globalExamples: global.count, averagedOver: batches, comm: comm)
             for batch in micro {
-                let result = model.step(
-                    inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
-                    maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
-                    sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
-                    maskedTokenNormalizer: Float(max(1, globalMasked)) * Float(batches),
-                    sequenceNormalizer: Float(global.count) * Float(batches),
-                    training: false, dropoutSeed: config.seed, dropoutStep: 0, computeGradients: false)
-                Replica.accumulate(result, into: &sums)
+                let result = task.pass(model, batch, normalizers, PassOptions(training: false, computeGradients: false))
+                sums += result.sums
+                outputs += zip(batch.exampleIndices, result.outputs).map { ($0, $1) }
             }
         }
-        try comm.allReduceSum(&sums)
-        return MetricsRecord(
-            step: step, split: .validation, loss: sums[0] + sums[1], mlmLoss: sums[0], nspLoss: sums[1],
-            mlmAccuracy: sums[3] > 0 ? sums[2] / sums[3] : nil, nspAccuracy: sums[5] > 0 ? sums[4] / sums[5] : nil,
-            perplexity: exp(sums[0]))
+        sums = try sums.allReduced(comm)
+        var record = MetricsRecord(step: step, split: .validation)
+        sums.fill(&record, steps: 1)
+        if T.Output.self != PreTrainingTask.Output.self {
+            record.taskFields += task.validationMetrics(sums, outputs: try gather(outputs))
+        }
+        return record
+    }
+
+    /// Every rank's outputs, on every rank, in example order.
+    func gather(_ outputs: [(index: Int, output: T.Output)]) throws -> [T.Output] {
+        let encoder = JSONEncoder()
+        let mine = try outputs.map { String(decoding: try encoder.encode($0.output), as: UTF8.self) }
+        let indices = outputs.map { String($0.index) }.joined(separator: " ")
+        let texts = try comm.allGather(string: indices + "\n" + mine.joined(separator: "\n"))
+        var all: [(index: Int, output: T.Output)] = []
+        let decoder = JSONDecoder()
+        for text in texts {
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+            let rankIndices = lines[0].split(separator: " ").compactMap { Int($0) }
+            for (index, line) in zip(rankIndices, lines.dropFirst()) {
+                all.append((index, try decoder.decode(T.Output.self, from: Data(line.utf8))))
+            }
+        }
+        return all.sorted { $0.index < $1.index }.map(\.output)
     }
 
     // MARK: - Metrics window
@@ -418,36 +486,27 @@ public final class Trainer {
     /// Sums over the steps since the last metrics record.
     struct Window {
         var steps = 0
-        var loss = 0.0, mlmLoss = 0.0, nspLoss = 0.0
-        var mlmCorrect = 0.0, mlmCount = 0.0, nspCorrect = 0.0, nspCount = 0.0
+        var sums = T.Sums()
         var gradNorm = 0.0
         var seconds = 0.0, commWait = 0.0, dataWait = 0.0
         var tokens = 0
 
-        mutating func add(_ result: Replica.StepResult, seconds: Double, tokens: Int) {
+        mutating func add(_ result: Replica<T>.StepResult, seconds: Double) {
             self.seconds += seconds
-            self.tokens += tokens
+            tokens += result.tokens
             guard !result.skipped else { return }
             steps += 1
-            loss += result.loss
-            mlmLoss += result.mlmLoss
-            nspLoss += result.nspLoss
-            mlmCorrect += result.mlmCorrect
-            mlmCount += result.mlmCount
-            nspCorrect += result.nspCorrect
-            nspCount += result.nspCount
+            sums += result.sums
             gradNorm = result.gradNorm
         }
 
         func record(step: Int, learningRate: Double) -> MetricsRecord {
-            let n = Double(max(1, steps))
-            return MetricsRecord(
-                step: step, split: .train, loss: loss / n, mlmLoss: mlmLoss / n, nspLoss: nspLoss / n,
-                mlmAccuracy: mlmCount > 0 ? mlmCorrect / mlmCount : nil,
-                nspAccuracy: nspCount > 0 ? nspCorrect / nspCount : nil,
-                learningRate: learningRate, gradNorm: gradNorm,
+            var record = MetricsRecord(
+                step: step, split: .train, learningRate: learningRate, gradNorm: gradNorm,
                 tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : nil,
                 timeCompute: max(0, seconds - commWait - dataWait), timeCommWait: commWait, timeDataWait: dataWait)
+            sums.fill(&record, steps: steps)
+            return record
         }
     }
 }

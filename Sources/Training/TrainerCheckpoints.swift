@@ -13,7 +13,9 @@ extension Trainer {
     static let optimizerFile = "optimizer.safetensors"
     public static var optimizerFileName: String { optimizerFile }
     static let trainingConfigFile = "training_config.json"
+}
 
+extension Engine {
     /// Writes a checkpoint of `state` from rank 0; the other ranks wait for the commit, and every
     /// rank stops with rank 0's error if it fails. A collective.
     func checkpoint(state: TrainerState, store: CheckpointStore?) throws -> String? {
@@ -23,12 +25,7 @@ extension Trainer {
                 let started = Date()
                 let checkpoint = try store.commit(step: state.step, state: state) { directory in
                     try model.savePretrained(to: directory)
-                    if let vocabularyTokens {
-                        try PretrainedTokenizer.write(
-                            tokens: vocabularyTokens,
-                            settings: BertTokenizerSettings(lowercase: train.manifest.vocabulary.lowercase),
-                            modelMaxLength: model.config.maxPositionEmbeddings, to: directory)
-                    }
+                    try task.writeTokenizer(to: directory)
                     try SafetensorsWriter.write(
                         [(name: "exp_avg", shape: [model.table.totalCount], data: UnsafeBufferPointer(m)),
                          (name: "exp_avg_sq", shape: [model.table.totalCount], data: UnsafeBufferPointer(v))],
@@ -104,10 +101,10 @@ extension Trainer {
             }
             log(notice)
         }
-        if state.dataFingerprint != dataFingerprint {
+        if state.dataFingerprint != task.dataFingerprint {
             throw TrainingError(
                 "cannot resume from \(path): it was trained on other data (manifest fingerprint "
-                    + "\(state.dataFingerprint.prefix(12))..., now \(dataFingerprint.prefix(12))...); use the same "
+                    + "\(state.dataFingerprint.prefix(12))..., now \(task.dataFingerprint.prefix(12))...); use the same "
                     + "data directory contents")
         }
         let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PretrainedDirectory.weightsFile))

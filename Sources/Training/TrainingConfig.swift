@@ -71,6 +71,8 @@ public struct TrainingConfig: Equatable, Sendable {
     /// the job is declared hung and aborted; with in-process ranks, seconds a rank waits for the others
     /// in a collective. 0 disables the watchdog.
     public var watchdogSeconds: Double
+    /// What to train: pre-training (the default) or a fine-tuning task on labelled files.
+    public var task = TaskSettings()
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
     public struct DataSettings: Equatable, Sendable {
@@ -231,11 +233,21 @@ public struct TrainingConfig: Equatable, Sendable {
     private init(root: JSONValue, source: String) throws {
         var top = try ObjectReader(root, path: "", source: source, required: true)
 
-        model = try TrainingConfig.readModel(top.take("model"), source: source)
+        var t = try top.object("task", required: false)
+        task = try TaskSettings(&t)
+        try t.finish()
+        let preTraining = task.kind == .pretraining
+        // A fine-tuning run may take its model from init_from's config.json.
+        let modelSection = top.take("model")
+        if modelSection == nil, !preTraining, case let .string(directory)? = top.members.first(where: { $0.key == "init_from" })?.value {
+            model = try TrainingConfig.readModel(directory: directory, source: source)
+        } else {
+            model = try TrainingConfig.readModel(modelSection, source: source)
+        }
 
-        var d = try top.object("data", required: true)
-        data = DataSettings(directory: try d.string("directory", required: true)!)
-        if data.directory.isEmpty { throw d.error("directory", "must not be empty; give the shard directory") }
+        var d = try top.object("data", required: preTraining)
+        data = DataSettings(directory: try d.string("directory", required: preTraining) ?? "")
+        if preTraining && data.directory.isEmpty { throw d.error("directory", "must not be empty; give the shard directory") }
         data.maskedLMProbability = try d.double("masked_lm_prob", default: data.maskedLMProbability) {
             $0 > 0 && $0 < 1 ? nil : "must be between 0 and 1 (exclusive), typically 0.15"
         }
@@ -473,7 +485,7 @@ public struct TrainingConfig: Equatable, Sendable {
             ("allreduce_bucket_mb", .double(allreduceBucketMB)),
             ("init_from", initFrom.map { .string($0) } ?? .null),
             ("watchdog_seconds", .double(watchdogSeconds)),
-        ])
+        ] + (task.kind == .pretraining ? [] : [("task", task.resolved)]))
     }
 
     /// The resolved configuration as indented JSON text.
@@ -557,7 +569,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
 /// Reads the members of one JSON object by key, checking types and values, and reports keys that were
 /// never read as unknown.
-private struct ObjectReader {
+struct ObjectReader {
     let path: String
     let source: String
     var members: [(key: String, value: JSONValue)]

@@ -7,7 +7,7 @@ import Glibc
 
 /// A run's data: both splits opened, every shard's checksum verified before any sample is used, and
 /// the data checked against the configuration.
-extension Trainer {
+extension PreTrainingTask {
     /// The training split and the validation split of `config.data.directory`; the validation split
     /// is nil, with a notice, when the data has none. A collective: when any rank fails, every rank
     /// throws the same `CollectiveError`, so a damaged file is reported once and no rank hangs.

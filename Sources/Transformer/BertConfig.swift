@@ -25,6 +25,15 @@ public struct BertConfig: Codable, Equatable, Sendable {
     /// Classes of the next-sentence head: 2 (binary), 3 (next / same document / other document) or
     /// 0 (no NSP head). SwiftBERT's own key `num_nsp_labels`; Hugging Face always has 2.
     public var nspClassCount: Int
+    /// The head on the encoder, from and to config.json's `architectures`.
+    public var head: ModelHead = .preTraining
+    /// Label names in id order (`id2label`): one output each for the classification and tagging heads.
+    public var labels: [String] = []
+    /// What the sequence-classification head's outputs mean (`problem_type`); nil infers it as
+    /// transformers does: regression for one output, else single-label classification.
+    public var problemType: ProblemType?
+    /// Dropout before the classifier (`classifier_dropout`); nil uses `hidden_dropout_prob`.
+    public var classifierDropout: Float?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case vocabSize = "vocab_size"
@@ -50,6 +59,14 @@ public struct BertConfig: Codable, Equatable, Sendable {
         case positionEmbeddingType = "position_embedding_type"
         case isDecoder = "is_decoder"
         case addCrossAttention = "add_cross_attention"
+    }
+
+    /// The fine-tuning heads' keys, written only for those heads.
+    enum HeadKeys: String, CodingKey {
+        case id2label, label2id
+        case problemType = "problem_type"
+        case classifierDropout = "classifier_dropout"
+        case numLabels = "num_labels"
     }
 
     public init(
@@ -82,8 +99,29 @@ public struct BertConfig: Codable, Equatable, Sendable {
     /// missing and initialises it at random; `BertForMaskedLM` loads both (it reports the pooler and a
     /// 3-way head unexpected and drops them). `BertModel` loads the encoder of any of them.
     public var architectures: [String] {
-        nspClassCount == 2 ? ["BertForPreTraining"] : ["BertForMaskedLM"]
+        guard head == .preTraining else { return [head.className] }
+        return nspClassCount == 2 ? ["BertForPreTraining"] : ["BertForMaskedLM"]
     }
+
+    /// Outputs of the head's final linear layer: one per label (one for regression), two for
+    /// question answering (start, end), one per choice for multiple choice; 0 for pre-training.
+    public var headOutputCount: Int {
+        switch head {
+        case .preTraining: return 0
+        case .sequenceClassification: return resolvedProblemType == .regression ? 1 : labels.count
+        case .tokenClassification: return labels.count
+        case .questionAnswering: return 2
+        case .multipleChoice: return 1
+        }
+    }
+
+    /// `problemType`, or what transformers infers without it: regression for one label.
+    public var resolvedProblemType: ProblemType {
+        problemType ?? (labels.count == 1 ? .regression : .singleLabel)
+    }
+
+    /// The dropout probability before the classifier.
+    public var classifierDropoutProbability: Float { classifierDropout ?? hiddenDropoutProbability }
 
     /// Channels per attention head.
     public var headSize: Int { hiddenSize / attentionHeadCount }
@@ -146,6 +184,9 @@ public struct BertConfig: Codable, Equatable, Sendable {
             throw BertConfigError.invalidValue(
                 key: MarkerKeys.addCrossAttention.rawValue, reason: "cross-attention is not supported")
         }
+        let classes = (try? markers.decodeIfPresent([String].self, forKey: .architectures)) ?? nil
+        head = classes?.lazy.compactMap(ModelHead.init(className:)).first ?? .preTraining
+        try decodeHeadKeys(from: decoder)
         try validate()
     }
 
@@ -169,6 +210,56 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try markers.encode(architectures, forKey: .architectures)
         try markers.encode("bert", forKey: .modelType)
         try markers.encode("absolute", forKey: .positionEmbeddingType)
+        guard head != .preTraining else { return }
+        var heads = encoder.container(keyedBy: HeadKeys.self)
+        let ids = labels.isEmpty && headOutputCount > 0 ? (0..<headOutputCount).map { "LABEL_\($0)" } : labels
+        try heads.encode(
+            Dictionary(uniqueKeysWithValues: ids.enumerated().map { (String($0.offset), $0.element) }), forKey: .id2label)
+        try heads.encode(Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($0.element, $0.offset) }), forKey: .label2id)
+        if head == .sequenceClassification {
+            try heads.encode(resolvedProblemType.rawValue, forKey: .problemType)
+        }
+        if let classifierDropout {
+            try heads.encode(classifierDropout, forKey: .classifierDropout)
+        } else {
+            try heads.encodeNil(forKey: .classifierDropout)
+        }
+    }
+
+    /// `id2label` (or `num_labels`), `problem_type` and `classifier_dropout`.
+    private mutating func decodeHeadKeys(from decoder: Decoder) throws {
+        let keys = try decoder.container(keyedBy: HeadKeys.self)
+        if keys.contains(.id2label) {
+            guard let map = try? keys.decode([String: String].self, forKey: .id2label) else {
+                throw BertConfigError.invalidValue(
+                    key: HeadKeys.id2label.rawValue, reason: "expected an object of label names by id (\"0\": \"NEG\", ...)")
+            }
+            let ids = map.keys.compactMap(Int.init).sorted()
+            guard ids.count == map.count, ids == Array(0..<ids.count) else {
+                throw BertConfigError.invalidValue(
+                    key: HeadKeys.id2label.rawValue, reason: "ids must be \"0\", \"1\", ... without gaps, got \(map.keys.sorted())")
+            }
+            labels = ids.map { map[String($0)]! }
+        } else if let count = try? keys.decodeIfPresent(Int.self, forKey: .numLabels) {
+            guard (1...1_000_000).contains(count) else {
+                throw BertConfigError.invalidValue(key: HeadKeys.numLabels.rawValue, reason: "must be in 1...1000000, got \(count)")
+            }
+            labels = (0..<count).map { "LABEL_\($0)" }
+        }
+        if let name = try? keys.decodeIfPresent(String.self, forKey: .problemType) {
+            guard let type = ProblemType(rawValue: name) else {
+                throw BertConfigError.invalidValue(
+                    key: HeadKeys.problemType.rawValue,
+                    reason: "\"\(name)\" is not one of " + ProblemType.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+            }
+            problemType = type
+        }
+        if keys.contains(.classifierDropout), (try? keys.decodeNil(forKey: .classifierDropout)) != true {
+            guard let value = try? keys.decode(Float.self, forKey: .classifierDropout) else {
+                throw BertConfigError.invalidValue(key: HeadKeys.classifierDropout.rawValue, reason: "expected a number or null")
+            }
+            classifierDropout = value
+        }
     }
 
     /// Checks that the values describe a model this implementation can build; errors name the key.
@@ -206,6 +297,14 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try require(
             [0, 2, 3].contains(nspClassCount), .nspClassCount,
             "must be 2 (binary NSP), 3 (three-way NSP) or 0 (no NSP head), got \(nspClassCount)")
+        if let classifierDropout, !(0..<1).contains(classifierDropout) {
+            throw BertConfigError.invalidValue(
+                key: HeadKeys.classifierDropout.rawValue, reason: "must be in [0, 1), got \(classifierDropout)")
+        }
+        if [.sequenceClassification, .tokenClassification].contains(head), headOutputCount < 1 {
+            throw BertConfigError.invalidValue(
+                key: HeadKeys.id2label.rawValue, reason: "the \(head.className) head needs at least one label")
+        }
         // Each size is bounded above; their product can still describe a model no machine holds.
         guard let count = parameterCount, count <= Self.maximumParameterCount else {
             throw BertConfigError.invalidValue(
@@ -240,7 +339,7 @@ public struct BertConfig: Codable, Equatable, Sendable {
     /// 2^36 parameters: 256 GiB of Float weights alone, far above any model this trainer runs.
     public static let maximumParameterCount = 1 << 36
 
-    /// Parameters of `BertForPreTraining` with this config, or nil when the count overflows `Int`.
+    /// Parameters of the model with this config and its head, or nil when the count overflows `Int`.
     public var parameterCount: Int? {
         func product(_ factors: Int...) -> Int? {
             var result = 1
@@ -264,7 +363,11 @@ public struct BertConfig: Codable, Equatable, Sendable {
         let C = hiddenSize, I = intermediateSize, V = vocabSize
         let embeddings = sum(product(V, C), product(maxPositionEmbeddings, C), product(typeVocabSize, C), product(2, C))
         let layer = sum(product(4, C, C), product(2, C, I), product(9, C), I)
-        let heads = sum(product(2, C, C), V, product(4, C), product(nspClassCount, C), nspClassCount)
+        let pooler = head.hasPooler ? sum(product(C, C), C) : 0
+        let K = head == .preTraining ? 0 : headOutputCount
+        let pretrainingHeads = head == .preTraining
+            ? sum(product(C, C), V, product(3, C), product(nspClassCount, C), nspClassCount) : 0
+        let heads = sum(pooler, pretrainingHeads, product(K, C), K)
         return sum(embeddings, layer.flatMap { product($0, hiddenLayerCount) }, heads)
     }
 
@@ -318,4 +421,48 @@ public enum BertConfigError: Error, LocalizedError, CustomStringConvertible, Equ
     }
 
     public var errorDescription: String? { description }
+}
+
+/// The head on top of the encoder: which transformers class a checkpoint belongs to.
+public enum ModelHead: String, CaseIterable, Equatable, Sendable {
+    /// Masked-LM and next-sentence heads (`BertForPreTraining`, or `BertForMaskedLM` without a 2-way NSP head).
+    case preTraining
+    case sequenceClassification
+    case tokenClassification
+    case questionAnswering
+    case multipleChoice
+
+    /// The transformers class.
+    public var className: String {
+        switch self {
+        case .preTraining: return "BertForPreTraining"
+        case .sequenceClassification: return "BertForSequenceClassification"
+        case .tokenClassification: return "BertForTokenClassification"
+        case .questionAnswering: return "BertForQuestionAnswering"
+        case .multipleChoice: return "BertForMultipleChoice"
+        }
+    }
+
+    /// The head of a transformers class name; nil for other classes (`BertModel`, ...).
+    init?(className: String) {
+        switch className {
+        case "BertForPreTraining", "BertForMaskedLM": self = .preTraining
+        default:
+            guard let head = ModelHead.allCases.first(where: { $0.className == className }) else { return nil }
+            self = head
+        }
+    }
+
+    /// transformers builds the token-classification and question-answering models without a pooler.
+    public var hasPooler: Bool { self != .tokenClassification && self != .questionAnswering }
+}
+
+/// transformers' `problem_type` of sequence classification, which picks the loss.
+public enum ProblemType: String, CaseIterable, Equatable, Sendable {
+    /// Cross-entropy over the labels.
+    case singleLabel = "single_label_classification"
+    /// Binary cross-entropy with logits per label (multi-hot targets).
+    case multiLabel = "multi_label_classification"
+    /// Mean squared error on one output.
+    case regression
 }

@@ -3,7 +3,7 @@ import Kernels
 // Embeddings and post-LN encoder layers, forward and backward. Backward mirrors forward line by line
 // in reverse.
 
-extension BertForPreTraining {
+extension BertModel {
     // MARK: - Forward
 
     /// Embeddings and all encoder layers for B sequences; fills the activation buffers.

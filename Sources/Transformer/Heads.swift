@@ -1,10 +1,11 @@
 import Kernels
 
-// Pooler, NSP head and the MLM head on the gathered masked positions. The losses' gradients are known
+// The pooler (shared by the heads that read [CLS]), and the pre-training heads: NSP and the MLM head on
+// the gathered masked positions. The losses' gradients are known
 // as soon as the logits are (they are the normalised softmax minus one-hot), so each head runs its
 // backward right after its forward, while its logits are still in cache.
 
-extension BertForPreTraining {
+extension BertModel {
     /// The last hidden state, (N, C), or (R, C) at the kept rows (`lastLayerRows`).
     var lastHidden: UnsafeMutablePointer<Float> { layerOutput(config.hiddenLayerCount) }
 
@@ -26,6 +27,31 @@ extension BertForPreTraining {
         probe("pooler dense + tanh", nil, a.pooled, B * C)
     }
 
+    /// Backward of `poolerForward` from d(pooled) in `dPooled`: adds d(loss)/d(CLS rows) into the
+    /// [CLS] rows of `dResidual`.
+    func poolerBackward(_ B: Int) {
+        let C = config.hiddenSize, a = activations, o = offsets
+        timed(.activation) { tanhBackward(a.dPooled, a.dPooled, a.pooled, count: B * C) }
+        timed(.gemm) {
+            linearBackward(
+                a.dClsRows, grad(o.poolerWeight), grad(o.poolerBias), a.dPooled, a.clsRows, param(o.poolerWeight),
+                rows: B, inputSize: C, outputSize: C)
+        }
+        for b in 0..<B {
+            let row = a.dResidual + clsRow(b) * C, g = a.dClsRows + b * C
+            for j in 0..<C { row[j] += g[j] }
+        }
+    }
+
+    /// Sum in double precision: losses of a large batch differ by orders of magnitude.
+    func sum(_ values: UnsafePointer<Float>, _ count: Int) -> Double {
+        var total = 0.0
+        for i in 0..<count { total += Double(values[i]) }
+        return total
+    }
+}
+
+extension BertForPreTraining {
     /// Gathers P <= `logitsChunkRows` masked rows of the last hidden state and applies the MLM
     /// transform (dense, activation, LayerNorm) into `transformOut`, (P, C).
     func mlmTransformForward(_ positions: UnsafePointer<Int32>, _ P: Int) {
@@ -82,16 +108,7 @@ extension BertForPreTraining {
                         a.dPooled, grad(o.nspWeight), grad(o.nspBias), a.nspLogits, a.pooled, param(o.nspWeight),
                         rows: B, inputSize: C, outputSize: K)
                 }
-                timed(.activation) { tanhBackward(a.dPooled, a.dPooled, a.pooled, count: B * C) }
-                timed(.gemm) {
-                    linearBackward(
-                        a.dClsRows, grad(o.poolerWeight), grad(o.poolerBias), a.dPooled, a.clsRows, param(o.poolerWeight),
-                        rows: B, inputSize: C, outputSize: C)
-                }
-                for b in 0..<B {
-                    let row = a.dResidual + clsRow(b) * C, g = a.dClsRows + b * C
-                    for j in 0..<C { row[j] += g[j] }
-                }
+                poolerBackward(B)
             }
         }
 
@@ -145,12 +162,5 @@ extension BertForPreTraining {
         }
         result.loss = result.mlmLoss + result.nspLoss
         return result
-    }
-
-    /// Sum in double precision: losses of a large batch differ by orders of magnitude.
-    func sum(_ values: UnsafePointer<Float>, _ count: Int) -> Double {
-        var total = 0.0
-        for i in 0..<count { total += Double(values[i]) }
-        return total
     }
 }

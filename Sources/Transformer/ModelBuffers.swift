@@ -15,10 +15,12 @@ struct Offsets {
     let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Int
     let embeddingNormWeight, embeddingNormBias: Int
     let layers: [Layer]
+    /// -1 where the head has no such parameter (pooler, pre-training heads, NSP head, classifier).
     let poolerWeight, poolerBias: Int
     let mlmBias, transformWeight, transformBias, transformNormWeight, transformNormBias: Int
-    /// -1 without an NSP head.
     let nspWeight, nspBias: Int
+    /// The fine-tuning heads' output layer: `classifier`, or `qa_outputs` for question answering.
+    let classifierWeight, classifierBias: Int
 
     init(table: ParameterTable, config: BertConfig) {
         func at(_ name: String) -> Int { table.offset(of: name) }
@@ -50,15 +52,19 @@ struct Offsets {
                 outputNormWeight: at(p + "output.LayerNorm.weight"),
                 outputNormBias: at(p + "output.LayerNorm.bias"))
         }
-        poolerWeight = at("bert.pooler.dense.weight")
-        poolerBias = at("bert.pooler.dense.bias")
-        mlmBias = at("cls.predictions.bias")
-        transformWeight = at("cls.predictions.transform.dense.weight")
-        transformBias = at("cls.predictions.transform.dense.bias")
-        transformNormWeight = at("cls.predictions.transform.LayerNorm.weight")
-        transformNormBias = at("cls.predictions.transform.LayerNorm.bias")
-        nspWeight = table.entry(named: "cls.seq_relationship.weight")?.offset ?? -1
-        nspBias = table.entry(named: "cls.seq_relationship.bias")?.offset ?? -1
+        func optional(_ name: String) -> Int { table.entry(named: name)?.offset ?? -1 }
+        poolerWeight = optional("bert.pooler.dense.weight")
+        poolerBias = optional("bert.pooler.dense.bias")
+        mlmBias = optional("cls.predictions.bias")
+        transformWeight = optional("cls.predictions.transform.dense.weight")
+        transformBias = optional("cls.predictions.transform.dense.bias")
+        transformNormWeight = optional("cls.predictions.transform.LayerNorm.weight")
+        transformNormBias = optional("cls.predictions.transform.LayerNorm.bias")
+        nspWeight = optional("cls.seq_relationship.weight")
+        nspBias = optional("cls.seq_relationship.bias")
+        let output = config.head == .questionAnswering ? "qa_outputs" : "classifier"
+        classifierWeight = optional(output + ".weight")
+        classifierBias = optional(output + ".bias")
     }
 }
 
@@ -109,6 +115,9 @@ final class Activations {
     let logits: UnsafeMutablePointer<Float>           // (chunk, V)
     let mlmLosses: UnsafeMutablePointer<Float>        // (N): every masked position of the micro-batch
     let mlmCorrect: UnsafeMutablePointer<Bool>        // (N)
+    // Fine-tuning heads: the classifier's input after dropout, its gradient and the head's logits.
+    let headInput, dHeadInput: UnsafeMutablePointer<Float> // (N, C), or (B, C) for heads on [CLS]
+    let headLogits: UnsafeMutablePointer<Float>       // (N, K)
     // The last layer at the rows the losses read (`KeptRows`).
     let keptQueries: UnsafeMutablePointer<Float>      // (R, C) their queries, gathered from qkv
     let keptTokenRows, keptMaskedRows: UnsafeMutablePointer<Int32> // (N)
@@ -118,6 +127,10 @@ final class Activations {
     init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int, training: Bool = true) {
         let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
         let N = B * T, V = config.vocabSize, K = max(1, config.nspClassCount)
+        // Only the pre-training heads use the MLM buffers, only the others the classifier's.
+        let preTraining = config.head == .preTraining
+        let logitsRows = preTraining ? logitsRows : 0
+        let headRows = preTraining ? 0 : N
         var allocations: [UnsafeMutableRawPointer] = []
         var floatCount = 0, indexCount = 0
         func zeroed<Element>(_ count: Int, _ zero: Element) -> UnsafeMutablePointer<Element> {
@@ -180,7 +193,10 @@ final class Activations {
         dGathered = trainingBuffer(logitsRows * C)
         transformMean = buffer(logitsRows)
         transformRstd = buffer(logitsRows)
-        mlmLosses = trainingBuffer(N)
+        mlmLosses = trainingBuffer(preTraining ? N : 0)
+        headInput = buffer(headRows * C)
+        dHeadInput = trainingBuffer(headRows * C)
+        headLogits = buffer(headRows * config.headOutputCount)
         logits = trainingBuffer(logitsRows * V)
         keptQueries = trainingBuffer(N * C)
         keptTokenRows = trainingIndices(N)
@@ -189,7 +205,7 @@ final class Activations {
         keptAttentionRows = trainingIndices(NH * N)
         self.indexCount = indexCount
         nspCorrect = zeroed(training ? B : 0, false)
-        mlmCorrect = zeroed(training ? N : 0, false)
+        mlmCorrect = zeroed(training && preTraining ? N : 0, false)
         self.allocations = allocations
         self.floatCount = floatCount
         dropoutRecord = DropoutRecord(config: config, sequences: training ? B : 0, length: T)

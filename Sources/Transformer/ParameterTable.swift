@@ -1,9 +1,10 @@
-/// The one table that lays out every parameter of `BertForPreTraining` in a flat buffer.
+/// The one table that lays out every parameter of a BERT model and its head (`BertConfig.head`) in a
+/// flat buffer.
 ///
 /// Names and shapes are Hugging Face `BertForPreTraining` state-dict names (linear weights are
 /// `[out, in]`), so a checkpoint is a Hugging Face model without transposes. Parameters,
-/// gradients and optimizer moments all use this layout. Order: embeddings, layers 0 ..< L, pooler,
-/// heads, so backward finishes contiguous ranges from the end of the buffer towards the start.
+/// gradients and optimizer moments all use this layout. Order: embeddings, layers 0 ..< L, pooler
+/// (for the heads that have one), head, so backward finishes contiguous ranges from the end of the buffer towards the start.
 ///
 /// Inside a layer the query, key and value weights are adjacent (then their three biases), so the
 /// three projections are one GEMM with a (3C, C) weight and a (3C) bias. The MLM decoder weight is
@@ -28,7 +29,7 @@ public struct ParameterTable: Sendable {
     public let layerRanges: [Range<Int>]
     /// Flat range of the embedding parameters (the start of the buffer).
     public let embeddingRange: Range<Int>
-    /// Flat range of the pooler and the two heads (the end of the buffer).
+    /// Flat range of the pooler and the head (the end of the buffer).
     public let headRange: Range<Int>
     private let indexByName: [String: Int]
 
@@ -72,12 +73,19 @@ public struct ParameterTable: Sendable {
             layerRanges.append(start..<offset)
         }
         let headStart = offset
-        linear("bert.pooler.dense", out: C, in: C)
-        add("cls.predictions.bias", [V], decays: false)
-        linear("cls.predictions.transform.dense", out: C, in: C)
-        layerNorm("cls.predictions.transform.LayerNorm")
-        if config.nspClassCount > 0 {
-            linear("cls.seq_relationship", out: config.nspClassCount, in: C)
+        if config.head.hasPooler { linear("bert.pooler.dense", out: C, in: C) }
+        switch config.head {
+        case .preTraining:
+            add("cls.predictions.bias", [V], decays: false)
+            linear("cls.predictions.transform.dense", out: C, in: C)
+            layerNorm("cls.predictions.transform.LayerNorm")
+            if config.nspClassCount > 0 {
+                linear("cls.seq_relationship", out: config.nspClassCount, in: C)
+            }
+        case .sequenceClassification, .tokenClassification, .multipleChoice:
+            linear("classifier", out: config.headOutputCount, in: C)
+        case .questionAnswering:
+            linear("qa_outputs", out: config.headOutputCount, in: C)
         }
         self.entries = entries
         self.totalCount = offset

@@ -11,24 +11,38 @@ import Foundation
 
 /// What loading a pretrained directory did besides copying tensors.
 public struct PretrainedLoadReport: Sendable, Equatable {
-    /// Model parameters absent from the files (pooler, pretraining heads), given BERT's initialisation.
+    /// Model parameters absent from the files (pooler, head), given BERT's initialisation.
     public var initializedTensors: [String]
+    /// Tensors of another head (or a pooler this head lacks) in the files, left out as transformers
+    /// does when it loads a checkpoint into a model with a different head.
+    public var discardedTensors: [String]
     /// Tensors of the files that carry no parameter and were skipped (the `position_ids` buffer).
     public var ignoredTensors: [String]
     /// Whether the encoder's names carried the `bert.` prefix.
     public var hadPrefix: Bool
 
-    public init(initializedTensors: [String] = [], ignoredTensors: [String] = [], hadPrefix: Bool = true) {
+    public init(
+        initializedTensors: [String] = [], discardedTensors: [String] = [], ignoredTensors: [String] = [],
+        hadPrefix: Bool = true
+    ) {
         self.initializedTensors = initializedTensors
+        self.discardedTensors = discardedTensors
         self.ignoredTensors = ignoredTensors
         self.hadPrefix = hadPrefix
     }
 
     /// A line for the user when parameters were initialised rather than loaded, else nil.
     public var notice: String? {
-        guard !initializedTensors.isEmpty else { return nil }
-        return "note: \(initializedTensors.count) tensor(s) not in the checkpoint were newly initialised "
-            + "(fine-tune or pre-train before relying on them): " + initializedTensors.joined(separator: ", ")
+        var notes: [String] = []
+        if !initializedTensors.isEmpty {
+            notes.append("note: \(initializedTensors.count) tensor(s) not in the checkpoint were newly initialised "
+                + "(fine-tune or pre-train before relying on them): " + initializedTensors.joined(separator: ", "))
+        }
+        if !discardedTensors.isEmpty {
+            notes.append("note: \(discardedTensors.count) tensor(s) of the checkpoint belong to another head and were "
+                + "not loaded: " + discardedTensors.joined(separator: ", "))
+        }
+        return notes.isEmpty ? nil : notes.joined(separator: "; ")
     }
 }
 
@@ -37,7 +51,7 @@ public enum PretrainedModelError: Error, LocalizedError, CustomStringConvertible
     case missingFile(directory: String, file: String, hint: String)
     case unreadableIndex(path: String, reason: String)
     case missingTensors(path: String, names: [String])
-    case unexpectedTensors(path: String, names: [String])
+    case unexpectedTensors(path: String, names: [String], model: String)
     case shapeMismatch(path: String, tensor: String, found: [Int], expected: [Int])
     case duplicateTensor(path: String, tensor: String)
     case untiedDecoder(path: String, tensor: String, tiedTo: String)
@@ -52,8 +66,8 @@ public enum PretrainedModelError: Error, LocalizedError, CustomStringConvertible
         case let .missingTensors(path, names):
             return "\(path) lacks \(names.count) tensor(s) the model needs: \(Self.list(names)); "
                 + "is config.json the model's own config?"
-        case let .unexpectedTensors(path, names):
-            return "\(path) has \(names.count) tensor(s) that are not part of BertForPreTraining: \(Self.list(names)); "
+        case let .unexpectedTensors(path, names, model):
+            return "\(path) has \(names.count) tensor(s) that are not part of \(model): \(Self.list(names)); "
                 + "only BERT encoders with or without the pretraining heads can be loaded"
         case let .shapeMismatch(path, tensor, found, expected):
             return "\(path): tensor '\(tensor)' has shape \(found) but config.json implies \(expected); "
@@ -143,6 +157,9 @@ extension BertForPreTraining {
         return (model, report)
     }
 
+}
+
+extension BertModel {
     /// Loads parameters from safetensors files with Hugging Face names (see the top of this file for
     /// the accepted variants). Missing pooler/head tensors are initialised; missing encoder tensors,
     /// unexpected tensors and shape mismatches are errors naming them. On error the parameters are
@@ -151,6 +168,7 @@ extension BertForPreTraining {
         let origin = files.count == 1 ? files[0].path : files.map(\.path).joined(separator: ", ")
         var sources: [String: (file: SafetensorsFile, stored: String)] = [:]
         var unexpected: [String] = []
+        var discarded: [String] = []
         var ignored: [String] = []
         var decoderWeight: (file: SafetensorsFile, stored: String)?
         var decoderBias: (file: SafetensorsFile, stored: String)?
@@ -182,7 +200,13 @@ extension BertForPreTraining {
                     break
                 }
                 guard table.entry(named: name) != nil else {
-                    unexpected.append(stored)
+                    // A pre-training model refuses other heads' tensors, so that a mistaken directory is
+                    // noticed; a fine-tuning head starts from any checkpoint, as in transformers.
+                    if BertModel.isHeadTensor(name) && config.head != .preTraining {
+                        discarded.append(stored)
+                    } else {
+                        unexpected.append(stored)
+                    }
                     continue
                 }
                 if sources[name] != nil { throw PretrainedModelError.duplicateTensor(path: file.path, tensor: stored) }
@@ -190,7 +214,11 @@ extension BertForPreTraining {
             }
         }
         if !unexpected.isEmpty {
-            throw PretrainedModelError.unexpectedTensors(path: origin, names: unexpected.sorted())
+            throw PretrainedModelError.unexpectedTensors(path: origin, names: unexpected.sorted(), model: config.head.className)
+        }
+        if config.head != .preTraining {
+            discarded += [decoderWeight, decoderBias].compactMap { $0?.stored }
+            (decoderWeight, decoderBias) = (nil, nil)
         }
 
         if sources["cls.predictions.bias"] == nil, let decoderBias {
@@ -198,7 +226,7 @@ extension BertForPreTraining {
         }
         // Only the pooler and the heads may be absent (an encoder saved alone, or for masked LM only).
         let absent = table.entries.map(\.name).filter { sources[$0] == nil }
-        let missing = absent.filter { !$0.hasPrefix("cls.") && !$0.hasPrefix("bert.pooler.") }
+        let missing = absent.filter { !BertModel.isHeadTensor($0) }
         if !missing.isEmpty {
             throw PretrainedModelError.missingTensors(path: origin, names: missing)
         }
@@ -216,7 +244,14 @@ extension BertForPreTraining {
         if let decoderBias, sources["cls.predictions.bias"]?.stored != decoderBias.stored {
             try checkTied(decoderBias, to: "cls.predictions.bias", storedAs: sources)
         }
-        return PretrainedLoadReport(initializedTensors: absent, ignoredTensors: ignored, hadPrefix: bare == 0)
+        return PretrainedLoadReport(
+            initializedTensors: absent, discardedTensors: discarded.sorted(), ignoredTensors: ignored, hadPrefix: bare == 0)
+    }
+
+    /// Whether a (normalised) tensor name belongs to a head or the pooler rather than the encoder: a
+    /// checkpoint may lack those, or carry another head's.
+    static func isHeadTensor(_ name: String) -> Bool {
+        !name.hasPrefix("bert.") || name.hasPrefix("bert.pooler.")
     }
 
     private func copy(_ source: (file: SafetensorsFile, stored: String), into entry: ParameterTable.Entry) throws {
@@ -249,7 +284,7 @@ extension BertForPreTraining {
 
 // MARK: - Saving
 
-extension BertForPreTraining {
+extension BertModel {
     /// Writes every parameter under its Hugging Face name to a safetensors file, in the layout
     /// transformers' `save_pretrained` uses (the tied decoder is left out, as it does).
     public func writeWeights(to path: String, metadata: [String: String] = ["format": "pt"]) throws {
