@@ -260,7 +260,7 @@ public struct StrictChunker: Sendable {
 /// What transformers' run_ner.py reports for token classification: the accuracy over labelled
 /// tokens and seqeval's entity scores, after dropping the positions labelled -100 (special tokens
 /// and word continuations that carry no label).
-public struct TokenClassificationMetrics: Equatable, Sendable {
+public struct TokenClassificationMetrics: TaskMetricValues, Equatable, Sendable {
     /// The label id of positions without a label (PyTorch's CrossEntropyLoss ignore_index).
     public static let ignoredLabel = -100
 
@@ -301,5 +301,18 @@ public struct TokenClassificationMetrics: Equatable, Sendable {
         guard total > 0 else { throw TaskMetricsError("\(metric): no labelled tokens to score") }
         accuracy = Double(correct) / Double(total)
         entities = try EntityMetrics(truth: truth, predictions: predicted, matching: matching)
+    }
+
+    /// run_ner.py's keys: the micro averages, then per type as with `return_entity_level_metrics`.
+    public var namedValues: [NamedMetric] {
+        let micro = entities.micro
+        return [NamedMetric("precision", micro.precision), NamedMetric("recall", micro.recall),
+                NamedMetric("f1", micro.f1), NamedMetric("accuracy", accuracy)]
+            + entities.perType.flatMap { entry in
+                [NamedMetric("\(entry.type)_precision", entry.counts.precision),
+                 NamedMetric("\(entry.type)_recall", entry.counts.recall),
+                 NamedMetric("\(entry.type)_f1", entry.counts.f1),
+                 NamedMetric("\(entry.type)_number", Double(entry.counts.actual))]
+            }
     }
 }

@@ -13,6 +13,23 @@ public struct TaskMetricsError: Error, LocalizedError, CustomStringConvertible, 
     public var errorDescription: String? { description }
 }
 
+/// One reported number under the key that Hugging Face's example scripts use (run_glue.py through
+/// `evaluate`, run_ner.py), so logs, `evaluate` output and best-checkpoint selection share one name.
+/// nil: undefined for these inputs (written as JSON null).
+public struct NamedMetric: Equatable, Sendable {
+    public var name: String
+    public var value: Double?
+    public init(_ name: String, _ value: Double?) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// Metrics of one task, as named numbers in a fixed order.
+public protocol TaskMetricValues {
+    var namedValues: [NamedMetric] { get }
+}
+
 /// Counts behind precision, recall and F1 for one class (or summed over classes for a micro average).
 public struct MatchCounts: Equatable, Sendable {
     public var truePositives = 0
@@ -60,7 +77,7 @@ func checkSameCount(_ metric: String, labels: Int, predictions: Int) throws {
 /// Accuracy, F1 and Matthews correlation of single-label classification (binary or multi-class),
 /// with scikit-learn's definitions: the classes are those present in the labels or the predictions
 /// (sklearn without `labels=`), so a class that occurs in neither does not lower the macro F1.
-public struct ClassificationMetrics: Equatable, Sendable {
+public struct ClassificationMetrics: TaskMetricValues, Equatable, Sendable {
     public var accuracy: Double
     /// Mean F1 over the classes, each weighted the same.
     public var macroF1: Double
@@ -104,6 +121,11 @@ public struct ClassificationMetrics: Equatable, Sendable {
         matthewsCorrelation = product == 0 ? 0 : covariance / product.squareRoot()
         perClass = zip(classes, counts).map { ClassCounts(label: $0, counts: $1) }
     }
+
+    public var namedValues: [NamedMetric] {
+        [NamedMetric("accuracy", accuracy), NamedMetric("f1_macro", macroF1), NamedMetric("f1_micro", microF1),
+         NamedMetric("matthews_correlation", matthewsCorrelation)]
+    }
 }
 
 // MARK: - Multi-label classification
@@ -111,7 +133,7 @@ public struct ClassificationMetrics: Equatable, Sendable {
 /// Multi-label classification scored as sklearn scores indicator matrices: subset accuracy (every
 /// label of an example right), micro F1 over all (example, label) cells, macro F1 over every label
 /// column (a label neither present nor predicted anywhere counts as F1 0, zero_division=0).
-public struct MultiLabelMetrics: Equatable, Sendable {
+public struct MultiLabelMetrics: TaskMetricValues, Equatable, Sendable {
     public var subsetAccuracy: Double
     public var microF1: Double
     public var macroF1: Double
@@ -141,6 +163,11 @@ public struct MultiLabelMetrics: Equatable, Sendable {
         macroF1 = Training.macroF1(counts)
     }
 
+    public var namedValues: [NamedMetric] {
+        [NamedMetric("subset_accuracy", subsetAccuracy), NamedMetric("f1_micro", microF1),
+         NamedMetric("f1_macro", macroF1)]
+    }
+
     /// Multi-hot predictions from logits: sigmoid(logit) > 0.5, that is logit > 0, the threshold of
     /// transformers' run_classification.py for multi-label problems.
     public static func predictions(logits: [[Float]]) -> [[Bool]] {
@@ -153,7 +180,7 @@ public struct MultiLabelMetrics: Equatable, Sendable {
 /// Regression scored as GLUE's STS-B is: Pearson and Spearman correlation (scipy.stats) and the
 /// mean squared error (sklearn). A correlation is nil where scipy gives NaN or refuses: fewer than
 /// 2 examples, or labels or predictions all equal (no variance to correlate).
-public struct RegressionMetrics: Equatable, Sendable {
+public struct RegressionMetrics: TaskMetricValues, Equatable, Sendable {
     public var pearson: Double?
     /// Pearson correlation of the ranks, tied values sharing their average rank.
     public var spearman: Double?
@@ -168,6 +195,10 @@ public struct RegressionMetrics: Equatable, Sendable {
         spearman = Self.pearson(Self.averageRanks(labels), Self.averageRanks(predictions))
         meanSquaredError = zip(labels, predictions).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
             / Double(labels.count)
+    }
+
+    public var namedValues: [NamedMetric] {
+        [NamedMetric("pearson", pearson), NamedMetric("spearmanr", spearman), NamedMetric("mse", meanSquaredError)]
     }
 
     /// Pearson's r from the centred values, clipped to [-1, 1] as scipy clips rounding; nil for

@@ -167,6 +167,27 @@ final class TaskMetricsTests: XCTestCase {
         }
     }
 
+    func testNamedValuesUseTheExampleScriptsKeys() throws {
+        let classification = try ClassificationMetrics(labels: [0, 1, 1, 2], predictions: [0, 1, 2, 2])
+        XCTAssertEqual(classification.namedValues, [
+            NamedMetric("accuracy", classification.accuracy), NamedMetric("f1_macro", classification.macroF1),
+            NamedMetric("f1_micro", classification.microF1),
+            NamedMetric("matthews_correlation", classification.matthewsCorrelation)])
+        let multiLabel = try MultiLabelMetrics(labels: [[true, false]], predictions: [[true, true]])
+        XCTAssertEqual(multiLabel.namedValues.map(\.name), ["subset_accuracy", "f1_micro", "f1_macro"])
+        XCTAssertEqual(multiLabel.namedValues.map(\.value), [multiLabel.subsetAccuracy, multiLabel.microF1, multiLabel.macroF1])
+        let regression = try RegressionMetrics(labels: [1, 1], predictions: [1, 2])
+        XCTAssertEqual(regression.namedValues, [NamedMetric("pearson", nil), NamedMetric("spearmanr", nil),
+                                                NamedMetric("mse", regression.meanSquaredError)])
+        let tokens = try TokenClassificationMetrics(labels: [[1, 2, 0, 3]], predictions: [[1, 2, 0, 0]],
+                                                    labelNames: ["O", "B-PER", "I-PER", "B-LOC"])
+        XCTAssertEqual(tokens.namedValues.map(\.name), ["precision", "recall", "f1", "accuracy",
+                                                        "LOC_precision", "LOC_recall", "LOC_f1", "LOC_number",
+                                                        "PER_precision", "PER_recall", "PER_f1", "PER_number"])
+        XCTAssertEqual(tokens.namedValues[2].value, tokens.entities.micro.f1)
+        XCTAssertEqual(tokens.namedValues[11].value, Double(tokens.entities.perType[1].counts.actual))
+    }
+
     // MARK: - Pipeline entity grouping
 
     func testEntityGroupingMatchesTheTokenClassificationPipeline() throws {
