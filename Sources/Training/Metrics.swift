@@ -37,7 +37,7 @@ public struct MetricsRecord: Equatable, Sendable {
     /// exp(mlm_loss), for validation records.
     public var perplexity: Double?
     /// A fine-tuning task's own fields (`accuracy`, `f1`, ...), after the others.
-    public var taskFields: [MetricField] = []
+    public var taskFields: [NamedMetric] = []
 
     public init(step: Int, split: Split, loss: Double? = nil, mlmLoss: Double? = nil, nspLoss: Double? = nil,
                 mlmAccuracy: Double? = nil, nspAccuracy: Double? = nil, learningRate: Double? = nil,

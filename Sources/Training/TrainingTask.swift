@@ -48,7 +48,7 @@ protocol TrainingTask: AnyObject {
     func pass(_ model: Model, _ batch: Batch, _ normalizers: Normalizers, _ options: PassOptions)
         -> (sums: Sums, outputs: [Output])
     /// Validation metrics from the summed loss and every example's output, in example order.
-    func validationMetrics(_ sums: Sums, outputs: [Output]) -> [MetricField]
+    func validationMetrics(_ sums: Sums, outputs: [Output]) -> [NamedMetric]
     /// Checks that `init_from` (a Hugging Face directory) suits the task's data and model.
     func checkInitFrom(_ directory: String) throws
     /// Writes the tokenizer files beside a checkpoint's weights.
@@ -94,17 +94,6 @@ extension TaskSums {
     var isFinite: Bool { values.allSatisfy(\.isFinite) }
 }
 
-/// A named value of a metrics record that a task adds (`accuracy`, `f1`, ...).
-public struct MetricField: Equatable, Sendable {
-    public var name: String
-    public var value: Double?
-
-    public init(_ name: String, _ value: Double?) {
-        self.name = name
-        self.value = value
-    }
-}
-
 /// Sums of the fine-tuning tasks: one loss, and how many predictions were right.
 struct FineTuningSums: TaskSums {
     /// Sum of the losses divided by the step's normaliser.
@@ -128,6 +117,6 @@ struct FineTuningSums: TaskSums {
 
     func fill(_ record: inout MetricsRecord, steps: Int) {
         record.loss = loss / Double(max(1, steps))
-        record.taskFields.append(MetricField("accuracy", count > 0 ? correct / count : nil))
+        record.taskFields.append(NamedMetric("accuracy", count > 0 ? correct / count : nil))
     }
 }

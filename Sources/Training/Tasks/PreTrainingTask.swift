@@ -95,7 +95,7 @@ final class PreTrainingTask: TrainingTask {
         return (sums, [])
     }
 
-    func validationMetrics(_ sums: Sums, outputs: [Output]) -> [MetricField] { [] }
+    func validationMetrics(_ sums: Sums, outputs: [Output]) -> [NamedMetric] { [] }
 
     func writeTokenizer(to directory: String) throws {
         guard let vocabularyTokens, let train else { return }
