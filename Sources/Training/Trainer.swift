@@ -118,6 +118,23 @@ public final class Trainer {
     /// Trains to `schedule.total_steps` (or `stopAfterSteps`), evaluating, logging and checkpointing
     /// on the way. A collective: every rank calls it.
     public func run() throws -> TrainingSummary { try engineRun() }
+
+    /// The validation record of the model in `config.initFrom` (with its head) on the task's
+    /// validation file: the evaluation a training run makes, over every validation example. A
+    /// collective: every rank calls it and gets the record.
+    public static func evaluate(
+        config: TrainingConfig, communicator: Communicator, log: @escaping (String) -> Void
+    ) throws -> MetricsRecord {
+        let rankLog: (String) -> Void = communicator.rank == 0 ? log : { _ in }
+        func evaluate<T: TrainingTask>(_ task: T) throws -> MetricsRecord {
+            let engine = try Engine(
+                task: task, config: config, options: TrainingOptions(runDirectory: ""), communicator: communicator,
+                log: rankLog)
+            _ = try engine.start(store: nil)
+            return try engine.evaluate(step: 0, batches: Int.max)
+        }
+        return try evaluate(try config.task.make(config: config, communicator: communicator, log: rankLog))
+    }
 }
 
 /// The loop every task shares, on one rank.
@@ -363,7 +380,7 @@ final class Engine<T: TrainingTask> {
                 step % config.logging.evalEverySteps == 0 || step == totalSteps
             {
                 watchdog.beat("evaluation at step \(step)")
-                let record = try evaluate(step: step)
+                let record = try evaluate(step: step, batches: config.logging.evalBatches)
                 if isRoot {
                     try metrics?.append(record)
                     try tensorBoard?.add(record)
@@ -434,13 +451,13 @@ final class Engine<T: TrainingTask> {
 
     // MARK: - Evaluation
 
-    /// The task's loss and metrics over the first `eval_batches` global batches of the validation
+    /// The task's loss and metrics over the first `limit` global batches of the validation
     /// split (fixed order; for pre-training also fixed masking), summed across ranks. The same
     /// micro-batch loop as training, without dropout or gradients.
-    func evaluate(step: Int) throws -> MetricsRecord {
+    func evaluate(step: Int, batches limit: Int) throws -> MetricsRecord {
         let evalSampler = Sampler(
             sampleCount: task.validationCount, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
-        let batches = min(config.logging.evalBatches, evalSampler.stepsPerEpoch)
+        let batches = min(limit, evalSampler.stepsPerEpoch)
         var sums = T.Sums()
         var outputs: [(index: Int, output: T.Output)] = []
         for batchIndex in 0..<batches {
@@ -457,9 +474,9 @@ final class Engine<T: TrainingTask> {
         sums = try sums.allReduced(comm)
         var record = MetricsRecord(step: step, split: .validation)
         sums.fill(&record, steps: 1)
-        if T.Output.self != PreTrainingTask.Output.self {
-            record.taskFields += task.validationMetrics(sums, outputs: try gather(outputs))
-        }
+        let metrics = try task.validationMetrics(sums, outputs: try gather(outputs))
+        record.taskFields.removeAll { field in metrics.contains { $0.name == field.name } }
+        record.taskFields += metrics
         return record
     }
 

@@ -48,7 +48,7 @@ protocol TrainingTask: AnyObject {
     func pass(_ model: Model, _ batch: Batch, _ normalizers: Normalizers, _ options: PassOptions)
         -> (sums: Sums, outputs: [Output])
     /// Validation metrics from the summed loss and every example's output, in example order.
-    func validationMetrics(_ sums: Sums, outputs: [Output]) -> [NamedMetric]
+    func validationMetrics(_ sums: Sums, outputs: [Output]) throws -> [NamedMetric]
     /// Checks that `init_from` (a Hugging Face directory) suits the task's data and model.
     func checkInitFrom(_ directory: String) throws
     /// Writes the tokenizer files beside a checkpoint's weights.
@@ -94,29 +94,33 @@ extension TaskSums {
     var isFinite: Bool { values.allSatisfy(\.isFinite) }
 }
 
-/// Sums of the fine-tuning tasks: one loss, and how many predictions were right.
+/// Sums of the fine-tuning tasks: the loss, and how many predictions were right.
 struct FineTuningSums: TaskSums {
-    /// Sum of the losses divided by the step's normaliser.
+    /// Sum of the losses divided by the step's normaliser (the gradient's loss).
     var loss = 0.0
+    /// Sum of the losses and the number of items they are summed over, for the mean an evaluation
+    /// reports whatever its batches.
+    var lossSum = 0.0
+    var lossItems = 0.0
     var correct = 0.0
     var count = 0.0
 
     init() {}
 
-    init(loss: Double, correct: Double, count: Double) {
-        self.loss = loss
-        self.correct = correct
-        self.count = count
+    init(lossSum: Double, normalizer: Float, lossItems: Double) {
+        loss = lossSum / Double(normalizer)
+        self.lossSum = lossSum
+        self.lossItems = lossItems
     }
 
-    var values: [Double] { [loss, correct, count] }
+    var values: [Double] { [loss, lossSum, lossItems, correct, count] }
 
     init(values: [Double]) {
-        (loss, correct, count) = (values[0], values[1], values[2])
+        (loss, lossSum, lossItems, correct, count) = (values[0], values[1], values[2], values[3], values[4])
     }
 
     func fill(_ record: inout MetricsRecord, steps: Int) {
-        record.loss = loss / Double(max(1, steps))
-        record.taskFields.append(NamedMetric("accuracy", count > 0 ? correct / count : nil))
+        record.loss = record.split == .train ? loss / Double(max(1, steps)) : (lossItems > 0 ? lossSum / lossItems : nil)
+        if count > 0 { record.taskFields.append(NamedMetric("accuracy", correct / count)) }
     }
 }

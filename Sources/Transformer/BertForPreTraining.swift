@@ -30,7 +30,7 @@ public struct StepResult: Sendable, Equatable {
 
 /// BERT with its two pre-training heads (masked LM and next sentence), whatever head `config` names.
 public final class BertForPreTraining: BertModel {
-    public override init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         var config = config
         config.head = .preTraining
         super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)

@@ -79,7 +79,7 @@ public class BertModel {
     /// A model for at most `maxSequenceCount` sequences of `sequenceLength` tokens. `inferenceOnly`
     /// allocates only what forward passes without dropout need (no gradients, no buffers for backward
     /// or dropout, one set of attention buffers shared by the layers): `step` cannot run on it.
-    public init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
             sequenceLength > 0 && sequenceLength <= config.maxPositionEmbeddings,

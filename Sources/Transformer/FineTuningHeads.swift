@@ -296,7 +296,7 @@ func squaredErrorSum(
 /// `BertForSequenceClassification`: pooled [CLS] -> dropout -> linear, with the loss of
 /// `config.resolvedProblemType` (cross-entropy, binary cross-entropy per label, or squared error).
 public final class BertForSequenceClassification: BertModel {
-    public override init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         precondition(config.head == .sequenceClassification, "the config's head is \(config.head.className)")
         super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
@@ -342,7 +342,7 @@ public final class BertForSequenceClassification: BertModel {
 /// adjacent); pooled [CLS] -> dropout -> linear to one score per choice; cross-entropy over each
 /// example's choices.
 public final class BertForMultipleChoice: BertModel {
-    public override init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         precondition(config.head == .multipleChoice, "the config's head is \(config.head.className)")
         super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
@@ -374,7 +374,7 @@ public final class BertForMultipleChoice: BertModel {
 /// `BertForTokenClassification`: dropout -> linear on every token (no pooler); cross-entropy over
 /// the tokens whose label is not ignored (-100: specials, padding, non-first WordPieces).
 public final class BertForTokenClassification: BertModel {
-    public override init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         precondition(config.head == .tokenClassification, "the config's head is \(config.head.className)")
         super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
@@ -403,7 +403,7 @@ public final class BertForTokenClassification: BertModel {
 /// dropout); the loss is transformers': cross-entropy of the start and of the end position over
 /// the T positions of each sequence (padding included, as there), so the sum is over 2 B terms.
 public final class BertForQuestionAnswering: BertModel {
-    public override init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         precondition(config.head == .questionAnswering, "the config's head is \(config.head.className)")
         super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }

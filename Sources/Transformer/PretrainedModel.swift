@@ -313,3 +313,31 @@ extension BertModel {
         }
     }
 }
+
+extension BertModel {
+    /// The model of a Hugging Face directory with the head its config.json names (`architectures`),
+    /// built for `maxSequenceCount x sequenceLength` inputs; see `BertForPreTraining.pretrained`.
+    public static func load(
+        directory: String, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false
+    ) throws -> (model: BertModel, report: PretrainedLoadReport) {
+        let config = try PretrainedDirectory.config(in: directory)
+        let files = try PretrainedDirectory.weightFiles(in: directory)
+        let model = BertModel.make(
+            config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
+        let report = try model.loadWeights(from: files)
+        return (model, report)
+    }
+
+    /// A model of the subclass `config.head` names.
+    public static func make(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) -> BertModel {
+        let kind: BertModel.Type
+        switch config.head {
+        case .preTraining: kind = BertForPreTraining.self
+        case .sequenceClassification: kind = BertForSequenceClassification.self
+        case .tokenClassification: kind = BertForTokenClassification.self
+        case .questionAnswering: kind = BertForQuestionAnswering.self
+        case .multipleChoice: kind = BertForMultipleChoice.self
+        }
+        return kind.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
+    }
+}
