@@ -430,4 +430,108 @@ final class TaskDataTests: XCTestCase {
         let row5 = features[1].sequences[1].inputIDs
         XCTAssertEqual(Array(batch.inputIDs[(5 * batch.sequenceLength)..<(5 * batch.sequenceLength + row5.count)]), row5)
     }
+
+    // MARK: - Feature cache
+
+    /// A copy of fixture `name` in a fresh directory (the cache is written beside it).
+    func copiedFixture(_ name: String) throws -> String {
+        let path = try TestPaths.temporaryDirectory(self).appendingPathComponent(name).path
+        try FileManager.default.copyItem(atPath: fixture(name), toPath: path)
+        return path
+    }
+
+    func testFeatureCacheIsWrittenBesideTheDataAndReused() throws {
+        let path = try copiedFixture("mnli.jsonl")
+        let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 16)
+        let first = try encoder.cachedFeatures(path: path, options: TextTaskOptions())
+        XCTAssertFalse(first.fromCache)
+        let cachePath = try XCTUnwrap(first.cachePath)
+        XCTAssertEqual(URL(fileURLWithPath: cachePath).deletingLastPathComponent(), URL(fileURLWithPath: path).deletingLastPathComponent())
+        let data = try TaskReader.readTextExamples(path: path)
+        XCTAssertEqual(first.features, encoder.features(data.examples))
+        XCTAssertEqual(first.labelNames, data.labelNames)
+        let second = try encoder.cachedFeatures(path: path, options: TextTaskOptions())
+        XCTAssertTrue(second.fromCache)
+        XCTAssertEqual(second.features, first.features)
+        XCTAssertEqual(second.labelNames, first.labelNames)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path).count, 2,
+                       "no temporary file left behind")
+    }
+
+    func testFeatureCacheRoundTripsEveryLabelShape() throws {
+        let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 24)
+        var regression = TextTaskOptions()
+        regression.labelKind = .regression
+        regression.labelField = "score"
+        var multi = TextTaskOptions()
+        multi.labelKind = .multiLabel
+        multi.labelField = "labels"
+        let sets = [
+            try encoder.cachedFeatures(path: try copiedFixture("sts.csv"), options: regression),
+            try encoder.cachedFeatures(path: try copiedFixture("topics.jsonl"), options: multi),
+            try encoder.cachedFeatures(path: try copiedFixture("ner.conll"), options: TaggedTaskOptions(format: .conll)),
+            try encoder.cachedFeatures(path: try copiedFixture("swag.jsonl"), options: ChoiceTaskOptions()),
+        ]
+        for set in sets {
+            let path = try XCTUnwrap(set.cachePath)
+            let reread = try XCTUnwrap(FeatureCache.decode([UInt8](try Foundation.Data(contentsOf: URL(fileURLWithPath: path))),
+                                                           key: Self.key(of: path, set)))
+            XCTAssertEqual(reread.0, set.features, path)
+            XCTAssertEqual(reread.1, set.labelNames, path)
+        }
+    }
+
+    /// The key stored in the header of the cache file at `path`.
+    static func key(of path: String, _ set: TaskFeatureSet) throws -> [UInt8] {
+        Array([UInt8](try Foundation.Data(contentsOf: URL(fileURLWithPath: path)))[8..<40])
+    }
+
+    func testFeatureCacheKeyChangesWithDataAndSettings() throws {
+        let path = try copiedFixture("sst.tsv")
+        let options = TextTaskOptions(textField: "sentence")
+        let encoder16 = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 16)
+        let original = try encoder16.cachedFeatures(path: path, options: options)
+        let shorter = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 4).cachedFeatures(path: path, options: options)
+        XCTAssertFalse(shorter.fromCache)
+        XCTAssertNotEqual(shorter.cachePath, original.cachePath)
+        XCTAssertEqual(shorter.features[0].sequences[0].inputIDs.count, 4)
+        var listed = options
+        listed.labelNames = ["2", "1", "0"]
+        let relabelled = try encoder16.cachedFeatures(path: path, options: listed)
+        XCTAssertFalse(relabelled.fromCache)
+        XCTAssertEqual(relabelled.features[0].label, .classIndex(1))
+        XCTAssertEqual(relabelled.features[1].label, .classIndex(2))
+
+        try Foundation.Data("idx\tsentence\tlabel\n0\tnew text\t1\n".utf8).write(to: URL(fileURLWithPath: path))
+        let changed = try encoder16.cachedFeatures(path: path, options: options)
+        XCTAssertFalse(changed.fromCache)
+        XCTAssertNotEqual(changed.cachePath, original.cachePath)
+        XCTAssertEqual(changed.features.count, 1)
+    }
+
+    func testDamagedOrTruncatedCacheIsRecomputed() throws {
+        let path = try copiedFixture("ner.jsonl")
+        let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 16)
+        let original = try encoder.cachedFeatures(path: path, options: TaggedTaskOptions())
+        let cachePath = try XCTUnwrap(original.cachePath)
+        let bytes = [UInt8](try Foundation.Data(contentsOf: URL(fileURLWithPath: cachePath)))
+        var damaged = bytes
+        damaged[bytes.count - 5] ^= 0x01
+        for broken in [damaged, Array(bytes.dropLast(3)), Array(bytes.prefix(20)), []] {
+            try Foundation.Data(broken).write(to: URL(fileURLWithPath: cachePath))
+            let reloaded = try encoder.cachedFeatures(path: path, options: TaggedTaskOptions())
+            XCTAssertFalse(reloaded.fromCache)
+            XCTAssertEqual(reloaded.features, original.features)
+            XCTAssertEqual([UInt8](try Foundation.Data(contentsOf: URL(fileURLWithPath: cachePath))), bytes, "rewritten whole")
+        }
+    }
+
+    func testCachedLoadReportsReaderErrors() throws {
+        let path = try file("bad.jsonl", "{\"text\": \"a\"}\n")
+        let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 16)
+        assertTaskError(try encoder.cachedFeatures(path: path, options: TextTaskOptions()), path: path, line: 1,
+                        field: "label", "missing label")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path),
+                       ["bad.jsonl"], "no cache for data that fails")
+    }
 }
