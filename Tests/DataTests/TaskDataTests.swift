@@ -534,4 +534,51 @@ final class TaskDataTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path),
                        ["bad.jsonl"], "no cache for data that fails")
     }
+
+    // MARK: - Real data (../shared/tasks, where present)
+
+    /// Set to ../shared/tasks (where it exists) to read the project's real labelled data whole.
+    static let sharedTasksVariable = "SWIFTBERT_SHARED_TASKS"
+
+    func testSharedTaskDataReadsWholeAndEncodes() throws {
+        guard let root = ProcessInfo.processInfo.environment[Self.sharedTasksVariable] else {
+            throw XCTSkip("\(Self.sharedTasksVariable) is not set (point it at ../shared/tasks)")
+        }
+        let tasks = URL(fileURLWithPath: root)
+        let readStart = DispatchTime.now().uptimeNanoseconds
+        // Counts from ../shared/tasks/README.md.
+        let train = try TaskReader.readTextExamples(path: tasks.appendingPathComponent("20newsgroups/train.tsv").path,
+                                                    options: TextTaskOptions(format: .labelTabText))
+        XCTAssertEqual(train.examples.count, 11_293)
+        XCTAssertEqual(train.labelNames.count, 20)
+        var testOptions = TextTaskOptions(format: .labelTabText)
+        testOptions.labelNames = train.labelNames
+        XCTAssertEqual(try TaskReader.readTextExamples(path: tasks.appendingPathComponent("20newsgroups/test.tsv").path,
+                                                       options: testOptions).examples.count, 7_528)
+        // neg.txt's line 11014 holds only ideographic spaces: no text, so no example.
+        for (file, count) in [("pos", 16_548), ("neg", 18_575)] {
+            var options = TextTaskOptions(format: .lines(label: file))
+            options.labelNames = ["neg", "pos"]
+            let reviews = try TaskReader.readTextExamples(path: tasks.appendingPathComponent("zh-sentiment/\(file).txt").path,
+                                                          options: options)
+            XCTAssertEqual(reviews.examples.count, count, file)
+        }
+        var options = TaggedTaskOptions(format: .wordSlashTag(dropsFirstToken: false))
+        options.peoplesDailyEntities = true
+        let dailyPath = tasks.appendingPathComponent("people-daily-1998/199801.txt").path
+        let daily = try TaskReader.readTaggedExamples(path: dailyPath, options: options)
+        XCTAssertEqual(daily.examples.count, 19_484)
+        XCTAssertEqual(Set(daily.labelNames), ["O", "B-PER", "I-PER", "B-LOC", "B-ORG"])
+        print("read the five files in \(String(format: "%.2f", Double(DispatchTime.now().uptimeNanoseconds - readStart) / 1e9)) s")
+
+        let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 128)
+        for (name, encode) in [("20newsgroups train", { encoder.features(train.examples) }),
+                               ("People's Daily", { encoder.features(daily.examples) })] {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let features = encode()
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            let tokens = features.reduce(0) { $0 + $1.sequences[0].inputIDs.count }
+            print("\(name): \(features.count) examples, \(tokens) tokens encoded in \(String(format: "%.2f", seconds)) s")
+        }
+    }
 }
