@@ -19,10 +19,23 @@ pairs where both texts are over budget it keeps the odd token in the first text 
 longer one. The script checks the first and counts the second (printed), so a change in either
 library shows up when the fixtures are regenerated.
 
-Run with the reference stack:  venv/bin/python scripts/make_task_data_fixtures.py
+With --shared-digests, also Tests/DataTests/Fixtures/tasks/shared-task-digests.json: SHA-256 digests of
+the same encodings over the real data of ../shared/tasks (not in the repository), for the test that
+runs where SWIFTBERT_SHARED_TASKS names that folder:
+  20newsgroups/train.tsv      label<TAB>text lines, tokenizer(text, truncation=True, max_length=128)
+  people-daily-1998/199801.txt  word/TAG lines, tags turned into IOB2 entities (nr -> PER, consecutive
+                              nr tokens one person; ns -> LOC; nt -> ORG; others O), label ids in order of
+                              first appearance, tokenizer(words, is_split_into_words=True, max_length=128)
+Digest input per example: input_ids, -1, token_type_ids, -1 (and for words: word_ids, -1, labels, -1),
+each an int32, little-endian.
+
+Run with the reference stack:  venv/bin/python scripts/make_task_data_fixtures.py [--shared-digests]
 """
 
+import argparse
+import hashlib
 import json
+import struct
 import os
 import random
 import shutil
@@ -34,6 +47,8 @@ from transformers.utils import logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(ROOT, "corpus", "vocab.txt")
 OUT = os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "tasks", "hf-encodings.json")
+SHARED_OUT = os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "tasks", "shared-task-digests.json")
+SHARED_TASKS = os.path.join(ROOT, "..", "shared", "tasks")
 
 SINGLES = [
     "Hello, world!",
@@ -90,7 +105,61 @@ def pair_cases(rng):
     return cases
 
 
+def peoples_daily_entities(tags):
+    entities = []
+    for index, tag in enumerate(tags):
+        if tag == "nr":
+            entities.append("I-PER" if index > 0 and tags[index - 1] == "nr" else "B-PER")
+        else:
+            entities.append({"ns": "B-LOC", "nt": "B-ORG"}.get(tag, "O"))
+    return entities
+
+
+def digest_update(hasher, *lists):
+    for values in lists:
+        hasher.update(struct.pack(f"<{len(values) + 1}i", *values, -1))
+
+
+def shared_digests(fast):
+    with open(os.path.join(SHARED_TASKS, "20newsgroups", "train.tsv"), encoding="utf-8", newline="") as f:
+        texts = [line.rstrip("\n").rstrip("\r").split("\t", 1)[1] for line in f if line.strip("\r\n")]
+    enc = fast(texts, truncation=True, max_length=128)
+    news = hashlib.sha256()
+    for ids, types in zip(enc["input_ids"], enc["token_type_ids"]):
+        digest_update(news, ids, types)
+
+    sentences, names = [], {}
+    with open(os.path.join(SHARED_TASKS, "people-daily-1998", "199801.txt"), encoding="utf-8", newline="") as f:
+        for line in f:
+            tokens = line.rstrip("\n").rstrip("\r").replace("\t", " ").split(" ")
+            pairs = [token.rsplit("/", 1) for token in tokens if token]
+            if not pairs:
+                continue
+            tags = [names.setdefault(tag, len(names)) for tag in peoples_daily_entities([p[1] for p in pairs])]
+            sentences.append(([p[0] for p in pairs], tags))
+    enc = fast([words for words, _ in sentences], is_split_into_words=True, truncation=True, max_length=128)
+    daily = hashlib.sha256()
+    for index, (_, tags) in enumerate(sentences):
+        word_ids = enc.word_ids(index)
+        labels, previous = [], None
+        for word in word_ids:
+            labels.append(-100 if word is None or word == previous else tags[word])
+            previous = word
+        digest_update(daily, enc["input_ids"][index], enc["token_type_ids"][index],
+                      [-1 if w is None else w for w in word_ids], labels)
+    with open(SHARED_OUT, "w", encoding="utf-8") as f:
+        json.dump({"20newsgroups/train.tsv": {"examples": len(texts), "max_length": 128, "sha256": news.hexdigest()},
+                   "people-daily-1998/199801.txt": {"examples": len(sentences), "max_length": 128,
+                                                    "label_names": list(names), "sha256": daily.hexdigest()}},
+                  f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    print(f"wrote {SHARED_OUT}")
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared-digests", action="store_true", help="also digest the encodings of ../shared/tasks")
+    args = parser.parse_args()
     logging.set_verbosity_error()  # the slow tokenizer warns on every truncated pair
     # Loaded from a directory holding vocab.txt: transformers 5's BertTokenizerFast(vocab_file=...)
     # ignores the file and gives a tokenizer without the vocabulary.
@@ -148,6 +217,8 @@ def main():
         f.write("\n")
     print(f"wrote {OUT}: {len(singles)} singles, {len(pairs)} pairs ({slow_differs} where the slow "
           f"tokenizer truncates differently), {len(words)} word cases, {len(choices)} choice cases")
+    if args.shared_digests:
+        shared_digests(fast)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import XCTest
 @testable import Data
@@ -568,17 +569,38 @@ final class TaskDataTests: XCTestCase {
         let dailyPath = tasks.appendingPathComponent("people-daily-1998/199801.txt").path
         let daily = try TaskReader.readTaggedExamples(path: dailyPath, options: options)
         XCTAssertEqual(daily.examples.count, 19_484)
-        XCTAssertEqual(Set(daily.labelNames), ["O", "B-PER", "I-PER", "B-LOC", "B-ORG"])
         print("read the five files in \(String(format: "%.2f", Double(DispatchTime.now().uptimeNanoseconds - readStart) / 1e9)) s")
 
+        // Digests of BertTokenizerFast's encodings of the same data (scripts/make_task_data_fixtures.py
+        // --shared-digests): every id, token type, word id and label of every example.
+        struct Digest: Decodable { let examples: Int; let max_length: Int; let sha256: String; let label_names: [String]? }
+        let digests = try JSONDecoder().decode([String: Digest].self, from: Foundation.Data(
+            contentsOf: Self.fixtures.appendingPathComponent("shared-task-digests.json")))
         let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 128)
-        for (name, encode) in [("20newsgroups train", { encoder.features(train.examples) }),
-                               ("People's Daily", { encoder.features(daily.examples) })] {
+        for (file, examples) in [("20newsgroups/train.tsv", { encoder.features(train.examples) }),
+                                 ("people-daily-1998/199801.txt", { encoder.features(daily.examples) })] {
+            let expected = try XCTUnwrap(digests[file])
+            XCTAssertEqual(expected.max_length, encoder.maxLength)
             let start = DispatchTime.now().uptimeNanoseconds
-            let features = encode()
+            let features = examples()
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            var hasher = SHA256()
+            func update(_ values: [Int32]) {
+                for value in values + [-1] { withUnsafeBytes(of: value.littleEndian) { hasher.update(bufferPointer: $0) } }
+            }
+            for feature in features {
+                update(feature.sequences[0].inputIDs)
+                update(feature.sequences[0].tokenTypeIDs)
+                if !feature.wordIDs.isEmpty {
+                    update(feature.wordIDs)
+                    update(feature.tokenLabels)
+                }
+            }
+            XCTAssertEqual(features.count, expected.examples, file)
+            XCTAssertEqual(hasher.finalize().map { String(format: "%02x", $0) }.joined(), expected.sha256, file)
+            if let names = expected.label_names { XCTAssertEqual(daily.labelNames, names) }
             let tokens = features.reduce(0) { $0 + $1.sequences[0].inputIDs.count }
-            print("\(name): \(features.count) examples, \(tokens) tokens encoded in \(String(format: "%.2f", seconds)) s")
+            print("\(file): \(features.count) examples, \(tokens) tokens encoded in \(String(format: "%.2f", seconds)) s")
         }
     }
 }
