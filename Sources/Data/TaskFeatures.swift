@@ -43,19 +43,24 @@ public struct TaskFeature: Equatable, Sendable {
 /// The label that loss functions skip (PyTorch's `ignore_index`).
 public let ignoredLabel: Int32 = -100
 
-/// Encodes examples with a BERT tokenizer into `TaskFeature`s, on all cores.
+/// Encodes examples with a BERT tokenizer into `TaskFeature`s, on `workerCount` threads.
 public struct TaskEncoder: Sendable {
     public let tokenizer: BertTokenizer
     /// Tokens per sequence, [CLS] and [SEP] included.
     public let maxLength: Int
+    /// Threads for `features(_:)`: all cores by default; a rank that shares its node with others
+    /// passes its share, as `prepare` does.
+    public let workerCount: Int
 
-    public init(tokenizer: BertTokenizer, maxLength: Int) throws {
+    public init(tokenizer: BertTokenizer, maxLength: Int,
+                workerCount: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         guard maxLength >= 3 else {
             throw DataError.invalidSetting(name: "max_length", reason: "\(maxLength) leaves no room for a text "
                                                + "beside [CLS] and [SEP]; give at least 3")
         }
         self.tokenizer = tokenizer
         self.maxLength = maxLength
+        self.workerCount = max(1, workerCount)
     }
 
     /// `[CLS] text [SEP]`, or `[CLS] text [SEP] pair [SEP]`, truncated to `maxLength`. An empty
@@ -148,14 +153,24 @@ public struct TaskEncoder: Sendable {
     public func features(_ examples: [TaggedExample]) -> [TaskFeature] { concurrentMap(examples, encode) }
     public func features(_ examples: [ChoiceExample]) -> [TaskFeature] { concurrentMap(examples, encode) }
 
-    /// Chunks of examples handed to cores as they free up (texts differ a lot in length).
+    /// Chunks of examples taken by `workerCount` threads as they free up (texts differ a lot in length).
     private func concurrentMap<Example>(_ examples: [Example], _ body: (Example) -> TaskFeature) -> [TaskFeature] {
         let chunk = 64
+        let chunkCount = (examples.count + chunk - 1) / chunk
         var results = [TaskFeature?](repeating: nil, count: examples.count)
         results.withUnsafeMutableBufferPointer { output in
             let output = output
-            DispatchQueue.concurrentPerform(iterations: (examples.count + chunk - 1) / chunk) { c in
-                for i in (c * chunk)..<min(examples.count, (c + 1) * chunk) { output[i] = body(examples[i]) }
+            let lock = NSLock()
+            var next = 0
+            DispatchQueue.concurrentPerform(iterations: min(workerCount, max(1, chunkCount))) { _ in
+                while true {
+                    lock.lock()
+                    let c = next
+                    next += 1
+                    lock.unlock()
+                    if c >= chunkCount { return }
+                    for i in (c * chunk)..<min(examples.count, (c + 1) * chunk) { output[i] = body(examples[i]) }
+                }
             }
         }
         return results.map { $0! }

@@ -114,9 +114,14 @@ final class TaskDataTests: XCTestCase {
     }
 
     func testConcurrentEncodingKeepsOrderAndEqualsSerial() throws {
-        let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 32)
         let examples = (0..<1000).map { TextExample(line: $0 + 1, text: "example number \($0) of many", pair: "pair \($0 * 7)") }
-        XCTAssertEqual(encoder.features(examples), examples.map(encoder.encode))
+        let serial = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 32, workerCount: 1)
+        let expected = examples.map(serial.encode)
+        for workers in [1, 3, 8] {
+            let encoder = try TaskEncoder(tokenizer: Self.tokenizer, maxLength: 32, workerCount: workers)
+            XCTAssertEqual(encoder.features(examples), expected, "\(workers) workers")
+        }
+        XCTAssertEqual(serial.features([TextExample]()), [])
     }
 
     func testMaxLengthBelowThreeIsRejected() {
@@ -602,5 +607,18 @@ final class TaskDataTests: XCTestCase {
             let tokens = features.reduce(0) { $0 + $1.sequences[0].inputIDs.count }
             print("\(file): \(features.count) examples, \(tokens) tokens encoded in \(String(format: "%.2f", seconds)) s")
         }
+
+        // The cache over real data: a copy (nothing is written beside ../shared), cold then warm.
+        let copy = try TestPaths.temporaryDirectory(self).appendingPathComponent("train.tsv").path
+        try FileManager.default.copyItem(atPath: tasks.appendingPathComponent("20newsgroups/train.tsv").path, toPath: copy)
+        var timings: [String] = []
+        for expectedFromCache in [false, true] {
+            let start = DispatchTime.now().uptimeNanoseconds
+            let set = try encoder.cachedFeatures(path: copy, options: TextTaskOptions(format: .labelTabText))
+            timings.append(String(format: "%.2f s", Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+            XCTAssertEqual(set.fromCache, expectedFromCache)
+            XCTAssertEqual(set.features, encoder.features(train.examples))
+        }
+        print("20newsgroups/train.tsv through the cache: \(timings[0]) cold, \(timings[1]) warm")
     }
 }
