@@ -149,6 +149,7 @@ public enum TaskReader {
             case .value, nil: break
             }
         }
+        try requireExamples(examples, path)
         return TaskDataset(path: path, examples: examples, labelNames: options.labelKind == .regression ? [] : names)
     }
 
@@ -240,22 +241,23 @@ public enum TaskReader {
         var resolver = LabelResolver(path: path, names: options.labelNames)
         var examples: [TaggedExample] = []
         var slots: [[Int]] = []
-        func add(line: Int, words: [String], tags: [RawLabel]?, field: String) throws {
+        /// `tagLines`: the line of each tag, where a sentence spans lines (CoNLL).
+        func add(line: Int, words: [String], tags: [RawLabel]?, field: String, tagLines: [Int]? = nil) throws {
             var tags = tags
             if options.peoplesDailyEntities, let raw = tags {
                 tags = peoplesDailyEntityTags(raw.map(\.text)).map { .name($0) }
             }
             examples.append(TaggedExample(line: line, words: words, tags: []))
-            slots.append(tags?.map { resolver.add($0, line: line, field: field) } ?? [])
+            slots.append(tags?.enumerated().map { resolver.add($1, line: tagLines?[$0] ?? line, field: field) } ?? [])
         }
         switch format {
         case .conll:
-            var words: [String] = [], tags: [RawLabel] = [], start = 0
+            var words: [String] = [], tags: [RawLabel] = [], tagLines: [Int] = []
             for (line, text) in file.lines() {
                 let columns = TaskFile.fields(text)
                 if columns.isEmpty {
-                    if !words.isEmpty { try add(line: start, words: words, tags: tags, field: "tag") }
-                    words = []; tags = []
+                    if !words.isEmpty { try add(line: tagLines[0], words: words, tags: tags, field: "tag", tagLines: tagLines) }
+                    words = []; tags = []; tagLines = []
                     continue
                 }
                 if columns[0] == "-DOCSTART-" { continue }
@@ -263,11 +265,11 @@ public enum TaskReader {
                     throw TaskDataError(path: path, line: line, field: "tag",
                                         "'\(text)' has one column; CoNLL lines need the token first and the tag last")
                 }
-                if words.isEmpty { start = line }
+                tagLines.append(line)
                 words.append(columns[0])
                 tags.append(.name(columns[columns.count - 1]))
             }
-            if !words.isEmpty { try add(line: start, words: words, tags: tags, field: "tag") }
+            if !words.isEmpty { try add(line: tagLines[0], words: words, tags: tags, field: "tag", tagLines: tagLines) }
         case let .wordSlashTag(dropsFirstToken):
             for (line, text) in file.lines() {
                 var tokens = TaskFile.fields(text)[...]
@@ -330,6 +332,7 @@ public enum TaskReader {
         }
         let (names, indices) = try resolver.resolve()
         for i in examples.indices { examples[i].tags = slots[i].map { indices[$0] } }
+        try requireExamples(examples, path)
         return TaskDataset(path: path, examples: examples, labelNames: names)
     }
 
@@ -395,7 +398,15 @@ public enum TaskReader {
             examples.append(ChoiceExample(line: record.line, context: context, questionPrefix: prefix,
                                           endings: endings, label: label))
         }
+        try requireExamples(examples, path)
         return TaskDataset(path: path, examples: examples, labelNames: [])
+    }
+
+    private static func requireExamples<Example>(_ examples: [Example], _ path: String) throws {
+        if examples.isEmpty {
+            throw TaskDataError(path: path, "the file holds no examples (a header or blank lines only); "
+                                    + "give a file with at least one example")
+        }
     }
 
     private static func resolvedFormat(_ format: TaskFileFormat?, _ path: String) throws -> TaskFileFormat {

@@ -279,6 +279,9 @@ final class TaskDataTests: XCTestCase {
         var path = try file("empty.csv", " \n\n")
         assertTaskError(try TaskReader.readTextExamples(path: path), path: path, line: nil, "empty")
 
+        path = try file("header.csv", "text,label\n\n")
+        assertTaskError(try TaskReader.readTextExamples(path: path), path: path, line: nil, "no examples")
+
         path = try file("bad.csv", Array("text,label\nok,1\n".utf8) + [0x62, 0xFF, 0x2C, 0x31, 0x0A])
         assertTaskError(try TaskReader.readTextExamples(path: path), path: path, line: 3, "invalid UTF-8")
 
@@ -359,6 +362,16 @@ final class TaskDataTests: XCTestCase {
         path = try file("tags.conll", "EU B-ORG\nrejects\n")
         assertTaskError(try TaskReader.readTaggedExamples(path: path, options: TaggedTaskOptions(format: .conll)),
                         path: path, line: 2, field: "tag", "one column")
+
+        path = try file("unknown.conll", "EU B-ORG\n\nPeter B-PER\nBlackburn I-XYZ\n")
+        var conll = TaggedTaskOptions(format: .conll)
+        conll.labelNames = ["O", "B-ORG", "B-PER", "I-PER"]
+        assertTaskError(try TaskReader.readTaggedExamples(path: path, options: conll), path: path, line: 4, field: "tag",
+                        "'I-XYZ' is not in the label list")
+
+        path = try file("docstart.conll", "-DOCSTART- -X- O O\n\n")
+        assertTaskError(try TaskReader.readTaggedExamples(path: path, options: TaggedTaskOptions(format: .conll)),
+                        path: path, line: nil, "no examples")
 
         path = try file("pd.txt", "迈向/v  充满/v\n希望  的/u\n")
         assertTaskError(try TaskReader.readTaggedExamples(path: path, options: TaggedTaskOptions(format: .wordSlashTag(dropsFirstToken: false))),
