@@ -194,7 +194,7 @@ final class TokenizerEngine: @unchecked Sendable {
     // MARK: - Basic tokenization
 
     /// Reusable buffers of one tokenization call.
-    private struct Workspace {
+    struct Workspace {
         var word: [UInt32] = []
         var normalized: [UInt32] = []
         var scratch: [UInt32] = []
@@ -205,7 +205,7 @@ final class TokenizerEngine: @unchecked Sendable {
         }
     }
 
-    private func forEachBasicToken(
+    func forEachBasicToken(
         _ text: String, _ workspace: inout Workspace,
         _ body: (Int32, UnsafeBufferPointer<UInt32>) -> Void
     ) {

@@ -29,6 +29,7 @@ extension BertTokenizer {
     /// word's range.
     public func encodeWithOffsets(_ text: String) -> TokenizedText {
         var result = TokenizedText()
+        var buffers = RunBuffers()
         let scalars = Array(text.unicodeScalars)
         let flags = UnicodeCharacterData.shared.flags
         let whitespace = UnicodeCharacterData.Flags.whitespace.rawValue
@@ -38,31 +39,45 @@ extension BertTokenizer {
         for (index, scalar) in scalars.enumerated() {
             let scalarFlags = flags[Int(scalar.value)]
             if scalarFlags & (whitespace | engine.cjkSeparates) != 0 {
-                if runStart >= 0 { appendRun(scalars, runStart..<index, to: &result) }
+                if runStart >= 0 { appendRun(scalars, runStart..<index, &buffers, to: &result) }
                 runStart = -1
-                if scalarFlags & engine.cjkSeparates != 0 { appendRun(scalars, index..<(index + 1), to: &result) }
+                if scalarFlags & engine.cjkSeparates != 0 { appendRun(scalars, index..<(index + 1), &buffers, to: &result) }
             } else if runStart < 0 {
                 runStart = index
             }
         }
-        if runStart >= 0 { appendRun(scalars, runStart..<scalars.count, to: &result) }
+        if runStart >= 0 { appendRun(scalars, runStart..<scalars.count, &buffers, to: &result) }
         return result
     }
 
-    /// Tokenizes `scalars[run]` and maps each token's span of the normalised run back to `run`.
-    private func appendRun(_ scalars: [Unicode.Scalar], _ run: Range<Int>, to result: inout TokenizedText) {
-        // owner[p]: the original scalar that normalised scalar p came from.
+    /// Buffers reused from run to run (most runs are one short word).
+    private struct RunBuffers {
+        var workspace = TokenizerEngine.Workspace()
+        /// owner[p]: the original scalar that normalised scalar p came from.
         var owner: [Int] = []
+        /// Per token of the run, its normalised scalars.
+        var spans: [Range<Int>] = []
+    }
+
+    /// Tokenizes `scalars[run]` and maps each token's span of the normalised run back to `run`.
+    private func appendRun(
+        _ scalars: [Unicode.Scalar], _ run: Range<Int>, _ buffers: inout RunBuffers, to result: inout TokenizedText
+    ) {
+        buffers.owner.removeAll(keepingCapacity: true)
+        // Taken out of `buffers` while the engine holds its workspace, and put back for the next run.
+        var spans: [Range<Int>] = []
+        swap(&spans, &buffers.spans)
+        spans.removeAll(keepingCapacity: true)
+        defer { buffers.spans = spans }
         for index in run {
-            owner.append(contentsOf: repeatElement(index, count: normalizedLength(of: scalars[index])))
+            buffers.owner.append(contentsOf: repeatElement(index, count: normalizedLength(of: scalars[index])))
         }
         var text = ""
         text.unicodeScalars.append(contentsOf: scalars[run])
-        var spans: [Range<Int>] = []  // per token, its normalised scalars
         let firstToken = result.ids.count
         var position = 0
         var word = (result.words.last ?? -1) + 1
-        engine.forEachBasicToken(text) { special, piece in
+        engine.forEachBasicToken(text, &buffers.workspace) { special, piece in
             if special >= 0 {
                 let length = vocabulary.token(for: special).unicodeScalars.count
                 result.ids.append(special)
@@ -86,6 +101,7 @@ extension BertTokenizer {
             }
             word += 1
         }
+        let owner = buffers.owner
         if position != owner.count {
             result.offsets.append(contentsOf: repeatElement(run, count: result.ids.count - firstToken))
             return
