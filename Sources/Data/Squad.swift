@@ -254,18 +254,25 @@ public struct SquadFeatureBuilder: Sendable {
     /// The windows of every example, in order.
     public func features(for examples: [SquadExample]) throws -> [SquadFeature] {
         var features: [SquadFeature] = []
+        // The questions of a paragraph follow each other and share its context: tokenized once.
+        var lastContext: (text: String, tokens: TokenizedText)?
         for (index, example) in examples.enumerated() {
-            try appendFeatures(of: example, index: index, to: &features)
+            if lastContext == nil || !lastContext!.text.unicodeScalars.elementsEqual(example.context.unicodeScalars) {
+                lastContext = (example.context, tokenizer.encodeWithOffsets(example.context))
+            }
+            try appendFeatures(of: example, index: index, context: lastContext!.tokens, to: &features)
         }
         return features
     }
 
-    public func appendFeatures(of example: SquadExample, index: Int, to features: inout [SquadFeature]) throws {
+    /// Appends the windows of `example`, whose context tokenizes to `context`.
+    public func appendFeatures(
+        of example: SquadExample, index: Int, context: TokenizedText, to features: inout [SquadFeature]
+    ) throws {
         let vocabulary = tokenizer.vocabulary
         let cls = vocabulary.id(for: "[CLS]")!, sep = vocabulary.id(for: "[SEP]")!
         // run_qa strips the question's leading whitespace; the tokenizer would drop it anyway.
         let question = tokenizer.encode(example.question)
-        let context = tokenizer.encodeWithOffsets(example.context)
         let location = "question '\(example.id)'"
         if context.ids.isEmpty {
             throw SquadError(path: nil, location: location, message: "the context has no tokens; give it some text")
