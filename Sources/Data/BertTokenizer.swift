@@ -24,7 +24,7 @@ public struct BertTokenizer: Sendable {
     public var lowercase: Bool { settings.lowercase }
 
     /// The state and the loops, in a class so that the hot path never copies this struct.
-    private let engine: TokenizerEngine
+    let engine: TokenizerEngine
 
     public init(vocabulary: Vocabulary, settings: BertTokenizerSettings) {
         self.vocabulary = vocabulary
@@ -112,9 +112,9 @@ public struct BertTokenizerSettings: Equatable, Sendable {
 /// WordPiece over the vocabulary's trie.
 final class TokenizerEngine: @unchecked Sendable {
     let lowercase: Bool
-    private let stripsAccents: Bool
+    let stripsAccents: Bool
     /// `UnicodeCharacterData.Flags.cjk` when CJK ideographs are words of their own, else 0.
-    private let cjkSeparates: UInt16
+    let cjkSeparates: UInt16
     private let maxCharactersPerWord: Int
     private let unicode = UnicodeCharacterData.shared
     private let trie: TokenTrie
@@ -161,7 +161,7 @@ final class TokenizerEngine: @unchecked Sendable {
     /// Greedy longest-match-first: at each position the longest vocabulary entry that is a prefix of
     /// the rest ("##"-prefixed after the first piece); all of `word` becomes [UNK] if some position has
     /// none.
-    private func appendWordPieceIDs(_ word: UnsafeBufferPointer<UInt32>, to ids: inout [Int32]) {
+    func appendWordPieceIDs(_ word: UnsafeBufferPointer<UInt32>, to ids: inout [Int32]) {
         if word.count > maxCharactersPerWord {
             ids.append(unknownID)
             return
@@ -194,7 +194,7 @@ final class TokenizerEngine: @unchecked Sendable {
     // MARK: - Basic tokenization
 
     /// Reusable buffers of one tokenization call.
-    private struct Workspace {
+    struct Workspace {
         var word: [UInt32] = []
         var normalized: [UInt32] = []
         var scratch: [UInt32] = []
@@ -205,7 +205,7 @@ final class TokenizerEngine: @unchecked Sendable {
         }
     }
 
-    private func forEachBasicToken(
+    func forEachBasicToken(
         _ text: String, _ workspace: inout Workspace,
         _ body: (Int32, UnsafeBufferPointer<UInt32>) -> Void
     ) {
