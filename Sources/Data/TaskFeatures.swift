@@ -209,13 +209,16 @@ public struct PaddedBatch: Equatable, Sendable {
     public var sequencesPerExample: Int
     public var labels: BatchLabels
 
-    /// Pads `features` (which come from one dataset: same label kind, same choice count).
-    /// `labelCount` is the number of classes, needed for multi-label targets.
-    public init<Features: Collection>(features: Features, padID: Int32, labelCount: Int = 0)
+    /// Pads `features` (which come from one dataset: same label kind, same choice count) to their
+    /// longest sequence, or to `length` when given (at least as long). `labelCount` is the number of
+    /// classes, needed for multi-label targets.
+    public init<Features: Collection>(features: Features, padID: Int32, labelCount: Int = 0, length: Int? = nil)
         where Features.Element == TaskFeature
     {
         let perExample = features.first?.sequences.count ?? 1
-        let length = features.lazy.flatMap(\.sequences).map(\.inputIDs.count).max() ?? 0
+        let longest = features.lazy.flatMap(\.sequences).map(\.inputIDs.count).max() ?? 0
+        precondition(length.map { $0 >= longest } ?? true, "padding to \(length!) tokens, shorter than a sequence of \(longest)")
+        let length = length ?? longest
         let count = features.count * perExample
         var ids = [Int32](repeating: padID, count: count * length)
         var types = [Int32](repeating: 0, count: count * length)

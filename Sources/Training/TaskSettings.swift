@@ -23,6 +23,42 @@ public enum TaskKind: String, CaseIterable, Sendable {
     }
 }
 
+/// The layouts of labelled data files (`task.format`).
+public enum TaskFormat: String, CaseIterable, Sendable {
+    case csv, tsv, jsonl
+    /// `label<TAB>text` lines without a header (20 Newsgroups).
+    case labelTabText = "label_tab_text"
+    /// CoNLL columns: token first, tag last, a blank line between sentences.
+    case conll
+    /// `word/TAG` tokens, one sentence a line.
+    case wordTag = "word_tag"
+    /// People's Daily 1998: `word/TAG` lines after an id token, PKU tags nr/ns/nt read as IOB2 PER/LOC/ORG entities.
+    case peoplesDaily = "peoples_daily"
+    /// SQuAD v1.1/v2.0 JSON.
+    case squad
+}
+
+extension TaskFormat {
+    /// The reader's format; nil for SQuAD JSON, which has its own reader.
+    var fileFormat: TaskFileFormat? {
+        switch self {
+        case .csv: return .csv
+        case .tsv: return .tsv
+        case .jsonl: return .jsonLines
+        case .labelTabText: return .labelTabText
+        case .conll: return .conll
+        case .wordTag: return .wordSlashTag(dropsFirstToken: false)
+        case .peoplesDaily: return .wordSlashTag(dropsFirstToken: true)
+        case .squad: return nil
+        }
+    }
+}
+
+/// Tag schemes of token classification (`task.label_scheme`).
+public enum LabelScheme: String, CaseIterable, Sendable {
+    case iob1 = "IOB1", iob2 = "IOB2", bioes = "BIOES"
+}
+
 /// The `task` section: what a run trains, and for fine-tuning, on which labelled files.
 ///
 /// ```json
@@ -48,6 +84,17 @@ public struct TaskSettings: Equatable, Sendable {
     public var metricForBestModel: String?
     /// Stop after this many evaluations without improvement of `metric_for_best_model` (0: never).
     public var earlyStoppingPatience: Int = 0
+    /// The layout of the data files; nil infers it from the extension (.csv, .tsv, .jsonl/.json).
+    public var format: TaskFormat?
+    /// Token classification: the tag scheme entities are read with (seqeval's rules).
+    public var labelScheme: LabelScheme = .iob2
+    /// Question answering: tokens shared by consecutive windows of a long context, and the answer's
+    /// longest span, candidates per window and the no-answer margin of SQuAD v2.0 (run_qa's defaults).
+    public var docStride: Int = 128
+    public var maxAnswerLength: Int = 30
+    public var nBestSize: Int = 20
+    public var versionTwoWithNegative: Bool = false
+    public var nullScoreDiffThreshold: Double = 0
 
     public init() {}
 
@@ -74,6 +121,18 @@ public struct TaskSettings: Equatable, Sendable {
         earlyStoppingPatience = try reader.int("early_stopping_patience", default: 0) {
             $0 >= 0 ? nil : "must not be negative (0 never stops early)"
         }
+        if let name = try reader.string("format", required: false) {
+            guard let format = TaskFormat(rawValue: name) else {
+                throw reader.error("format", "is \"\(name)\"; must be one of " + TaskFormat.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+            }
+            self.format = format
+        }
+        labelScheme = try reader.choice("label_scheme", default: labelScheme)
+        docStride = try reader.int("doc_stride", default: docStride) { $0 >= 1 ? nil : "must be at least 1" }
+        maxAnswerLength = try reader.int("max_answer_length", default: maxAnswerLength) { $0 >= 1 ? nil : "must be at least 1" }
+        nBestSize = try reader.int("n_best_size", default: nBestSize) { $0 >= 1 ? nil : "must be at least 1" }
+        versionTwoWithNegative = try reader.bool("version_2_with_negative", default: versionTwoWithNegative)
+        nullScoreDiffThreshold = try reader.double("null_score_diff_threshold", default: nullScoreDiffThreshold)
         if kind == .pretraining {
             if let key = ["train_file", "validation_file", "labels", "metric_for_best_model"].first(where: { reader.has($0) }) {
                 throw reader.error(key, "is for fine-tuning; pre-training reads data.directory (set task.type)")
@@ -97,6 +156,13 @@ public struct TaskSettings: Equatable, Sendable {
             ("problem_type", string(problemType?.rawValue)),
             ("metric_for_best_model", string(metricForBestModel)),
             ("early_stopping_patience", .integer(earlyStoppingPatience)),
+            ("format", string(format?.rawValue)),
+            ("label_scheme", .string(labelScheme.rawValue)),
+            ("doc_stride", .integer(docStride)),
+            ("max_answer_length", .integer(maxAnswerLength)),
+            ("n_best_size", .integer(nBestSize)),
+            ("version_2_with_negative", .bool(versionTwoWithNegative)),
+            ("null_score_diff_threshold", .double(nullScoreDiffThreshold)),
         ])
     }
 
@@ -105,7 +171,9 @@ public struct TaskSettings: Equatable, Sendable {
         switch kind {
         case .pretraining:
             return try PreTrainingTask(config: config, communicator: communicator, log: log)
-        case .sequenceClassification, .tokenClassification, .questionAnswering, .multipleChoice:
+        case .sequenceClassification:
+            return try SequenceClassificationTask(config: config, communicator: communicator, log: log)
+        case .tokenClassification, .questionAnswering, .multipleChoice:
             throw ConfigError(source: "config", keyPath: "task.type", message: "\"\(kind.rawValue)\" is not available yet")
         }
     }
