@@ -12,6 +12,7 @@ import Transformer
 extension Trainer {
     static let optimizerFile = "optimizer.safetensors"
     public static var optimizerFileName: String { optimizerFile }
+    public static var trainingConfigFileName: String { trainingConfigFile }
     static let trainingConfigFile = "training_config.json"
 }
 
