@@ -45,6 +45,7 @@ DOC_STRIDE = 16
 N_BEST_SIZE = 20
 MAX_ANSWER_LENGTH = 30
 NULL_SCORE_DIFF_THRESHOLD = 0.0
+NARROW = (2, 1)  # n_best_size, max_answer_length
 PIPELINE_MAX_ANSWER_LENGTH = 15
 PIPELINE_TOP_K = 3
 SEED = 1234
@@ -196,7 +197,8 @@ def prepare_features(tokenizer, examples):
 
 # MARK: - Decoding (utils_qa.postprocess_qa_predictions)
 
-def postprocess(examples, features, start_logits_all, end_logits_all, version_2_with_negative):
+def postprocess(examples, features, start_logits_all, end_logits_all, version_2_with_negative,
+                n_best_size=N_BEST_SIZE, max_answer_length=MAX_ANSWER_LENGTH):
     features_per_example = collections.defaultdict(list)
     for i, feature in enumerate(features):
         features_per_example[feature["example"]].append(i)
@@ -212,14 +214,14 @@ def postprocess(examples, features, start_logits_all, end_logits_all, version_2_
             if min_null_prediction is None or min_null_prediction["score"] > feature_null_score:
                 min_null_prediction = {"offsets": (0, 0), "score": feature_null_score,
                                        "start_logit": start_logits[0], "end_logit": end_logits[0]}
-            start_indexes = np.argsort(start_logits)[-1: -N_BEST_SIZE - 1: -1].tolist()
-            end_indexes = np.argsort(end_logits)[-1: -N_BEST_SIZE - 1: -1].tolist()
+            start_indexes = np.argsort(start_logits)[-1: -n_best_size - 1: -1].tolist()
+            end_indexes = np.argsort(end_logits)[-1: -n_best_size - 1: -1].tolist()
             for start_index in start_indexes:
                 for end_index in end_indexes:
                     if (start_index >= len(offset_mapping) or end_index >= len(offset_mapping)
                             or offset_mapping[start_index] is None or offset_mapping[end_index] is None):
                         continue
-                    if end_index < start_index or end_index - start_index + 1 > MAX_ANSWER_LENGTH:
+                    if end_index < start_index or end_index - start_index + 1 > max_answer_length:
                         continue
                     prelim_predictions.append({
                         "offsets": (offset_mapping[start_index][0], offset_mapping[end_index][1]),
@@ -228,7 +230,7 @@ def postprocess(examples, features, start_logits_all, end_logits_all, version_2_
         if version_2_with_negative and min_null_prediction is not None:
             prelim_predictions.append(min_null_prediction)
             null_score = min_null_prediction["score"]
-        predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:N_BEST_SIZE]
+        predictions = sorted(prelim_predictions, key=lambda x: x["score"], reverse=True)[:n_best_size]
         if (version_2_with_negative and min_null_prediction is not None
                 and not any(p["offsets"] == (0, 0) for p in predictions)):
             predictions.append(min_null_prediction)
@@ -448,6 +450,10 @@ def main():
         "end_logits": [[float(x) for x in e] for e in end_logits],
         "v1": postprocess(examples, features, start_logits, end_logits, False),
         "v2": postprocess(examples, features, start_logits, end_logits, True),
+        # Few candidates, so that some examples have none (the "empty" answer) or only the null one.
+        "narrow_n_best_size": NARROW[0], "narrow_max_answer_length": NARROW[1],
+        "v1_narrow": postprocess(examples, features, start_logits, end_logits, False, *NARROW),
+        "v2_narrow": postprocess(examples, features, start_logits, end_logits, True, *NARROW),
         "pipeline_top_k": PIPELINE_TOP_K, "pipeline_max_answer_length": PIPELINE_MAX_ANSWER_LENGTH,
         "pipeline": pipeline(examples, features, start_logits, end_logits, False),
         "pipeline_impossible": pipeline(examples, features, start_logits, end_logits, True),

@@ -152,6 +152,9 @@ public struct SquadPipelineAnswer: Equatable, Sendable {
 /// tokens; the `topK` best of each window, widened to whole words, then the `topK` best over all
 /// windows. With `handlesImpossibleAnswer`, the smallest [CLS] x [CLS] probability over the windows
 /// competes as the answer "" at 0..<0.
+///
+/// The pipeline's windows are `SquadFeatureBuilder`'s with its defaults: `maxLength` =
+/// min(model_max_length, 384), `docStride` = min(maxLength / 2, 128).
 public struct SquadPipelineDecoder: Sendable {
     public var topK: Int
     public var maxAnswerLength: Int

@@ -206,6 +206,10 @@ final class SquadTests: XCTestCase {
         let end_logits: [[Float]]
         let v1: [Prediction]
         let v2: [Prediction]
+        let narrow_n_best_size: Int
+        let narrow_max_answer_length: Int
+        let v1_narrow: [Prediction]
+        let v2_narrow: [Prediction]
         let pipeline_top_k: Int
         let pipeline_max_answer_length: Int
         let pipeline: [PipelineResult]
@@ -238,9 +242,13 @@ final class SquadTests: XCTestCase {
     func testDecodingMatchesPostprocessQAPredictions() throws {
         let (dataset, features, _) = try builtFeatures()
         let expected = try fixture("decoding.json", as: Decoding.self)
-        for (allowsNoAnswer, reference, name) in [(false, expected.v1, "v1"), (true, expected.v2, "v2")] {
-            let decoder = SquadDecoder(nBestSize: expected.n_best_size, maxAnswerLength: expected.max_answer_length,
-                                       allowsNoAnswer: allowsNoAnswer,
+        let wide = (expected.n_best_size, expected.max_answer_length)
+        let narrow = (expected.narrow_n_best_size, expected.narrow_max_answer_length)
+        for (allowsNoAnswer, sizes, reference, name) in [
+            (false, wide, expected.v1, "v1"), (true, wide, expected.v2, "v2"),
+            (false, narrow, expected.v1_narrow, "v1 narrow"), (true, narrow, expected.v2_narrow, "v2 narrow"),
+        ] {
+            let decoder = SquadDecoder(nBestSize: sizes.0, maxAnswerLength: sizes.1, allowsNoAnswer: allowsNoAnswer,
                                        nullScoreDifferenceThreshold: expected.null_score_diff_threshold)
             let predictions = decoder.predictions(examples: dataset.examples, features: features,
                                                   startLogits: expected.start_logits, endLogits: expected.end_logits)
@@ -248,6 +256,7 @@ final class SquadTests: XCTestCase {
         }
         XCTAssertTrue(expected.v2.contains { $0.prediction.isEmpty } && expected.v2.contains { !$0.prediction.isEmpty },
                       "the v2 fixture decodes both answers and no-answers")
+        XCTAssertTrue(expected.v1_narrow.contains { $0.prediction == "empty" }, "some example has no candidate")
     }
 
     func testPipelineAnswersMatchQuestionAnsweringPipeline() throws {
