@@ -43,7 +43,8 @@ final class HeadLayoutTests: XCTestCase {
         if let problemType {
             return try XCTUnwrap((json["problem_types"] as? [String: Any])?[problemType] as? [String: Any], problemType)
         }
-        return try XCTUnwrap(((json["heads"] as? [String: Any])?[className] as? [String: Any])?["config"] as? [String: Any], className)
+        let head = (json["heads"] as? [String: Any])?[className] as? [String: Any]
+        return try XCTUnwrap(head?["config"] as? [String: Any], className)
     }
 
     /// layouts.json's sizes with `className`'s head and labels.
@@ -122,9 +123,10 @@ final class HeadLayoutTests: XCTestCase {
                 JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json")))
                     as? [String: Any])
             for key in headKeys {
-                XCTAssertEqual(written[key] == nil, recorded[key] == nil, "\(label): \(key) written \(written[key] == nil ? "no" : "yes")")
+                XCTAssertEqual(written[key] == nil, recorded[key] == nil, "\(label): \(key) \(written[key] == nil ? "not " : "")written")
             }
-            // SwiftBERT's own num_nsp_labels, and position_embedding_type (a BertConfig key of transformers 4; 5 keeps it as an attribute).
+            // SwiftBERT's own num_nsp_labels, and position_embedding_type (a BertConfig key of transformers 4;
+            // 5 keeps it as an attribute).
             for (key, value) in written where !["num_nsp_labels", "position_embedding_type"].contains(key) {
                 let reference = try XCTUnwrap(recorded[key], "\(label): transformers writes no \(key)")
                 XCTAssertEqual(value as? NSObject, reference as? NSObject, "\(label): \(key)")
@@ -293,7 +295,8 @@ final class HeadLayoutTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("id2label") && "\(error)".contains("\"O\""), "\(error)")
         }
         let directory = temporaryDirectory()
-        XCTAssertThrowsError(try BertForTokenClassification(config: config, maxSequenceCount: 1, sequenceLength: 8).savePretrained(to: directory))
+        let model = BertForTokenClassification(config: config, maxSequenceCount: 1, sequenceLength: 8)
+        XCTAssertThrowsError(try model.savePretrained(to: directory))
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory), "nothing is written")
     }
 }

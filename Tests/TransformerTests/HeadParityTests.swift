@@ -22,6 +22,45 @@ final class HeadParityTests: XCTestCase {
     func testQuestionAnswering() throws { try checkParity("qa") }
     func testMultipleChoice() throws { try checkParity("mc") }
 
+    static let cases = ["seqcls_single", "seqcls_multi", "seqcls_regr", "tokcls", "qa", "mc"]
+
+    /// With dropout on (0.1 everywhere, the classifier's included), two micro-batches with the global
+    /// normalizer give the whole batch's loss, logits and gradients: masks follow the sample, not its
+    /// place in a micro-batch.
+    func testMicroBatchesAddUpWithDropout() throws {
+        for name in Self.cases {
+            var c = try loadCase(name)
+            c.config.hiddenDropoutProbability = 0.1
+            c.config.attentionDropoutProbability = 0.1
+            c.config.classifierDropout = 0.1
+            let model = try loadModel(c)
+            let half = c.units / 2
+            var runs: [(lossSum: Double, logits: [Float], gradients: [Float])] = []
+            for parts in [[0..<c.units], [0..<half, half..<c.units]] {
+                model.zeroGradients()
+                var lossSum = 0.0
+                var logits: [Float] = []
+                for units in parts {
+                    let options = PassOptions(training: true, computeGradients: true, dropoutSeed: 5, dropoutStep: 3)
+                    let output = try step(model, c, units: units, options: options)
+                    lossSum += output.lossSum
+                    logits += output.logits
+                }
+                runs.append((lossSum, logits, Array(model.gradients)))
+            }
+            let (whole, halves) = (runs[0], runs[1])
+            let reference = Double(try c.file.floats("expect.loss_sum")[0])
+            XCTAssertGreaterThan(abs(whole.lossSum - reference), 1e-3 * abs(reference), "\(name): dropout changed nothing")
+            XCTAssertEqual(halves.lossSum, whole.lossSum, accuracy: Double(tolerance) * abs(whole.lossSum), name)
+            check(halves.logits, against: whole.logits, "\(name) logits with dropout, two micro-batches")
+            for entry in model.table.entries where zeroGradientSibling(entry.name, config: c.config) == nil {
+                check(
+                    Array(halves.gradients[entry.range]), against: Array(whole.gradients[entry.range]),
+                    "\(name) \(entry.name) with dropout, two micro-batches")
+            }
+        }
+    }
+
     // MARK: - Cases
 
     /// The targets of one head, with what a "unit" of the batch is: a sequence, or an example of
@@ -39,7 +78,9 @@ final class HeadParityTests: XCTestCase {
 
         /// The targets of units `units` (`perUnit` sequences each, `length` tokens each).
         func slice(_ units: Range<Int>, outputs K: Int, length T: Int) -> Targets {
-            func rows<E>(_ values: [E], _ width: Int) -> [E] { Array(values[(units.lowerBound * width)..<(units.upperBound * width)]) }
+            func rows<E>(_ values: [E], _ width: Int) -> [E] {
+                Array(values[(units.lowerBound * width)..<(units.upperBound * width)])
+            }
             switch self {
             case let .sequences(.classes(labels)): return .sequences(.classes(rows(labels, 1)))
             case let .sequences(.multiHot(targets)): return .sequences(.multiHot(rows(targets, K)))
@@ -56,7 +97,7 @@ final class HeadParityTests: XCTestCase {
     struct Case {
         let name: String
         let file: SafetensorsFile
-        let config: BertConfig
+        var config: BertConfig
         let inputs: EncoderInputs
         let targets: Targets
         let normalizer: Float
@@ -105,13 +146,13 @@ final class HeadParityTests: XCTestCase {
         }
     }
 
-    static func makeModel(_ config: BertConfig, sequences: Int, length: Int) -> BertModel {
+    static func makeModel(_ config: BertConfig, sequences B: Int, length T: Int) -> BertModel {
         switch config.head {
-        case .sequenceClassification: return BertForSequenceClassification(config: config, maxSequenceCount: sequences, sequenceLength: length)
-        case .tokenClassification: return BertForTokenClassification(config: config, maxSequenceCount: sequences, sequenceLength: length)
-        case .questionAnswering: return BertForQuestionAnswering(config: config, maxSequenceCount: sequences, sequenceLength: length)
-        case .multipleChoice: return BertForMultipleChoice(config: config, maxSequenceCount: sequences, sequenceLength: length)
-        case .preTraining: return BertForPreTraining(config: config, maxSequenceCount: sequences, sequenceLength: length)
+        case .sequenceClassification: return BertForSequenceClassification(config: config, maxSequenceCount: B, sequenceLength: T)
+        case .tokenClassification: return BertForTokenClassification(config: config, maxSequenceCount: B, sequenceLength: T)
+        case .questionAnswering: return BertForQuestionAnswering(config: config, maxSequenceCount: B, sequenceLength: T)
+        case .multipleChoice: return BertForMultipleChoice(config: config, maxSequenceCount: B, sequenceLength: T)
+        case .preTraining: return BertForPreTraining(config: config, maxSequenceCount: B, sequenceLength: T)
         }
     }
 
@@ -119,10 +160,11 @@ final class HeadParityTests: XCTestCase {
     func loadModel(_ c: Case) throws -> BertModel {
         let model = Self.makeModel(c.config, sequences: c.inputs.sequenceCount, length: c.inputs.sequenceLength)
         let fileParameters = Set(c.file.tensorNames.filter { $0.hasPrefix("param.") }.map { String($0.dropFirst(6)) })
-        XCTAssertEqual(Set(model.table.entries.map(\.name)), fileParameters, "\(c.name): parameter names differ from Hugging Face's")
+        XCTAssertEqual(Set(model.table.entries.map(\.name)), fileParameters, "\(c.name): parameter names differ from HF's")
         for entry in model.table.entries {
             XCTAssertEqual(c.file.info("param." + entry.name)?.shape, entry.shape, "\(c.name) \(entry.name)")
-            try c.file.copyFloats("param." + entry.name, into: UnsafeMutableBufferPointer(rebasing: model.parameters[entry.range]))
+            let destination = UnsafeMutableBufferPointer(rebasing: model.parameters[entry.range])
+            try c.file.copyFloats("param." + entry.name, into: destination)
         }
         return model
     }
@@ -179,7 +221,8 @@ final class HeadParityTests: XCTestCase {
                         var lossSum = 0.0
                         var logits: [Float] = []
                         for units in parts {
-                            let options = PassOptions(training: training, computeGradients: true, onGradientsReady: { ready.append($0) })
+                            let options = PassOptions(
+                                training: training, computeGradients: true, onGradientsReady: { ready.append($0) })
                             let output = try step(model, c, units: units, options: options)
                             lossSum += output.lossSum
                             logits += output.logits
@@ -187,7 +230,8 @@ final class HeadParityTests: XCTestCase {
                         try checkOutputs(c, model: model, lossSum: lossSum, logits: logits, label)
                         let table = model.table
                         let order = [table.headRange] + table.layerRanges.reversed() + [table.embeddingRange]
-                        XCTAssertEqual(ready, Array(Array(repeating: order, count: parts.count).joined()), "\(label) ready ranges")
+                        let expected = Array(Array(repeating: order, count: parts.count).joined())
+                        XCTAssertEqual(ready, expected, "\(label) ready ranges")
                         XCTAssertEqual(order.map(\.count).reduce(0, +), table.totalCount, label)
                     }
                 }
@@ -240,15 +284,18 @@ final class HeadParityTests: XCTestCase {
     }
 
     func compare(_ actual: [Float], _ file: SafetensorsFile, _ key: String, _ label: String) throws {
-        let expected = try file.floats(key)
-        XCTAssertEqual(actual.count, expected.count, "\(label) \(key) size")
+        check(actual, against: try file.floats(key), "\(label) \(key)")
+    }
+
+    func check(_ actual: [Float], against expected: [Float], _ label: String) {
+        XCTAssertEqual(actual.count, expected.count, "\(label) size")
         guard actual.count == expected.count else { return }
         let scale = expected.map { abs($0) }.max() ?? 0
-        XCTAssertGreaterThan(scale, 0, "\(label) \(key) is all zero in the reference")
+        XCTAssertGreaterThan(scale, 0, "\(label) is all zero in the reference")
         let error = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
-        XCTAssertLessThanOrEqual(error, tolerance * scale, "\(label) \(key): max error \(error), max |reference| \(scale)")
+        XCTAssertLessThanOrEqual(error, tolerance * scale, "\(label): max error \(error), max |reference| \(scale)")
         if ProcessInfo.processInfo.environment["PARITY_VERBOSE"] != nil {
-            print("\(label) \(key): relative error \(error / scale)")
+            print("\(label): relative error \(error / scale)")
         }
     }
 }
