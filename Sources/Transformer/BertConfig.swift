@@ -212,10 +212,15 @@ public struct BertConfig: Codable, Equatable, Sendable {
         try markers.encode("absolute", forKey: .positionEmbeddingType)
         guard head != .preTraining else { return }
         var heads = encoder.container(keyedBy: HeadKeys.self)
-        let ids = labels.isEmpty && headOutputCount > 0 ? (0..<headOutputCount).map { "LABEL_\($0)" } : labels
-        try heads.encode(
-            Dictionary(uniqueKeysWithValues: ids.enumerated().map { (String($0.offset), $0.element) }), forKey: .id2label)
-        try heads.encode(Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($0.element, $0.offset) }), forKey: .label2id)
+        // Question answering's two outputs are transformers' default num_labels, and multiple choice
+        // ignores num_labels: transformers writes no id2label for them unless labels were given.
+        let namesOutputs = head == .sequenceClassification || head == .tokenClassification
+        let ids = labels.isEmpty && namesOutputs ? (0..<headOutputCount).map { "LABEL_\($0)" } : labels
+        if !ids.isEmpty {
+            try heads.encode(
+                Dictionary(uniqueKeysWithValues: ids.enumerated().map { (String($0.offset), $0.element) }), forKey: .id2label)
+            try heads.encode(Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($0.element, $0.offset) }), forKey: .label2id)
+        }
         if head == .sequenceClassification {
             try heads.encode(resolvedProblemType.rawValue, forKey: .problemType)
         }
@@ -234,19 +239,26 @@ public struct BertConfig: Codable, Equatable, Sendable {
                 throw BertConfigError.invalidValue(
                     key: HeadKeys.id2label.rawValue, reason: "expected an object of label names by id (\"0\": \"NEG\", ...)")
             }
-            let ids = map.keys.compactMap(Int.init).sorted()
+            // Only canonical decimal keys: "00" or "+1" would name an id twice or miss the lookup below.
+            let ids = map.keys.compactMap { key in Int(key).flatMap { String($0) == key ? $0 : nil } }.sorted()
             guard ids.count == map.count, ids == Array(0..<ids.count) else {
                 throw BertConfigError.invalidValue(
                     key: HeadKeys.id2label.rawValue, reason: "ids must be \"0\", \"1\", ... without gaps, got \(map.keys.sorted())")
             }
             labels = ids.map { map[String($0)]! }
-        } else if let count = try? keys.decodeIfPresent(Int.self, forKey: .numLabels) {
+        } else if keys.contains(.numLabels) {
+            guard let count = try? keys.decode(Int.self, forKey: .numLabels) else {
+                throw BertConfigError.invalidValue(key: HeadKeys.numLabels.rawValue, reason: "expected an integer")
+            }
             guard (1...1_000_000).contains(count) else {
                 throw BertConfigError.invalidValue(key: HeadKeys.numLabels.rawValue, reason: "must be in 1...1000000, got \(count)")
             }
             labels = (0..<count).map { "LABEL_\($0)" }
         }
-        if let name = try? keys.decodeIfPresent(String.self, forKey: .problemType) {
+        if keys.contains(.problemType), (try? keys.decodeNil(forKey: .problemType)) != true {
+            guard let name = try? keys.decode(String.self, forKey: .problemType) else {
+                throw BertConfigError.invalidValue(key: HeadKeys.problemType.rawValue, reason: "expected a string or null")
+            }
             guard let type = ProblemType(rawValue: name) else {
                 throw BertConfigError.invalidValue(
                     key: HeadKeys.problemType.rawValue,
@@ -304,6 +316,18 @@ public struct BertConfig: Codable, Equatable, Sendable {
         if [.sequenceClassification, .tokenClassification].contains(head), headOutputCount < 1 {
             throw BertConfigError.invalidValue(
                 key: HeadKeys.id2label.rawValue, reason: "the \(head.className) head needs at least one label")
+        }
+        // label2id maps names back to ids.
+        var seen = Set<String>()
+        if let repeated = labels.first(where: { !seen.insert($0).inserted }) {
+            throw BertConfigError.invalidValue(
+                key: HeadKeys.id2label.rawValue, reason: "label \"\(repeated)\" occurs twice; label names must be unique")
+        }
+        if head == .sequenceClassification, problemType == .regression, labels.count > 1 {
+            throw BertConfigError.invalidValue(
+                key: HeadKeys.problemType.rawValue,
+                reason: "regression has one output, but id2label has \(labels.count) labels; multi-output regression is not "
+                    + "supported (use num_labels 1)")
         }
         // Each size is bounded above; their product can still describe a model no machine holds.
         guard let count = parameterCount, count <= Self.maximumParameterCount else {

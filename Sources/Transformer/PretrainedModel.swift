@@ -299,6 +299,8 @@ extension BertModel {
     /// tokenizer files are written by Data's `PretrainedTokenizer.write`). Which transformers classes
     /// load the result depends on the NSP head: see `BertConfig.architectures`.
     public func savePretrained(to directory: String) throws {
+        // A config built in code is checked before anything is written (config.json cannot hold every value).
+        try config.validate()
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
