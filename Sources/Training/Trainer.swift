@@ -247,55 +247,189 @@ final class Engine<T: TrainingTask> {
 
     // MARK: - The loop
 
+    /// Where a run is: the trainer state and what the loop's phases share.
+    struct Loop {
+        var state: TrainerState
+        let startStep: Int
+        let lastStep: Int
+        var window = Window()
+        var lastCheckpoint: String?
+        var checkpointedStep: Int
+        /// The latest evaluation improved `task.metric_for_best_model`: checkpoint now and point `best` at it.
+        var improved = false
+        var stoppedBySignal = false
+        var stoppedEarly = false
+
+        var step: Int { state.step }
+    }
+
     /// Trains to `schedule.total_steps` (or `stopAfterSteps`), evaluating, logging and checkpointing
-    /// on the way. A collective: every rank calls it.
+    /// on the way. A collective: every rank calls it. Each step runs the phases in order: signal,
+    /// train step, non-finite policy, log, evaluate, checkpoint.
     public func run() throws -> TrainingSummary {
-        let isRoot = comm.rank == 0
-        let store = isRoot
+        let store = comm.rank == 0
             ? try CheckpointStore(
                 runDirectory: options.runDirectory, keepLast: config.checkpoint.keepLast,
                 keepEvery: config.checkpoint.keepEvery)
             : nil
-        if isRoot, let store {
-            for stale in store.removeStaleTemporaries() { log("removed an interrupted checkpoint write: \(stale)") }
-        }
+        for stale in store?.removeStaleTemporaries() ?? [] { log("removed an interrupted checkpoint write: \(stale)") }
         let watchdog = Watchdog(timeout: options.onHang == nil ? 0 : config.watchdogSeconds) { [options] message in
             options.onHang?(message)
         }
         defer { watchdog.stop() }
-        var state = try start(store: isRoot ? store : nil)
-        let startStep = state.step
+        let state = try start(store: store)
         let totalSteps = config.schedule.totalSteps
-        let lastStep = min(totalSteps, startStep + (options.stopAfterSteps ?? totalSteps))
+        var loop = Loop(
+            state: state, startStep: state.step,
+            lastStep: min(totalSteps, state.step + (options.stopAfterSteps ?? totalSteps)), checkpointedStep: state.step)
+        if let bestStep = state.bestStep { store?.protectedStep = bestStep }
 
-        var metrics: MetricsLog?
-        var tensorBoard: TensorBoardWriter?
-        var progress: ProgressLine?
-        if isRoot {
-            try config.writeResolved(to: (options.runDirectory as NSString).appendingPathComponent("config.json"))
-            metrics = try MetricsLog(
-                path: (options.runDirectory as NSString).appendingPathComponent("metrics.jsonl"),
-                keepingStepsThrough: startStep)
-            tensorBoard = try TensorBoardWriter(directory: options.runDirectory)
-            // Under mpirun a rank's stdout is a pseudo-terminal even when the job's output is piped.
-            let launched = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil
-            progress = ProgressLine(totalSteps: totalSteps, isTerminal: isatty(STDOUT_FILENO) != 0 && !launched)
-            log("training \(model.table.totalCount.formatted()) parameters on \(comm.size) rank"
-                + "\(comm.size == 1 ? "" : "s"): global batch \(config.batch.globalBatchSize) = \(comm.size) x "
-                + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(task.trainCount) training examples "
-                + "(\(sampler.stepsPerEpoch) steps per epoch), steps \(startStep)..<\(lastStep) of \(totalSteps)")
-        }
-        defer {
-            metrics?.close()
-            tensorBoard?.close()
-        }
+        let outputs = comm.rank == 0 ? try RunOutputs(config: config, runDirectory: options.runDirectory, startStep: loop.startStep) : nil
+        defer { outputs?.close() }
+        log("training \(model.table.totalCount.formatted()) parameters on \(comm.size) rank"
+            + "\(comm.size == 1 ? "" : "s"): global batch \(config.batch.globalBatchSize) = \(comm.size) x "
+            + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(task.trainCount) training examples "
+            + "(\(sampler.stepsPerEpoch) steps per epoch), steps \(loop.startStep)..<\(loop.lastStep) of \(totalSteps)")
 
-        let prefetcher = Prefetcher<[T.Batch]>(count: max(0, lastStep - startStep), depth: 2) { [self] index in
-            try microBatches(step: startStep + index)
+        let prefetcher = Prefetcher<[T.Batch]>(count: max(0, loop.lastStep - loop.startStep), depth: 2) { [self, loop] index in
+            try microBatches(step: loop.startStep + index)
         }
         defer { prefetcher.cancel() }
+        let sampleLog = try openSampleLog()
+        defer { try? sampleLog?.close() }
 
-        let sampleLog = try options.sampleLog.map { path -> FileHandle in
+        while loop.step < loop.lastStep {
+            if try signalPhase(&loop, store: store) { break }
+            watchdog.beat("step \(loop.step + 1)")
+            try injectFaults(step: loop.step + 1)
+            guard let result = try stepPhase(&loop, prefetcher: prefetcher, sampleLog: sampleLog) else { break }
+            try nonfinitePolicy(result, &loop)
+            try logPhase(result, &loop, outputs: outputs)
+            try evaluatePhase(&loop, outputs: outputs, store: store, watchdog: watchdog)
+            try checkpointPhase(&loop, store: store, watchdog: watchdog)
+            if loop.stoppedEarly { break }
+        }
+        outputs?.finish()
+        if let monitor = replica.monitor, loop.step > loop.startStep { log(monitor.report(steps: loop.step - loop.startStep)) }
+        return TrainingSummary(
+            startStep: loop.startStep, finalStep: loop.state.step, lastLoss: loop.state.loss,
+            skippedSteps: loop.state.skippedSteps, lastCheckpoint: loop.lastCheckpoint, stoppedBySignal: loop.stoppedBySignal)
+    }
+
+    /// Every rank learns of a signal any rank received, at the same step boundary; the run then
+    /// checkpoints and stops. Returns whether to stop.
+    func signalPhase(_ loop: inout Loop, store: CheckpointStore?) throws -> Bool {
+        guard try comm.allReduceSum(Int64(StopSignal.requested ? 1 : 0)) > 0 else { return false }
+        loop.stoppedBySignal = true
+        log("stop requested by a signal: checkpointing at step \(loop.step), then exiting")
+        if loop.step > loop.startStep && loop.checkpointedStep != loop.step {
+            loop.lastCheckpoint = try checkpoint(state: loop.state, store: store)
+        }
+        return true
+    }
+
+    /// The fault injections of the tests (`--inject-hang`, `--inject-error`) for step `step`.
+    func injectFaults(step: Int) throws {
+        if let hang = options.hangInjection, hang.rank == comm.rank, hang.step == step {
+            while true { Thread.sleep(forTimeInterval: 3600) }
+        }
+        if let failure = options.errorInjection, failure.rank == comm.rank, failure.step == step {
+            throw TrainingError("step \(step): failure injected on rank \(comm.rank) (--inject-error)")
+        }
+    }
+
+    /// One optimizer step over this rank's micro-batches; nil when the data ran out.
+    func stepPhase(
+        _ loop: inout Loop, prefetcher: Prefetcher<[T.Batch]>, sampleLog: FileHandle?
+    ) throws -> Replica<T>.StepResult? {
+        let step = loop.step
+        let stepStart = Date()
+        guard let batches = try prefetcher.next() else { return nil }
+        loop.window.dataWait += Date().timeIntervalSince(stepStart)
+        let injectNaN = options.nanInjection.map { $0.rank == comm.rank && $0.steps.contains(step + 1) } ?? false
+        let examples = sampler.batchSize(step: step % sampler.stepsPerEpoch)
+        let result = try replica.step(
+            step, batches: batches, globalExamples: examples, learningRate: schedule.lr(step: step),
+            appliedUpdates: loop.state.step - loop.state.skippedSteps, injectNaN: injectNaN)
+        if let sampleLog {
+            let indices = batches.flatMap(\.exampleIndices).map(String.init).joined(separator: " ")
+            sampleLog.write(Data("\(step + 1): \(indices)\n".utf8))
+        }
+        loop.window.commWait += result.commWait
+        loop.state.step = step + 1
+        loop.state.epoch = (step + 1) / sampler.stepsPerEpoch
+        loop.state.consumedSamples += examples
+        loop.state.learningRate = result.learningRate
+        loop.window.add(result, seconds: Date().timeIntervalSince(stepStart))
+        return result
+    }
+
+    /// A step with non-finite loss or gradients was skipped on every rank; too many in a row stop the run.
+    func nonfinitePolicy(_ result: Replica<T>.StepResult, _ loop: inout Loop) throws {
+        guard result.skipped else {
+            loop.state.consecutiveNonfiniteSteps = 0
+            loop.state.loss = result.sums.loss
+            return
+        }
+        loop.state.consecutiveNonfiniteSteps += 1
+        loop.state.skippedSteps += 1
+        log("step \(loop.step): non-finite loss or gradients (from rank \(result.nonfiniteRanks)); step skipped "
+            + "on every rank (\(loop.state.consecutiveNonfiniteSteps) in a row)")
+        if loop.state.consecutiveNonfiniteSteps >= config.maxConsecutiveNonfiniteSteps {
+            throw CollectiveError(
+                "stopping at step \(loop.step): \(loop.state.consecutiveNonfiniteSteps) steps in a row had non-finite "
+                    + "loss or gradients, last from rank \(result.nonfiniteRanks) (max_consecutive_nonfinite_steps "
+                    + "= \(config.maxConsecutiveNonfiniteSteps)); lower the learning rate or check the data")
+        }
+    }
+
+    /// Every `logging.every_steps` steps (and at the last), rank 0 writes the window's record.
+    func logPhase(_ result: Replica<T>.StepResult, _ loop: inout Loop, outputs: RunOutputs?) throws {
+        guard loop.step % config.logging.everySteps == 0 || loop.step == loop.lastStep else { return }
+        try outputs?.training(loop.window.record(step: loop.step, learningRate: result.learningRate))
+        loop.window = Window()
+    }
+
+    /// Every `logging.eval_every_steps` steps (and at the end of the schedule): the validation
+    /// record, the best checkpoint's bookkeeping and early stopping. eval_every_steps 0 turns
+    /// evaluation off, the final one included.
+    func evaluatePhase(_ loop: inout Loop, outputs: RunOutputs?, store: CheckpointStore?, watchdog: Watchdog) throws {
+        let every = config.logging.evalEverySteps
+        guard task.validationCount > 0, every > 0, loop.step % every == 0 || loop.step == config.schedule.totalSteps
+        else { return }
+        watchdog.beat("evaluation at step \(loop.step)")
+        let record = try evaluate(step: loop.step, batches: config.logging.evalBatches)
+        try outputs?.validation(record)
+        guard let metric = config.task.metricForBestModel else { return }
+        // Every rank holds the same record, so every rank decides the same.
+        loop.improved = try track(metric, in: record, state: &loop.state)
+        if loop.improved { store?.protectedStep = loop.step }
+        let patience = config.task.earlyStoppingPatience
+        if patience > 0, loop.state.evaluationsWithoutImprovement ?? 0 >= patience {
+            log("early stopping at step \(loop.step): \(metric) did not improve on \(loop.state.bestMetric ?? .nan) (step "
+                + "\(loop.state.bestStep ?? 0)) in \(patience) evaluations")
+            loop.stoppedEarly = true
+        }
+    }
+
+    /// Every `checkpoint.every_steps` steps, at the last step, at a new best and before stopping early.
+    func checkpointPhase(_ loop: inout Loop, store: CheckpointStore?, watchdog: Watchdog) throws {
+        let due = loop.step % config.checkpoint.everySteps == 0 || loop.step == loop.lastStep
+        guard due || loop.improved || loop.stoppedEarly else { return }
+        watchdog.beat("checkpoint at step \(loop.step)")
+        loop.lastCheckpoint = try checkpoint(state: loop.state, store: store)
+        loop.checkpointedStep = loop.step
+        if loop.improved, let store {
+            try store.pointBest(to: loop.step)
+            log("best \(config.task.metricForBestModel!) so far: \(loop.state.bestMetric!) at step \(loop.step), in "
+                + "\(store.bestPath)")
+        }
+        loop.improved = false
+    }
+
+    /// `--sample-log`: this rank's file, appended to.
+    func openSampleLog() throws -> FileHandle? {
+        try options.sampleLog.map { path -> FileHandle in
             let file = "\(path).rank\(comm.rank)"
             if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
             guard let handle = FileHandle(forWritingAtPath: file) else {
@@ -304,120 +438,6 @@ final class Engine<T: TrainingTask> {
             handle.seekToEndOfFile()
             return handle
         }
-        defer { try? sampleLog?.close() }
-        var window = Window()
-        var lastCheckpoint: String?
-        var step = startStep
-        var stoppedBySignal = false
-        var checkpointedStep = startStep
-        var checkpointNow = false
-        var stoppedEarly = false
-        if isRoot, let bestStep = state.bestStep { store?.protectedStep = bestStep }
-        while step < lastStep {
-            // Every rank learns of a signal any rank received, at the same step boundary.
-            if try comm.allReduceSum(Int64(StopSignal.requested ? 1 : 0)) > 0 {
-                stoppedBySignal = true
-                log("stop requested by a signal: checkpointing at step \(step), then exiting")
-                if step > startStep && checkpointedStep != step {
-                    lastCheckpoint = try checkpoint(state: state, store: store)
-                }
-                break
-            }
-            watchdog.beat("step \(step + 1)")
-            if let hang = options.hangInjection, hang.rank == comm.rank, hang.step == step + 1 {
-                while true { Thread.sleep(forTimeInterval: 3600) }
-            }
-            if let failure = options.errorInjection, failure.rank == comm.rank, failure.step == step + 1 {
-                throw TrainingError("step \(step + 1): failure injected on rank \(comm.rank) (--inject-error)")
-            }
-            let stepStart = Date()
-            let dataStart = Date()
-            guard let batches = try prefetcher.next() else { break }
-            window.dataWait += Date().timeIntervalSince(dataStart)
-
-            let injectNaN = options.nanInjection.map { $0.rank == comm.rank && $0.steps.contains(step + 1) } ?? false
-            let result = try replica.step(
-                step, batches: batches, globalExamples: sampler.batchSize(step: step % sampler.stepsPerEpoch),
-                learningRate: schedule.lr(step: step), appliedUpdates: state.step - state.skippedSteps,
-                injectNaN: injectNaN)
-            if let sampleLog {
-                let indices = batches.flatMap(\.exampleIndices).map(String.init).joined(separator: " ")
-                sampleLog.write(Data("\(step + 1): \(indices)\n".utf8))
-            }
-            window.commWait += result.commWait
-            state.step = step + 1
-            state.epoch = (step + 1) / sampler.stepsPerEpoch
-            state.consumedSamples += sampler.batchSize(step: step % sampler.stepsPerEpoch)
-            state.learningRate = result.learningRate
-            if result.skipped {
-                state.consecutiveNonfiniteSteps += 1
-                state.skippedSteps += 1
-                log("step \(step + 1): non-finite loss or gradients (from rank \(result.nonfiniteRanks)); step skipped "
-                    + "on every rank (\(state.consecutiveNonfiniteSteps) in a row)")
-                if state.consecutiveNonfiniteSteps >= config.maxConsecutiveNonfiniteSteps {
-                    throw CollectiveError(
-                        "stopping at step \(step + 1): \(state.consecutiveNonfiniteSteps) steps in a row had non-finite "
-                            + "loss or gradients, last from rank \(result.nonfiniteRanks) (max_consecutive_nonfinite_steps "
-                            + "= \(config.maxConsecutiveNonfiniteSteps)); lower the learning rate or check the data")
-                }
-            } else {
-                state.consecutiveNonfiniteSteps = 0
-                state.loss = result.sums.loss
-            }
-            window.add(result, seconds: Date().timeIntervalSince(stepStart))
-            step += 1
-
-            if isRoot, step % config.logging.everySteps == 0 || step == lastStep {
-                let record = window.record(step: step, learningRate: result.learningRate)
-                try metrics?.append(record)
-                try tensorBoard?.add(record)
-                progress?.update(step: step, loss: record.loss, learningRate: result.learningRate,
-                                 tokensPerSecond: record.tokensPerSecond)
-                window = Window()
-            }
-            // eval_every_steps 0 turns evaluation off, the final one included.
-            if task.validationCount > 0, config.logging.evalEverySteps > 0,
-                step % config.logging.evalEverySteps == 0 || step == totalSteps
-            {
-                watchdog.beat("evaluation at step \(step)")
-                let record = try evaluate(step: step, batches: config.logging.evalBatches)
-                if isRoot {
-                    try metrics?.append(record)
-                    try tensorBoard?.add(record)
-                    progress?.message("step \(step) validation: " + record.summary)
-                }
-                if let metric = config.task.metricForBestModel {
-                    // Every rank holds the same record, so every rank decides the same.
-                    let improved = try track(metric, in: record, state: &state)
-                    if improved { store?.protectedStep = step }
-                    checkpointNow = improved
-                    if config.task.earlyStoppingPatience > 0,
-                       state.evaluationsWithoutImprovement ?? 0 >= config.task.earlyStoppingPatience
-                    {
-                        log("early stopping at step \(step): \(metric) did not improve on \(state.bestMetric ?? .nan) (step "
-                            + "\(state.bestStep ?? 0)) in \(config.task.earlyStoppingPatience) evaluations")
-                        stoppedEarly = true
-                    }
-                }
-            }
-            if checkpointNow || stoppedEarly || step % config.checkpoint.everySteps == 0 || step == lastStep {
-                watchdog.beat("checkpoint at step \(step)")
-                lastCheckpoint = try checkpoint(state: state, store: store)
-                checkpointedStep = step
-                if checkpointNow, isRoot, let store {
-                    try store.pointBest(to: step)
-                    log("best \(config.task.metricForBestModel!) so far: \(state.bestMetric!) at step \(step), in "
-                        + "\(store.bestPath)")
-                }
-                checkpointNow = false
-            }
-            if stoppedEarly { break }
-        }
-        progress?.finish()
-        if let monitor = replica.monitor, step > startStep { log(monitor.report(steps: step - startStep)) }
-        return TrainingSummary(
-            startStep: startStep, finalStep: state.step, lastLoss: state.loss,
-            skippedSteps: state.skippedSteps, lastCheckpoint: lastCheckpoint, stoppedBySignal: stoppedBySignal)
     }
 
     /// Records `metric` of a validation record in the state; returns whether it is the best so far

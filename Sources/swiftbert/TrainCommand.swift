@@ -153,7 +153,7 @@ struct Train: ParsableCommand {
             }
             let summary = try train(config, options, comm, console)
             try comm.barrier()
-            report(summary, options, console)
+            report(summary, options, config, console)
         }
     }
 
@@ -184,7 +184,7 @@ struct Train: ParsableCommand {
             console.fail("\(error)")
             throw ExitCode.failure
         }
-        if let summary = summaries.value { report(summary, options, console) }
+        if let summary = summaries.value { report(summary, options, config, console) }
     }
 
     private final class SummaryBox: @unchecked Sendable { var value: TrainingSummary? }
@@ -201,7 +201,7 @@ struct Train: ParsableCommand {
         return try trainer.run()
     }
 
-    private func report(_ summary: TrainingSummary, _ options: TrainingOptions, _ console: Console) {
+    private func report(_ summary: TrainingSummary, _ options: TrainingOptions, _ config: TrainingConfig, _ console: Console) {
         let loss = summary.lastLoss.map { String(format: "%.4f", $0) } ?? "n/a"
         if summary.stoppedBySignal {
             console.say("stopped by a signal at step \(summary.finalStep); continue with: swiftbert train ... --resume auto")
@@ -213,7 +213,18 @@ struct Train: ParsableCommand {
               metrics:     \(options.runDirectory)/metrics.jsonl (one JSON object per line)
               tensorboard: tensorboard --logdir \(options.runDirectory)
               checkpoint:  \(summary.lastCheckpoint ?? "none") (a Hugging Face model directory)
-            next: swiftbert fill-mask --model \(summary.lastCheckpoint ?? "<checkpoint>") "the lord is my [MASK]."
+            next: \(next(summary, options, config))
             """)
+    }
+
+    /// The command that uses what the run wrote.
+    private func next(_ summary: TrainingSummary, _ options: TrainingOptions, _ config: TrainingConfig) -> String {
+        let checkpoint = summary.lastCheckpoint ?? "<checkpoint>"
+        guard config.task.kind != .pretraining else {
+            return "swiftbert fill-mask --model \(checkpoint) \"the lord is my [MASK].\""
+        }
+        let best = (options.runDirectory as NSString).appendingPathComponent("best")
+        let model = FileManager.default.fileExists(atPath: best) ? best : checkpoint
+        return "swiftbert evaluate --model \(model) --data <labelled file>; swiftbert predict --model \(model) --input <file>"
     }
 }
