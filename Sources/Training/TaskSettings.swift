@@ -32,7 +32,7 @@ public enum TaskFormat: String, CaseIterable, Sendable {
     case conll
     /// `word/TAG` tokens, one sentence a line.
     case wordTag = "word_tag"
-    /// People's Daily 1998: `word/TAG` lines after an id token, PKU tags nr/ns/nt read as IOB2 PER/LOC/ORG entities.
+    /// People's Daily 1998: `word/TAG` lines, PKU tags nr/ns/nt read as IOB2 PER/LOC/ORG entities.
     case peoplesDaily = "peoples_daily"
     /// SQuAD v1.1/v2.0 JSON.
     case squad
@@ -48,7 +48,7 @@ extension TaskFormat {
         case .labelTabText: return .labelTabText
         case .conll: return .conll
         case .wordTag: return .wordSlashTag(dropsFirstToken: false)
-        case .peoplesDaily: return .wordSlashTag(dropsFirstToken: true)
+        case .peoplesDaily: return .wordSlashTag(dropsFirstToken: false)
         case .squad: return nil
         }
     }
