@@ -14,7 +14,8 @@ public enum TaskFileFormat: Equatable, Sendable {
     case jsonLines
     /// `label<TAB>text` a line, no header (20 Newsgroups).
     case labelTabText
-    /// One text a line, each labelled `label` (a file per class, as zh-sentiment's pos.txt/neg.txt).
+    /// One text a line, each labelled `label` (a file per class, as zh-sentiment's pos.txt/neg.txt);
+    /// lines of whitespace only are skipped.
     case lines(label: String)
     /// Token in the first column, tag in the last, whitespace-separated; a blank line ends a sentence;
     /// `-DOCSTART-` lines are skipped.
@@ -181,6 +182,7 @@ public enum TaskReader {
                                     "the label is an array, but the task is single-label; "
                                         + "choose multi-label classification or give one label per line")
             }
+            // The index is filled in once every label of the file is known (LabelResolver).
             return (.classIndex(-1), [resolver.add(try raw(value), line: line, field: field)])
         case .multiLabel:
             let items: [RawLabel]
