@@ -28,6 +28,21 @@ public struct StepResult: Sendable, Equatable {
     }
 }
 
+/// The targets of the pre-training heads for one micro-batch.
+public struct PreTrainingTargets: Sendable, Equatable {
+    /// Flat positions b*T + t of the masked tokens, and the original token at each.
+    public var maskedPositions: [Int32]
+    public var maskedLabels: [Int32]
+    /// One next-sentence class per sequence (empty without an NSP head).
+    public var nspLabels: [Int32]
+
+    public init(maskedPositions: [Int32], maskedLabels: [Int32], nspLabels: [Int32]) {
+        self.maskedPositions = maskedPositions
+        self.maskedLabels = maskedLabels
+        self.nspLabels = nspLabels
+    }
+}
+
 /// BERT with its two pre-training heads (masked LM and next sentence), whatever head `config` names.
 public final class BertForPreTraining: BertModel {
     public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
@@ -42,6 +57,24 @@ public final class BertForPreTraining: BertModel {
     }
 
     // MARK: - Training step
+
+    /// `step` with the inputs, targets and pass settings as values: masked positions b*T + t with
+    /// their labels, one NSP label per sequence; the losses divided by the global masked-token and
+    /// sequence counts.
+    @discardableResult
+    public func step(
+        _ inputs: EncoderInputs, targets: PreTrainingTargets, maskedTokenNormalizer: Float, sequenceNormalizer: Float,
+        options: PassOptions
+    ) -> StepResult {
+        precondition(inputs.sequenceLength == sequenceLength, "pre-training batches are padded to the model's sequence length")
+        return step(
+            inputIDs: inputs.inputIDs, tokenTypeIDs: inputs.tokenTypeIDs, attentionMask: inputs.attentionMask,
+            maskedPositions: targets.maskedPositions, maskedLabels: targets.maskedLabels, nspLabels: targets.nspLabels,
+            sampleIndices: inputs.sampleIndices, sequenceCount: inputs.sequenceCount,
+            maskedTokenNormalizer: maskedTokenNormalizer, sequenceNormalizer: sequenceNormalizer,
+            training: options.training, dropoutSeed: options.dropoutSeed, dropoutStep: options.dropoutStep,
+            computeGradients: options.computeGradients, onGradientsReady: options.onGradientsReady)
+    }
 
     /// Forward and, when `computeGradients`, backward over one micro-batch, ADDING into `gradients`.
     ///

@@ -82,13 +82,14 @@ final class PreTrainingTask: TrainingTask {
     func pass(_ model: BertForPreTraining, _ batch: PretrainingBatch, _ normalizers: Normalizers, _ options: PassOptions)
         -> (sums: Sums, outputs: [Output])
     {
-        let result = model.step(
+        let inputs = EncoderInputs(
             inputIDs: batch.inputIDs, tokenTypeIDs: batch.tokenTypeIDs, attentionMask: batch.attentionMask,
-            maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels,
-            sampleIndices: batch.sampleIndices, sequenceCount: batch.sequenceCount,
-            maskedTokenNormalizer: normalizers.maskedTokens, sequenceNormalizer: normalizers.sequences,
-            training: options.training, dropoutSeed: options.dropoutSeed, dropoutStep: options.dropoutStep,
-            computeGradients: options.computeGradients, onGradientsReady: options.onGradientsReady)
+            sequenceCount: batch.sequenceCount, sequenceLength: batch.sequenceLength, sampleIndices: batch.sampleIndices)
+        let targets = PreTrainingTargets(
+            maskedPositions: batch.maskedPositions, maskedLabels: batch.maskedLabels, nspLabels: batch.nspLabels)
+        let result = model.step(
+            inputs, targets: targets, maskedTokenNormalizer: normalizers.maskedTokens,
+            sequenceNormalizer: normalizers.sequences, options: options)
         let sums = Sums(
             mlmLoss: Double(result.mlmLoss), nspLoss: Double(result.nspLoss), mlmCorrect: Double(result.mlmCorrect),
             mlmCount: Double(result.mlmCount), nspCorrect: Double(result.nspCorrect), nspCount: Double(result.nspCount))
