@@ -106,6 +106,12 @@ struct Evaluate: ParsableCommand {
         } else if !modelConfig.labels.isEmpty {
             task.append(("labels", .array(modelConfig.labels.map { .string($0) })))
         }
+        if kind == .questionAnswering, let trained = trained?.task {
+            task += [("doc_stride", .integer(trained.docStride)), ("max_answer_length", .integer(trained.maxAnswerLength)),
+                     ("n_best_size", .integer(trained.nBestSize)),
+                     ("version_2_with_negative", .bool(trained.versionTwoWithNegative)),
+                     ("null_score_diff_threshold", .double(trained.nullScoreDiffThreshold))]
+        }
         let root = JSONValue.object([
             ("task", .object(task)),
             ("init_from", .string(model)),
@@ -167,6 +173,8 @@ struct Predict: ParsableCommand {
     @Option(help: ArgumentHelp("Tokens per sequence with [CLS] and [SEP] (default: min(512, max_position_embeddings)); longer inputs are truncated.", valueName: "n"))
     var maxLength: Int?
 
+    @OptionGroup var questionAnswering: QuestionAnsweringOptions
+
     func validate() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
         if topK < 0 { throw ValidationError("--top-k must not be negative, got \(topK)") }
@@ -186,6 +194,8 @@ struct Predict: ParsableCommand {
             switch loaded {
             case let classifier as BertForSequenceClassification:
                 outputs = try predictSequenceClassification(classifier, tokenizer: tokenizer, inputs: inputs, length: length)
+            case let reader as BertForQuestionAnswering:
+                outputs = try predictQuestionAnswering(reader, tokenizer: tokenizer, inputs: inputs, length: length)
             default:
                 throw InputError("predict does not handle \(config.head.className) models yet")
             }
