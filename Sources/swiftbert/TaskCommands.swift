@@ -106,6 +106,9 @@ struct Evaluate: ParsableCommand {
         } else if !modelConfig.labels.isEmpty {
             task.append(("labels", .array(modelConfig.labels.map { .string($0) })))
         }
+        if kind == .tokenClassification, let scheme = trained?.task.labelScheme {
+            task.append(("label_scheme", .string(scheme.rawValue)))
+        }
         let root = JSONValue.object([
             ("task", .object(task)),
             ("init_from", .string(model)),
@@ -186,6 +189,8 @@ struct Predict: ParsableCommand {
             switch loaded {
             case let classifier as BertForSequenceClassification:
                 outputs = try predictSequenceClassification(classifier, tokenizer: tokenizer, inputs: inputs, length: length)
+            case let tagger as BertForTokenClassification:
+                outputs = try predictTokenClassification(tagger, tokenizer: tokenizer, inputs: inputs, length: length)
             default:
                 throw InputError("predict does not handle \(config.head.className) models yet")
             }
