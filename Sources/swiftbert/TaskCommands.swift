@@ -112,6 +112,9 @@ struct Evaluate: ParsableCommand {
                      ("version_2_with_negative", .bool(trained.versionTwoWithNegative)),
                      ("null_score_diff_threshold", .double(trained.nullScoreDiffThreshold))]
         }
+        if kind == .tokenClassification, let scheme = trained?.task.labelScheme {
+            task.append(("label_scheme", .string(scheme.rawValue)))
+        }
         let root = JSONValue.object([
             ("task", .object(task)),
             ("init_from", .string(model)),
@@ -196,6 +199,8 @@ struct Predict: ParsableCommand {
                 outputs = try predictSequenceClassification(classifier, tokenizer: tokenizer, inputs: inputs, length: length)
             case let reader as BertForQuestionAnswering:
                 outputs = try predictQuestionAnswering(reader, tokenizer: tokenizer, inputs: inputs, length: length)
+            case let tagger as BertForTokenClassification:
+                outputs = try predictTokenClassification(tagger, tokenizer: tokenizer, inputs: inputs, length: length)
             default:
                 throw InputError("predict does not handle \(config.head.className) models yet")
             }

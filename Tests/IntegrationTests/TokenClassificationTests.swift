@@ -1,0 +1,232 @@
+import Foundation
+import XCTest
+
+/// Token classification through the built binary: training on any number of ranks, exact resume,
+/// `evaluate`, `predict` against transformers' pipeline, bad data, and learning on real Chinese text.
+final class TokenClassificationTests: XCTestCase {
+    static let fixtures = Tool.root.appendingPathComponent("Tests/TrainingTests/Fixtures/token-classification")
+    static let hfTiny = Tool.root.appendingPathComponent("Tests/TransformerTests/Fixtures/hf-tiny").path
+    static let steps = 12
+
+    /// A fresh directory holding copies of the fixture files (the feature cache is written beside
+    /// the data, never into the repository).
+    static func dataDirectory(_ files: [String]) throws -> String {
+        let directory = TrainingFixture.runDirectory("tokcls-data")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for file in files {
+            try FileManager.default.copyItem(
+                atPath: fixtures.appendingPathComponent(file).path, toPath: directory + "/" + file)
+        }
+        return directory
+    }
+
+    /// A run config for the CoNLL fixture from hf-tiny: 12 steps of 8 sentences, evaluation and a
+    /// checkpoint every 6 steps, the best checkpoint by entity F1.
+    static func conllConfig() throws -> String {
+        let data = try dataDirectory(["ner-train.conll", "ner-dev.conll"])
+        let config = """
+            { "task": {"type": "token_classification", "train_file": "\(data)/ner-train.conll",
+                       "validation_file": "\(data)/ner-dev.conll", "format": "conll", "metric_for_best_model": "f1"},
+              "init_from": "\(hfTiny)",
+              "batch": {"global_batch_size": 8, "sequence_length": 32},
+              "optimizer": {"learning_rate": 3e-3},
+              "schedule": {"total_steps": \(steps), "warmup_steps": 2},
+              "checkpoint": {"every_steps": 6},
+              "logging": {"every_steps": 1, "eval_every_steps": 6, "eval_batches": 4},
+              "seed": 14 }
+            """
+        let path = data + "/tokcls.json"
+        try config.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// The one-rank run the other runs are compared with, made once per test process.
+    static let reference: Result<String, Error> = Result {
+        let out = TrainingFixture.runDirectory("tokcls-1")
+        let run = try Tool.swiftbert(["train", "--config", try conllConfig(), "--out", out], timeout: 600)
+        guard run.status == 0 else { throw TrainingFailure("one-rank training failed: \(run.stderr)") }
+        return out
+    }
+
+    static func assertSameLosses(_ a: [Int: Double], _ b: [Int: Double], _ what: String,
+                                 file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(Set(a.keys), Set(1...steps), what, file: file, line: line)
+        for step in 1...steps {
+            let (x, y) = (a[step] ?? .nan, b[step] ?? .nan)
+            XCTAssertLessThanOrEqual(abs(x - y) / max(1e-6, abs(x)), 1e-5, "\(what), step \(step): \(x) vs \(y)",
+                                     file: file, line: line)
+        }
+    }
+
+    func testLossesAndWeightsAgreeOnOneTwoFourRanksAndInProcessRanks() throws {
+        let reference = try Self.reference.get()
+        let losses = try TrainingFixture.losses(reference)
+        let weights = try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(reference) + "/model.safetensors")
+        XCTAssertNotNil(weights["classifier.weight"])
+        // The loss moves: these are real steps, not a constant.
+        XCTAssertLessThan(losses[Self.steps]!, losses[1]!)
+        for (name, run) in [("2 ranks", { try Tool.mpirun(ranks: 2, $0, timeout: 600) }),
+                            ("4 ranks", { try Tool.mpirun(ranks: 4, $0, timeout: 600) }),
+                            ("debug 2 ranks", { try Tool.swiftbert($0 + ["--debug", "--ranks", "2"], timeout: 600) })]
+            as [(String, ([String]) throws -> Tool.Result)] {
+            let out = TrainingFixture.runDirectory("tokcls-\(name.replacingOccurrences(of: " ", with: "-"))")
+            let result = try run(["train", "--config", try Self.conllConfig(), "--out", out])
+            XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
+            Self.assertSameLosses(losses, try TrainingFixture.losses(out), name)
+            let other = try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(out) + "/model.safetensors")
+            XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(weights, other), 1e-5, name)
+        }
+    }
+
+    func testValidationReportsRunNerMetrics() throws {
+        let records = try TrainingFixture.records(try Self.reference.get()).filter { $0["split"] as? String == "validation" }
+        XCTAssertGreaterThanOrEqual(records.count, 2)
+        for record in records {
+            let (p, r, f1) = (record["precision"] as? Double, record["recall"] as? Double, record["f1"] as? Double)
+            XCTAssertNotNil(record["accuracy"] as? Double, "\(record)")
+            guard let p, let r, let f1 else { return XCTFail("no entity scores in \(record)") }
+            XCTAssertEqual(f1, p + r > 0 ? 2 * p * r / (p + r) : 0, accuracy: 1e-9)
+            // Per entity type, as run_ner's return_entity_level_metrics; the dev file has 32 sentences
+            // with a person in all but the few of the no-entity template.
+            for type in ["PER", "LOC", "ORG"] { XCTAssertNotNil(record["\(type)_f1"], "\(type) in \(record)") }
+            XCTAssertGreaterThan(record["PER_number"] as? Double ?? 0, 20)
+        }
+    }
+
+    func testEvaluateOfTheBestCheckpointPrintsItsValidationScores() throws {
+        let reference = try Self.reference.get()
+        let validation = try TrainingFixture.records(reference).filter { $0["split"] as? String == "validation" }
+        let best = try XCTUnwrap(validation.max { ($0["f1"] as? Double ?? -1) < ($1["f1"] as? Double ?? -1) })
+        let dev = try Self.dataDirectory(["ner-dev.conll"]) + "/ner-dev.conll"
+        let result = try Tool.swiftbert(["evaluate", "--model", reference + "/best", "--data", dev])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let scores = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        // The same model on the same sentences as the run's evaluation that chose it.
+        for key in ["f1", "precision", "recall", "accuracy", "PER_f1", "LOC_f1"] {
+            let printed = try XCTUnwrap(scores[key] as? Double, "\(key) in \(result.stdout)")
+            XCTAssertEqual(printed, try XCTUnwrap(best[key] as? Double), accuracy: 1e-9, key)
+        }
+        XCTAssertEqual(scores["loss"] as? Double ?? .nan, best["loss"] as? Double ?? 0, accuracy: 1e-5)
+    }
+
+    func testResumeGivesTheUninterruptedLossesAndWeights() throws {
+        let reference = try Self.reference.get()
+        let out = TrainingFixture.runDirectory("tokcls-resume")
+        let config = try Self.conllConfig()
+        let first = try Tool.swiftbert(["train", "--config", config, "--out", out, "--steps", "5"], timeout: 600)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let second = try Tool.swiftbert(["train", "--config", config, "--out", out, "--resume", "auto"], timeout: 600)
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stdout.contains("resumed from"), second.stdout)
+        let (a, b) = (try TrainingFixture.losses(reference), try TrainingFixture.losses(out))
+        for step in 1...Self.steps { XCTAssertEqual(a[step], b[step], "step \(step)") }
+        let weights = { try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint($0) + "/model.safetensors") }
+        XCTAssertEqual(try weights(reference), try weights(out), "final weights differ after resume")
+    }
+
+    /// transformers' token-classification pipeline, aggregation_strategy "simple", on the random
+    /// hf-tokcls model (scripts/make_head_fixtures.py): same groups, words and offsets, scores
+    /// within float rounding.
+    func testPredictMatchesTheTokenClassificationPipeline() throws {
+        struct Case: Decodable {
+            var text: String
+            var aggregation_strategy: String
+            var output: [Group]
+        }
+        struct Group: Decodable, Equatable {
+            var entity_group: String?
+            var score: Double
+            var word: String
+            var start: Int
+            var end: Int
+        }
+        let directory = Tool.root.appendingPathComponent("Tests/TransformerTests/Fixtures/heads/hf-tokcls")
+        let cases = try JSONDecoder().decode(
+            [Case].self, from: Data(contentsOf: directory.appendingPathComponent("pipeline-token-classification.json")))
+            .filter { $0.aggregation_strategy == "simple" }
+        XCTAssertGreaterThanOrEqual(cases.count, 3)
+        let result = try Tool.swiftbert(["predict", "--model", directory.path],
+                                        input: cases.map(\.text).joined(separator: "\n") + "\n")
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let lines = result.stdout.split(separator: "\n")
+        XCTAssertEqual(lines.count, cases.count, result.stdout)
+        for (expected, line) in zip(cases, lines) {
+            let groups = try JSONDecoder().decode([Group].self, from: Data(line.utf8))
+            XCTAssertEqual(groups.count, expected.output.count, "\(expected.text): \(line)")
+            for (got, want) in zip(groups, expected.output) {
+                XCTAssertEqual(got.entity_group, want.entity_group, expected.text)
+                XCTAssertEqual(got.word, want.word, expected.text)
+                XCTAssertEqual([got.start, got.end], [want.start, want.end], expected.text)
+                XCTAssertEqual(got.score, want.score, accuracy: 1e-5, expected.text)
+            }
+        }
+    }
+
+    func testMalformedCoNLLLineIsNamedAndNothingIsWritten() throws {
+        let data = try Self.dataDirectory(["ner-dev.conll"])
+        let bad = data + "/bad.conll"
+        try "John B-PER\nleft O\n\nMary B-PER\nParis\n. O\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let config = data + "/bad.json"
+        try """
+            { "task": {"type": "token_classification", "train_file": "\(bad)", "format": "conll"},
+              "init_from": "\(Self.hfTiny)", "batch": {"global_batch_size": 2, "sequence_length": 16},
+              "schedule": {"total_steps": 2} }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let out = TrainingFixture.runDirectory("tokcls-bad")
+        let result = try Tool.swiftbert(["train", "--config", config, "--out", out])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains("bad.conll") && result.stderr.contains("line 5"), result.stderr)
+        XCTAssertFalse(result.stderr.contains("Fatal error"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/checkpoints"))
+        let evaluate = try Tool.swiftbert(["evaluate", "--model", Self.hfTiny + "/../heads/hf-tokcls", "--data", bad,
+                                           "--data-format", "conll"])
+        XCTAssertNotEqual(evaluate.status, 0)
+        XCTAssertTrue(evaluate.stderr.contains("bad.conll") && evaluate.stderr.contains("line 5"), evaluate.stderr)
+        XCTAssertEqual(evaluate.stdout, "")
+    }
+
+    /// Learning on real data: person, place and organisation names of People's Daily (January 1998),
+    /// from a small random BERT with bert-base-uncased's vocabulary (which has the CJK characters).
+    func testLearnsPeoplesDailyEntitiesFromARandomModel() throws {
+        let work = TrainingFixture.runDirectory("tokcls-people-daily")
+        // The starting point: configs/debug.json's model (hidden 64, 2 layers) after one pre-training
+        // step on a page of Chinese text, saved as a checkpoint (a Hugging Face directory).
+        let text = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/corpora/zh-handbook/foreword.txt").path
+        let prepare = try Tool.swiftbert(
+            ["prepare", "--input", text, "--vocab", Tool.root.appendingPathComponent("corpus/vocab.txt").path,
+             "--out", work + "/corpus", "--dupe-factor", "1"])
+        XCTAssertEqual(prepare.status, 0, prepare.stderr)
+        let pretrain = try Tool.swiftbert(
+            ["train", "--config", TrainingFixture.debugConfig, "--data", work + "/corpus", "--out", work + "/init",
+             "--set", "schedule.total_steps=1", "--set", "schedule.warmup_steps=0", "--set", "checkpoint.every_steps=1",
+             "--set", "batch.global_batch_size=2"])
+        XCTAssertEqual(pretrain.status, 0, pretrain.stderr)
+        let initFrom = try TrainingFixture.latestCheckpoint(work + "/init")
+        let data = try Self.dataDirectory(["people-daily-train.txt", "people-daily-dev.txt"])
+        let config = data + "/people-daily.json"
+        try """
+            { "task": {"type": "token_classification", "train_file": "\(data)/people-daily-train.txt",
+                       "validation_file": "\(data)/people-daily-dev.txt", "format": "peoples_daily"},
+              "init_from": "\(initFrom)",
+              "batch": {"global_batch_size": 16, "sequence_length": 96},
+              "optimizer": {"learning_rate": 5e-3},
+              "schedule": {"total_steps": \(Self.peoplesDailySteps), "warmup_steps": 20},
+              "checkpoint": {"every_steps": 100000},
+              "logging": {"every_steps": 50, "eval_every_steps": \(Self.peoplesDailySteps), "eval_batches": 5},
+              "seed": 1998 }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let out = work + "/ner"
+        let run = try Tool.swiftbert(["train", "--config", config, "--out", out], timeout: 600)
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let validation = try XCTUnwrap(try TrainingFixture.records(out).last { $0["split"] as? String == "validation" })
+        let f1 = try XCTUnwrap(validation["f1"] as? Double, "\(validation)")
+        print("people's daily: entity f1 \(f1), precision \(validation["precision"] ?? "-"), recall "
+              + "\(validation["recall"] ?? "-"), accuracy \(validation["accuracy"] ?? "-"), \(Int(run.seconds)) s")
+        // Baselines: tagging everything O gives F1 0 (no entity predicted), and tag frequencies alone
+        // (9 in 10 characters are O) give the same. THRESHOLD
+        XCTAssertGreaterThan(f1, Self.peoplesDailyThreshold, "\(validation)")
+    }
+
+    static let peoplesDailySteps = 300
+    static let peoplesDailyThreshold = 0.3
+}
