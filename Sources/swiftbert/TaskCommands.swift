@@ -185,6 +185,9 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
+        // All cores for BLAS and the element-wise kernels (attention, softmax, GELU, LayerNorm).
+        BLASRuntime.setThreadCount(CPUFeatures.allowedCoreCount)
+        Parallel.workerCount = CPUFeatures.allowedCoreCount
         do {
             let config = try PretrainedDirectory.config(in: model)
             _ = try taskKind(of: config, model: model)

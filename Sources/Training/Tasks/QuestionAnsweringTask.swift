@@ -42,16 +42,17 @@ final class QuestionAnsweringTask: TrainingTask {
                 } catch let error as SquadError {
                     throw SquadError(path: path, location: error.location, message: error.message)
                 }
-                // FineTuningData reads the training file first (without label names), then the validation file.
                 let split = Split(examples: dataset.examples, windows: windows)
-                if names == nil { train = split } else { validation = split }
+                if path == config.task.trainFile { train = split }
+                if path == config.task.validationFile { validation = split }
                 let features = windows.map {
                     TaskFeature(line: 0, sequences: [EncodedSequence(inputIDs: $0.inputIDs, tokenTypeIDs: $0.tokenTypeIDs)])
                 }
                 return (features, [])
             }
         }
-        if config.task.validationFile != nil && config.task.validationFile == config.task.trainFile { validation = train }
+        // FineTuningData reads a file given as both splits once.
+        if config.task.validationFile == config.task.trainFile { validation = train }
         self.train = train
         self.validation = validation
         log("\(train.examples.count) training questions in \(train.windows.count) windows, "
