@@ -173,7 +173,9 @@ public struct TaskSettings: Equatable, Sendable {
             return try PreTrainingTask(config: config, communicator: communicator, log: log)
         case .sequenceClassification:
             return try SequenceClassificationTask(config: config, communicator: communicator, log: log)
-        case .tokenClassification, .questionAnswering, .multipleChoice:
+        case .multipleChoice:
+            return try MultipleChoiceTask(config: config, communicator: communicator, log: log)
+        case .tokenClassification, .questionAnswering:
             throw ConfigError(source: "config", keyPath: "task.type", message: "\"\(kind.rawValue)\" is not available yet")
         }
     }
