@@ -27,12 +27,13 @@ final class MultipleChoiceTask: TrainingTask {
                 return (set.features, set.labelNames)
             }
         }
-        choices = data.train[0].sequences.count
-        if let odd = data.validation.first(where: { $0.sequences.count != choices }), let file = config.task.validationFile {
+        let count = data.train[0].sequences.count
+        if let odd = data.validation.first(where: { $0.sequences.count != count }), let file = config.task.validationFile {
             throw TaskDataError(
-                path: file, "questions have \(odd.sequences.count) choices, the training file's have \(choices); "
+                path: file, "questions have \(odd.sequences.count) choices, the training file's have \(count); "
                     + "give both files the same number of choices")
         }
+        choices = count
         var model = config.model
         model.head = .multipleChoice
         model.problemType = nil
