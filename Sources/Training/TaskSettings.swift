@@ -179,7 +179,7 @@ public struct TaskSettings: Equatable, Sendable {
         case .tokenClassification:
             return try TokenClassificationTask(config: config, communicator: communicator, log: log)
         case .multipleChoice:
-            throw ConfigError(source: "config", keyPath: "task.type", message: "\"\(kind.rawValue)\" is not available yet")
+            return try MultipleChoiceTask(config: config, communicator: communicator, log: log)
         }
     }
 }

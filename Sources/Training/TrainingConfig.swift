@@ -239,6 +239,12 @@ public struct TrainingConfig: Equatable, Sendable {
         let preTraining = task.kind == .pretraining
         // A fine-tuning run may take its model from init_from's config.json.
         let modelSection = top.take("model")
+        if modelSection == nil, !preTraining, !top.members.contains(where: { $0.key == "init_from" }) {
+            // Without either, name what a fine-tuning run lacks rather than the model section.
+            throw ConfigError(source: source, keyPath: "init_from", message:
+                "missing; fine-tuning starts from a pre-trained model directory (a SwiftBERT checkpoint or a Hugging Face "
+                    + "BERT directory), whose config.json and tokenizer it uses")
+        }
         if modelSection == nil, !preTraining, case let .string(directory)? = top.members.first(where: { $0.key == "init_from" })?.value {
             model = try TrainingConfig.readModel(directory: directory, source: source)
         } else {
