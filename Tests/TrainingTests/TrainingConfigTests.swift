@@ -166,8 +166,17 @@ final class TrainingConfigTests: XCTestCase {
         let directory = root.appendingPathComponent("configs").path
         let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }
         XCTAssertFalse(names.isEmpty, "no configs in \(directory)")
+        // Paths inside the configs (the fine-tuning configs' init_from) are relative to the checkout, as users run them.
+        let previous = FileManager.default.currentDirectoryPath
+        XCTAssertTrue(FileManager.default.changeCurrentDirectoryPath(root.path))
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
         for name in names {
             XCTAssertNoThrow(try TrainingConfig.load(contentsOfFile: directory + "/" + name), name)
+            // finetune-question-answering.json trains task.type question_answering, and so on.
+            if name.hasPrefix("finetune-"), let config = try? TrainingConfig.load(contentsOfFile: directory + "/" + name) {
+                let kind = name.dropFirst("finetune-".count).dropLast(".json".count).replacingOccurrences(of: "-", with: "_")
+                XCTAssertEqual(config.task.kind.rawValue, kind, name)
+            }
         }
     }
 
