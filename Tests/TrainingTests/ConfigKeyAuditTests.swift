@@ -1,5 +1,5 @@
 import Foundation
-import Training
+@testable import Training
 import XCTest
 
 /// Every key of the run configuration, each given zero, a negative number, huge numbers and values of
@@ -99,6 +99,24 @@ final class ConfigKeyAuditTests: XCTestCase {
         let resolved = try TrainingConfig(text: base).resolvedJSON()
         let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(resolved.utf8)) as? [String: Any])
         XCTAssertEqual(Set(keyPaths(object)), Set(rows.map(\.key)), "a configuration key has no row in the audit table")
+    }
+
+    /// The type docs/configuration.md gives each SwiftBERT key is the kind this audit finds the reader enforcing.
+    func testTheDocumentedTypeOfEveryKeyIsItsAuditedKind() {
+        let documented = Dictionary(uniqueKeysWithValues: TrainingConfig.schema.values.map { ($0.keyPath, $0.value.type) })
+        for row in rows where !row.key.hasPrefix("model.") {
+            let type: String
+            switch row.kind {
+            case .integer: type = "integer"
+            case .number: type = "number"
+            case .bool: type = "boolean"
+            case .string, .choice: type = "string"
+            case .optionalInteger: type = "integer or null"
+            case .optionalString: type = "string or null"
+            case .list: type = "list"
+            }
+            XCTAssertEqual(documented[row.key], type, row.key)
+        }
     }
 
     func testEveryKeyAcceptsOrNamesItselfForZeroNegativeHugeAndWrongTypes() throws {
