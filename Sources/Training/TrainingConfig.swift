@@ -31,135 +31,102 @@ public struct ConfigError: Error, LocalizedError, CustomStringConvertible {
 /// `model` holds Hugging Face `BertConfig` keys verbatim (`hidden_size`, `num_attention_heads`, ...),
 /// read by `Transformer.BertConfig`; a key that is neither one of its keys nor Hugging Face bookkeeping
 /// (`transformers_version`, `torch_dtype`, ...) is an error, so a misspelt key cannot silently fall
-/// back to a bert-base default. Everything else is SwiftBERT's own:
+/// back to a bert-base default. Every other key is SwiftBERT's own, declared once in `schema`
+/// (ConfigKeys.swift) with its type, default, bounds and documentation (docs/configuration.md).
+/// Unknown keys, wrong types and impossible values are `ConfigError`s naming the key path.
 ///
-/// ```json
-/// { "model": { ... HF config.json keys ... },
-///   "data": { "directory": "data/kjv", "masked_lm_prob": 0.15, "max_predictions_per_seq": 20,
-///             "whole_word_masking": false },
-///   "batch": { "global_batch_size": 256, "micro_batch_size": 32, "sequence_length": 128 },
-///   "optimizer": { "name": "adamw", "learning_rate": 1e-4, "beta1": 0.9, "beta2": 0.999,
-///                  "epsilon": 1e-6, "weight_decay": 0.01, "bias_correction": true, "max_grad_norm": 1.0 },
-///   "schedule": { "warmup_steps": 1000, "total_steps": 100000, "decay": "linear", "min_lr_ratio": 0 },
-///   "checkpoint": { "every_steps": 1000, "keep_last": 3, "keep_every": 0 },
-///   "logging": { "every_steps": 10, "eval_every_steps": 1000, "eval_batches": 20 },
-///   "seed": 12345, "max_consecutive_nonfinite_steps": 3, "allreduce_bucket_mb": 25,
-///   "init_from": null, "watchdog_seconds": 600 }
-/// ```
-///
-/// Only `model`, `data.directory`, `batch.global_batch_size` and `schedule.total_steps` are required; every
-/// other key has the default shown by `resolvedJSON()`. Unknown keys, wrong types and impossible
-/// values are `ConfigError`s naming the key path.
+/// The property values below are only where reading starts: the defaults are those of the declarations.
 public struct TrainingConfig: Equatable, Sendable {
     /// The model, from Hugging Face `config.json` keys.
-    public var model: BertConfig
-    public var data: DataSettings
-    public var batch: BatchSettings
-    public var optimizer: OptimizerSettings
-    public var schedule: ScheduleSettings
-    public var checkpoint: CheckpointSettings
-    public var logging: LoggingSettings
+    public var model = BertConfig()
+    public var data = DataSettings()
+    public var batch = BatchSettings()
+    public var optimizer = OptimizerSettings()
+    public var schedule = ScheduleSettings()
+    public var checkpoint = CheckpointSettings()
+    public var logging = LoggingSettings()
     /// Root of every random stream of the run (initialisation, sampling, masking, dropout).
-    public var seed: UInt64
+    public var seed: UInt64 = 0
     /// Optimizer steps in a row whose gradients contain NaN/Inf (and are skipped) before the run stops.
-    public var maxConsecutiveNonfiniteSteps: Int
+    public var maxConsecutiveNonfiniteSteps = 0
     /// Size of the gradient all-reduce buckets, in MiB.
-    public var allreduceBucketMB: Double
+    public var allreduceBucketMB = 0.0
     /// A Hugging Face model directory to initialise the weights from, instead of random initialisation.
     public var initFrom: String?
     /// Under MPI, seconds a rank may go without progress (a step, an evaluation, a checkpoint) before
     /// the job is declared hung and aborted; with in-process ranks, seconds a rank waits for the others
     /// in a collective. 0 disables the watchdog.
-    public var watchdogSeconds: Double
+    public var watchdogSeconds = 0.0
     /// What to train: pre-training (the default) or a fine-tuning task on labelled files.
     public var task = TaskSettings()
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
     public struct DataSettings: Equatable, Sendable {
         /// Directory holding the shards and their manifest.
-        public var directory: String
-        public var maskedLMProbability: Double = 0.15
-        public var maxPredictionsPerSequence: Int = 20
-        public var wholeWordMasking: Bool = false
-
-        public init(directory: String) { self.directory = directory }
+        public var directory = ""
+        public var maskedLMProbability = 0.0
+        public var maxPredictionsPerSequence = 0
+        public var wholeWordMasking = false
     }
 
     public struct BatchSettings: Equatable, Sendable {
         /// Sequences per optimizer step, summed over all ranks and micro-batches.
-        public var globalBatchSize: Int
+        public var globalBatchSize = 0
         /// Sequences per forward/backward pass on one rank; nil means the whole per-rank share.
-        public var microBatchSize: Int? = nil
+        public var microBatchSize: Int?
         /// Tokens per sequence (max_seq_length), padding included.
-        public var sequenceLength: Int = 128
-
-        public init(globalBatchSize: Int) { self.globalBatchSize = globalBatchSize }
+        public var sequenceLength = 0
     }
 
     public enum OptimizerName: String, Sendable, CaseIterable { case adamw, lamb }
 
     public struct OptimizerSettings: Equatable, Sendable {
-        public var name: OptimizerName = .adamw
-        public var learningRate: Double = 1e-4
-        public var beta1: Double = 0.9
-        public var beta2: Double = 0.999
-        public var epsilon: Double = 1e-6
-        public var weightDecay: Double = 0.01
+        public var name = OptimizerName.adamw
+        public var learningRate = 0.0
+        public var beta1 = 0.0
+        public var beta2 = 0.0
+        public var epsilon = 0.0
+        public var weightDecay = 0.0
         /// Divide the moments by (1 - beta^t). Google's BERT AdamWeightDecay does not; PyTorch's AdamW does.
-        public var biasCorrection: Bool = true
+        public var biasCorrection = false
         /// Clip gradients to this global L2 norm; 0 disables clipping.
-        public var maxGradNorm: Double = 1.0
-
-        public init() {}
+        public var maxGradNorm = 0.0
     }
 
     public enum DecayKind: String, Sendable, CaseIterable { case linear, cosine, constant }
 
     public struct ScheduleSettings: Equatable, Sendable {
-        public var warmupSteps: Int = 0
-        public var totalSteps: Int
-        public var decay: DecayKind = .linear
+        public var warmupSteps = 0
+        public var totalSteps = 0
+        public var decay = DecayKind.linear
         /// The learning rate decays to `min_lr_ratio` x the peak, not to 0.
-        public var minLRRatio: Double = 0
-
-        public init(totalSteps: Int) { self.totalSteps = totalSteps }
+        public var minLRRatio = 0.0
     }
 
     public struct CheckpointSettings: Equatable, Sendable {
-        public var everySteps: Int = 1000
+        public var everySteps = 0
         /// Keep the newest `keep_last` checkpoints ...
-        public var keepLast: Int = 3
+        public var keepLast = 0
         /// ... and also every checkpoint whose step is a multiple of `keep_every` (0: none).
-        public var keepEvery: Int = 0
-
-        public init() {}
+        public var keepEvery = 0
     }
 
     public struct LoggingSettings: Equatable, Sendable {
-        public var everySteps: Int = 10
+        public var everySteps = 0
         /// Evaluate on the validation split every this many steps (0: never).
-        public var evalEverySteps: Int = 1000
+        public var evalEverySteps = 0
         /// Global batches (of `batch.global_batch_size` sequences, shared by the ranks) in one
         /// evaluation; fewer when the validation split holds fewer.
-        public var evalBatches: Int = 20
-
-        public init() {}
+        public var evalBatches = 0
     }
 
     /// A configuration with every default filled in.
     public init(model: BertConfig, dataDirectory: String, globalBatchSize: Int, totalSteps: Int) {
+        TrainingConfig.schema.applyDefaults(to: &self)
         self.model = model
-        data = DataSettings(directory: dataDirectory)
-        batch = BatchSettings(globalBatchSize: globalBatchSize)
-        optimizer = OptimizerSettings()
-        schedule = ScheduleSettings(totalSteps: totalSteps)
-        checkpoint = CheckpointSettings()
-        logging = LoggingSettings()
-        seed = 12345
-        maxConsecutiveNonfiniteSteps = 3
-        allreduceBucketMB = 25
-        initFrom = nil
-        watchdogSeconds = 600
+        data.directory = dataDirectory
+        batch.globalBatchSize = globalBatchSize
+        schedule.totalSteps = totalSteps
     }
 
     // MARK: - Loading
@@ -231,144 +198,8 @@ public struct TrainingConfig: Equatable, Sendable {
     }
 
     private init(root: JSONValue, source: String) throws {
-        var top = try ObjectReader(root, path: "", source: source, required: true)
-
-        var t = try top.object("task", required: false)
-        task = try TaskSettings(&t)
-        try t.finish()
-        let preTraining = task.kind == .pretraining
-        // A fine-tuning run may take its model from init_from's config.json.
-        let modelSection = top.take("model")
-        if modelSection == nil, !preTraining, !top.members.contains(where: { $0.key == "init_from" }) {
-            // Without either, name what a fine-tuning run lacks rather than the model section.
-            throw ConfigError(source: source, keyPath: "init_from", message:
-                "missing; fine-tuning starts from a pre-trained model directory (a SwiftBERT checkpoint or a Hugging Face "
-                    + "BERT directory), whose config.json and tokenizer it uses")
-        }
-        if modelSection == nil, !preTraining, case let .string(directory)? = top.members.first(where: { $0.key == "init_from" })?.value {
-            model = try TrainingConfig.readModel(directory: directory, source: source)
-        } else {
-            model = try TrainingConfig.readModel(modelSection, source: source)
-        }
-
-        var d = try top.object("data", required: preTraining)
-        data = DataSettings(directory: try d.string("directory", required: preTraining) ?? "")
-        if preTraining && data.directory.isEmpty { throw d.error("directory", "must not be empty; give the shard directory") }
-        data.maskedLMProbability = try d.double("masked_lm_prob", default: data.maskedLMProbability) {
-            $0 > 0 && $0 < 1 ? nil : "must be between 0 and 1 (exclusive), typically 0.15"
-        }
-        data.maxPredictionsPerSequence = try d.int("max_predictions_per_seq", default: data.maxPredictionsPerSequence) {
-            $0 >= 1 ? nil : "must be at least 1"
-        }
-        data.wholeWordMasking = try d.bool("whole_word_masking", default: data.wholeWordMasking)
-        try d.finish()
-
-        var b = try top.object("batch", required: true)
-        batch = BatchSettings(globalBatchSize: try b.int("global_batch_size", default: nil) {
-            (1...TrainingConfig.maxGlobalBatchSize).contains($0) ? nil
-                : "must be between 1 and \(TrainingConfig.maxGlobalBatchSize.formatted()) sequences"
-        })
-        batch.microBatchSize = try b.optionalInt("micro_batch_size") {
-            $0 >= 1 ? nil : "must be at least 1 (or null for the whole per-rank share)"
-        }
-        batch.sequenceLength = try b.int("sequence_length", default: batch.sequenceLength) {
-            $0 >= 5 ? nil : "must be at least 5 ([CLS] A [SEP] B [SEP])"
-        }
-        if let micro = batch.microBatchSize, micro > batch.globalBatchSize {
-            throw b.error("micro_batch_size", "is \(micro), larger than global_batch_size \(batch.globalBatchSize); lower it")
-        }
-        if batch.sequenceLength > model.maxPositionEmbeddings {
-            throw b.error("sequence_length", "is \(batch.sequenceLength) but model.max_position_embeddings is "
-                + "\(model.maxPositionEmbeddings); use a shorter sequence or a model with more positions")
-        }
-        try b.finish()
-        if data.maxPredictionsPerSequence > batch.sequenceLength {
-            throw ConfigError(source: source, keyPath: "data.max_predictions_per_seq",
-                              message: "is \(data.maxPredictionsPerSequence), more than batch.sequence_length \(batch.sequenceLength)")
-        }
-
-        var o = try top.object("optimizer", required: false)
-        optimizer = OptimizerSettings()
-        optimizer.name = try o.choice("name", default: optimizer.name)
-        optimizer.learningRate = try o.double("learning_rate", default: optimizer.learningRate) {
-            $0 > 0 ? nil : "must be positive, e.g. 1e-4"
-        }
-        optimizer.beta1 = try o.double("beta1", default: optimizer.beta1) {
-            $0 >= 0 && $0 < 1 ? nil : "must be in [0, 1), typically 0.9"
-        }
-        optimizer.beta2 = try o.double("beta2", default: optimizer.beta2) {
-            $0 >= 0 && $0 < 1 ? nil : "must be in [0, 1), typically 0.999"
-        }
-        optimizer.epsilon = try o.double("epsilon", default: optimizer.epsilon) {
-            $0 > 0 ? nil : "must be positive, typically 1e-6"
-        }
-        optimizer.weightDecay = try o.double("weight_decay", default: optimizer.weightDecay) {
-            $0 >= 0 && $0 <= 1 ? nil : "must be in [0, 1], typically 0.01"
-        }
-        optimizer.biasCorrection = try o.bool("bias_correction", default: optimizer.biasCorrection)
-        optimizer.maxGradNorm = try o.double("max_grad_norm", default: optimizer.maxGradNorm) {
-            $0 >= 0 ? nil : "must not be negative (0 disables clipping)"
-        }
-        try o.finish()
-
-        var s = try top.object("schedule", required: true)
-        schedule = ScheduleSettings(totalSteps: try s.int("total_steps", default: nil) {
-            (1...TrainingConfig.maxTotalSteps).contains($0) ? nil
-                : "must be between 1 and \(TrainingConfig.maxTotalSteps.formatted())"
-        })
-        schedule.warmupSteps = try s.int("warmup_steps", default: schedule.warmupSteps) {
-            $0 >= 0 ? nil : "must not be negative"
-        }
-        if schedule.warmupSteps > schedule.totalSteps {
-            throw s.error("warmup_steps", "is \(schedule.warmupSteps), more than total_steps \(schedule.totalSteps); lower it")
-        }
-        schedule.decay = try s.choice("decay", default: schedule.decay)
-        schedule.minLRRatio = try s.double("min_lr_ratio", default: schedule.minLRRatio) {
-            $0 >= 0 && $0 <= 1 ? nil : "must be in [0, 1]: the final learning rate as a fraction of the peak"
-        }
-        try s.finish()
-
-        var c = try top.object("checkpoint", required: false)
-        checkpoint = CheckpointSettings()
-        checkpoint.everySteps = try c.int("every_steps", default: checkpoint.everySteps) {
-            $0 >= 1 ? nil : "must be at least 1"
-        }
-        checkpoint.keepLast = try c.int("keep_last", default: checkpoint.keepLast) {
-            $0 >= 1 ? nil : "must be at least 1 (the newest checkpoint is always kept)"
-        }
-        checkpoint.keepEvery = try c.int("keep_every", default: checkpoint.keepEvery) {
-            $0 >= 0 ? nil : "must not be negative (0 keeps no extra checkpoints)"
-        }
-        try c.finish()
-
-        var l = try top.object("logging", required: false)
-        logging = LoggingSettings()
-        logging.everySteps = try l.int("every_steps", default: logging.everySteps) { $0 >= 1 ? nil : "must be at least 1" }
-        logging.evalEverySteps = try l.int("eval_every_steps", default: logging.evalEverySteps) {
-            $0 >= 0 ? nil : "must not be negative (0 disables evaluation)"
-        }
-        logging.evalBatches = try l.int("eval_batches", default: logging.evalBatches) { $0 >= 1 ? nil : "must be at least 1" }
-        try l.finish()
-
-        seed = try top.unsigned("seed", default: 12345)
-        maxConsecutiveNonfiniteSteps = try top.int("max_consecutive_nonfinite_steps", default: 3) {
-            $0 >= 1 ? nil : "must be at least 1"
-        }
-        allreduceBucketMB = try top.double("allreduce_bucket_mb", default: 25) {
-            $0 >= 0.01 && $0 <= 4096 ? nil : "must be in [0.01, 4096] MiB, typically 25"
-        }
-        initFrom = try top.string("init_from", required: false)
-        watchdogSeconds = try top.double("watchdog_seconds", default: 600) {
-            (0...TrainingConfig.maxWatchdogSeconds).contains($0) ? nil
-                : "must be between 0 (no watchdog) and \(Int(TrainingConfig.maxWatchdogSeconds).formatted()) seconds"
-        }
-        try top.finish()
+        try TrainingConfig.schema.read(root, source: source, into: &self)
     }
-
-    // Bounds far beyond any real run; they keep sizes and deadlines within what the arithmetic holds.
-    static let maxGlobalBatchSize = 1 << 24
-    static let maxTotalSteps = 1_000_000_000_000
-    static let maxWatchdogSeconds = 1e7
 
     /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section
     /// can be pasted from a Hugging Face `config.json`.
@@ -384,7 +215,35 @@ public struct TrainingConfig: Equatable, Sendable {
         return Set(object.keys)
     }()
 
-    private static func readModel(_ value: JSONValue?, source: String) throws -> BertConfig {
+    /// The `model` key: the section, or for a fine-tuning run that gives none, `init_from`'s config.json.
+    static func readModel(_ reader: inout ObjectReader, _ config: TrainingConfig) throws -> BertConfig {
+        let section = reader.take("model")
+        if section == nil, config.task.kind != .pretraining {
+            guard case let .string(directory)? = reader.peek("init_from") else {
+                // Without either, name what a fine-tuning run lacks rather than the model section.
+                throw ConfigError(source: reader.source, keyPath: "init_from", message:
+                    "missing; fine-tuning starts from a pre-trained model directory (a SwiftBERT checkpoint or a Hugging Face "
+                        + "BERT directory), whose config.json and tokenizer it uses")
+            }
+            return try readModel(directory: directory, source: reader.source)
+        }
+        return try readModel(section, source: reader.source)
+    }
+
+    /// The model section of a fine-tuning run that gives none: `init_from`'s config.json, without its head.
+    static func readModel(directory: String, source: String) throws -> BertConfig {
+        do {
+            var config = try PretrainedDirectory.config(in: directory)
+            config.head = .preTraining
+            config.labels = []
+            return config
+        } catch {
+            throw ConfigError(source: source, keyPath: "init_from", message: "\(error)")
+        }
+    }
+
+    /// The `model` section, read by `BertConfig` with its errors given the key path.
+    static func readModel(_ value: JSONValue?, source: String) throws -> BertConfig {
         guard case let .object(members)? = value else {
             throw ConfigError(source: source, keyPath: "model", message: value == nil
                 ? "missing; give the Hugging Face BertConfig keys (hidden_size, num_hidden_layers, ...)"
@@ -405,7 +264,7 @@ public struct TrainingConfig: Equatable, Sendable {
     }
 
     /// The model section as JSON, keys sorted (the order `BertConfig.write(to:)` uses).
-    private var modelJSON: JSONValue {
+    static func modelJSON(_ model: BertConfig) -> JSONValue {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         guard let data = try? encoder.encode(model), let value = try? JSONValue.parse(String(decoding: data, as: UTF8.self))
@@ -446,53 +305,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
     /// Every setting with defaults filled in, sections in a fixed order. Loading this JSON back gives an
     /// equal configuration; save it into the run directory.
-    public var resolved: JSONValue {
-        .object([
-            ("model", modelJSON),
-            ("data", .object([
-                ("directory", .string(data.directory)),
-                ("masked_lm_prob", .double(data.maskedLMProbability)),
-                ("max_predictions_per_seq", .integer(data.maxPredictionsPerSequence)),
-                ("whole_word_masking", .bool(data.wholeWordMasking)),
-            ])),
-            ("batch", .object([
-                ("global_batch_size", .integer(batch.globalBatchSize)),
-                ("micro_batch_size", batch.microBatchSize.map { .integer($0) } ?? .null),
-                ("sequence_length", .integer(batch.sequenceLength)),
-            ])),
-            ("optimizer", .object([
-                ("name", .string(optimizer.name.rawValue)),
-                ("learning_rate", .double(optimizer.learningRate)),
-                ("beta1", .double(optimizer.beta1)),
-                ("beta2", .double(optimizer.beta2)),
-                ("epsilon", .double(optimizer.epsilon)),
-                ("weight_decay", .double(optimizer.weightDecay)),
-                ("bias_correction", .bool(optimizer.biasCorrection)),
-                ("max_grad_norm", .double(optimizer.maxGradNorm)),
-            ])),
-            ("schedule", .object([
-                ("warmup_steps", .integer(schedule.warmupSteps)),
-                ("total_steps", .integer(schedule.totalSteps)),
-                ("decay", .string(schedule.decay.rawValue)),
-                ("min_lr_ratio", .double(schedule.minLRRatio)),
-            ])),
-            ("checkpoint", .object([
-                ("every_steps", .integer(checkpoint.everySteps)),
-                ("keep_last", .integer(checkpoint.keepLast)),
-                ("keep_every", .integer(checkpoint.keepEvery)),
-            ])),
-            ("logging", .object([
-                ("every_steps", .integer(logging.everySteps)),
-                ("eval_every_steps", .integer(logging.evalEverySteps)),
-                ("eval_batches", .integer(logging.evalBatches)),
-            ])),
-            ("seed", .integer(seed)),
-            ("max_consecutive_nonfinite_steps", .integer(maxConsecutiveNonfiniteSteps)),
-            ("allreduce_bucket_mb", .double(allreduceBucketMB)),
-            ("init_from", initFrom.map { .string($0) } ?? .null),
-            ("watchdog_seconds", .double(watchdogSeconds)),
-        ] + (task.kind == .pretraining ? [] : [("task", task.resolved)]))
-    }
+    public var resolved: JSONValue { TrainingConfig.schema.json(of: self) }
 
     /// The resolved configuration as indented JSON text.
     public func resolvedJSON() -> String { resolved.prettyText() }
@@ -508,27 +321,10 @@ public struct TrainingConfig: Equatable, Sendable {
     }
 
     /// The settings a resumed run must share with the run that wrote the checkpoint, because changing
-    /// them would rewrite the steps already taken: the model, the masking, the global batch and sequence
-    /// length, the optimizer, the schedule and the seed. Not in it: the data directory (data may move;
-    /// the shards carry their own fingerprint), the micro-batch size (it adapts to the world size),
-    /// `schedule.total_steps` (a run may be extended; the learning rate follows the new schedule from
-    /// the step it resumes at), checkpoint/logging cadence, bucket size, guards, `init_from`.
+    /// them would rewrite the steps already taken: the keys declared `.mustMatch` (the model, the masking,
+    /// the global batch and sequence length, the optimizer, the schedule's shape, the seed).
     public var resumeInvariants: JSONValue {
-        guard case let .object(all) = resolved else { return .null }
-        var parts: [(key: String, value: JSONValue)] = []
-        for (key, value) in all {
-            switch key {
-            case "model", "optimizer", "seed":
-                parts.append((key, value))
-            case "data", "batch", "schedule":
-                guard case let .object(members) = value else { continue }
-                let kept = members.filter { !["directory", "micro_batch_size", "total_steps"].contains($0.key) }
-                parts.append((key, .object(kept)))
-            default:
-                continue
-            }
-        }
-        return .object(parts)
+        TrainingConfig.schema.json(of: self, including: { $0.onResume == .mustMatch })
     }
 
     /// SHA-256 (hex) of the canonical JSON (sorted keys, normal numbers, no spaces) of `resumeInvariants`.
@@ -568,119 +364,5 @@ public struct TrainingConfig: Equatable, Sendable {
         } else {
             out[prefix] = value.compactText(sortedKeys: true)
         }
-    }
-}
-
-// MARK: - Reading one object
-
-/// Reads the members of one JSON object by key, checking types and values, and reports keys that were
-/// never read as unknown.
-struct ObjectReader {
-    let path: String
-    let source: String
-    var members: [(key: String, value: JSONValue)]
-    var taken: Set<String> = []
-
-    init(_ value: JSONValue?, path: String, source: String, required: Bool) throws {
-        self.path = path
-        self.source = source
-        switch value {
-        case let .object(members)?:
-            self.members = members
-        case nil, .null?:
-            guard !required else {
-                throw ConfigError(source: source, keyPath: path, message: "missing; this section is required")
-            }
-            members = []
-        case let other?:
-            throw ConfigError(source: source, keyPath: path, message: "must be an object, not \(other.kindDescription)")
-        }
-    }
-
-    func keyPath(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
-
-    func error(_ key: String, _ message: String) -> ConfigError {
-        ConfigError(source: source, keyPath: keyPath(key), message: message)
-    }
-
-    /// The member's value, nil when absent or null.
-    mutating func take(_ key: String) -> JSONValue? {
-        taken.insert(key)
-        guard let value = members.first(where: { $0.key == key })?.value, value != .null else { return nil }
-        return value
-    }
-
-    mutating func object(_ key: String, required: Bool) throws -> ObjectReader {
-        try ObjectReader(take(key), path: keyPath(key), source: source, required: required)
-    }
-
-    mutating func int(_ key: String, default fallback: Int?, check: (Int) -> String? = { _ in nil }) throws -> Int {
-        guard let value = try optionalInt(key, check: check) else {
-            if let fallback { return fallback }
-            throw error(key, "missing; this key is required")
-        }
-        return value
-    }
-
-    mutating func optionalInt(_ key: String, check: (Int) -> String? = { _ in nil }) throws -> Int? {
-        guard let value = take(key) else { return nil }
-        guard case let .number(text) = value else {
-            throw error(key, "must be an integer, not \(value.kindDescription)")
-        }
-        // Accept 1e6 and 1000.0, which are integers written as decimals.
-        guard let number = Int(text) ?? Double(text).flatMap({ $0 == $0.rounded() && abs($0) < 9e15 ? Int($0) : nil })
-        else { throw error(key, "must be an integer, not \(text)") }
-        if let problem = check(number) { throw error(key, "is \(number); \(problem)") }
-        return number
-    }
-
-    mutating func unsigned(_ key: String, default fallback: UInt64) throws -> UInt64 {
-        guard let value = take(key) else { return fallback }
-        guard case let .number(text) = value, let number = UInt64(text) else {
-            throw error(key, "must be a non-negative integer below 2^64, not \(value.compactText())")
-        }
-        return number
-    }
-
-    mutating func double(_ key: String, default fallback: Double, check: (Double) -> String? = { _ in nil }) throws -> Double {
-        guard let value = take(key) else { return fallback }
-        guard case let .number(text) = value, let number = Double(text), number.isFinite else {
-            throw error(key, "must be a number, not \(value.kindDescription)")
-        }
-        if let problem = check(number) { throw error(key, "is \(text); \(problem)") }
-        return number
-    }
-
-    mutating func bool(_ key: String, default fallback: Bool) throws -> Bool {
-        guard let value = take(key) else { return fallback }
-        guard case let .bool(flag) = value else { throw error(key, "must be true or false, not \(value.kindDescription)") }
-        return flag
-    }
-
-    mutating func string(_ key: String, required: Bool) throws -> String? {
-        guard let value = take(key) else {
-            if required { throw error(key, "missing; this key is required") }
-            return nil
-        }
-        guard case let .string(text) = value else { throw error(key, "must be a string, not \(value.kindDescription)") }
-        return text
-    }
-
-    mutating func choice<Choice: RawRepresentable & CaseIterable>(_ key: String, default fallback: Choice) throws -> Choice
-    where Choice.RawValue == String {
-        guard let text = try string(key, required: false) else { return fallback }
-        guard let choice = Choice(rawValue: text) else {
-            let names = Choice.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
-            throw error(key, "is \"\(text)\"; must be one of \(names)")
-        }
-        return choice
-    }
-
-    /// Throws for the first key that no reader asked for, listing the keys this section knows.
-    func finish() throws {
-        guard let unknown = members.first(where: { !taken.contains($0.key) }) else { return }
-        let known = taken.sorted().joined(separator: ", ")
-        throw ConfigError(source: source, keyPath: keyPath(unknown.key),
-                          message: "unknown key; check the spelling or remove it (\(path.isEmpty ? "top-level" : path) keys: \(known))")
     }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import Training
+@testable import Training
 import XCTest
 
 /// Every key of the run configuration, each given zero, a negative number, huge numbers and values of
@@ -7,7 +7,7 @@ import XCTest
 /// must list every key the resolved configuration has, so a new key cannot go unaudited. The accepted
 /// extremes are trained with in `ConfigExtremesTests` (integration tests).
 final class ConfigKeyAuditTests: XCTestCase {
-    private enum Kind { case integer, number, bool, string, choice, optionalInteger, optionalString, list }
+    private enum Kind { case integer, number, bool, string, choice, optionalInteger, optionalString, optionalChoice, list, stringList }
 
     /// What a key does with 0, -1, Int.max and 1e300 (true: accepted).
     private struct Row {
@@ -76,6 +76,25 @@ final class ConfigKeyAuditTests: XCTestCase {
         Row("allreduce_bucket_mb", .number),
         Row("init_from", .optionalString),
         Row("watchdog_seconds", .number, zero: true),
+        // Read in a fine-tuning configuration (`fineTuningBase`): pre-training leaves the task section out.
+        Row("task.type", .choice),
+        Row("task.train_file", .optionalString),
+        Row("task.validation_file", .optionalString),
+        Row("task.text_field", .optionalString),
+        Row("task.text_pair_field", .optionalString),
+        Row("task.label_field", .optionalString),
+        Row("task.labels", .stringList),
+        Row("task.problem_type", .optionalChoice),
+        Row("task.metric_for_best_model", .optionalString),
+        // Patience without task.metric_for_best_model is refused by a rule naming the key.
+        Row("task.early_stopping_patience", .integer, zero: true),
+        Row("task.format", .optionalChoice),
+        Row("task.label_scheme", .choice),
+        Row("task.doc_stride", .integer, hugeInteger: true),
+        Row("task.max_answer_length", .integer, hugeInteger: true),
+        Row("task.n_best_size", .integer, hugeInteger: true),
+        Row("task.version_2_with_negative", .bool),
+        Row("task.null_score_diff_threshold", .number, zero: true, negative: true, hugeInteger: true, hugeNumber: true),
     ]
 
     private let base = """
@@ -85,6 +104,10 @@ final class ConfigKeyAuditTests: XCTestCase {
      "batch": {"global_batch_size": 8, "sequence_length": 128},
      "schedule": {"warmup_steps": 3, "total_steps": 30}}
     """
+
+    private var fineTuningBase: String {
+        String(base.dropLast()) + #", "task": {"type": "sequence_classification", "train_file": "train.tsv"}}"#
+    }
 
     /// Every leaf key path of a JSON object, as the resolved file lists them.
     private func keyPaths(_ object: [String: Any], prefix: String = "") -> [String] {
@@ -96,9 +119,32 @@ final class ConfigKeyAuditTests: XCTestCase {
     }
 
     func testTheTableCoversEveryResolvedKey() throws {
-        let resolved = try TrainingConfig(text: base).resolvedJSON()
-        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(resolved.utf8)) as? [String: Any])
-        XCTAssertEqual(Set(keyPaths(object)), Set(rows.map(\.key)), "a configuration key has no row in the audit table")
+        var resolvedKeys: Set<String> = []
+        for text in [base, fineTuningBase] {
+            let resolved = try TrainingConfig(text: text).resolvedJSON()
+            let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(resolved.utf8)) as? [String: Any])
+            resolvedKeys.formUnion(keyPaths(object))
+        }
+        XCTAssertEqual(resolvedKeys, Set(rows.map(\.key)), "a configuration key has no row in the audit table")
+    }
+
+    /// The type docs/configuration.md gives each SwiftBERT key is the kind this audit finds the reader enforcing.
+    func testTheDocumentedTypeOfEveryKeyIsItsAuditedKind() {
+        let documented = Dictionary(uniqueKeysWithValues: TrainingConfig.schema.values.map { ($0.keyPath, $0.value.type) })
+        for row in rows where !row.key.hasPrefix("model.") {
+            let type: String
+            switch row.kind {
+            case .integer: type = "integer"
+            case .number: type = "number"
+            case .bool: type = "boolean"
+            case .string, .choice: type = "string"
+            case .optionalInteger: type = "integer or null"
+            case .optionalString, .optionalChoice: type = "string or null"
+            case .list: type = "list"
+            case .stringList: type = "list of strings or null"
+            }
+            XCTAssertEqual(documented[row.key], type, row.key)
+        }
     }
 
     func testEveryKeyAcceptsOrNamesItselfForZeroNegativeHugeAndWrongTypes() throws {
@@ -117,6 +163,11 @@ final class ConfigKeyAuditTests: XCTestCase {
                 values = [("0", false), ("true", false), ("[\"a\"]", false), ("{}", false)]
             case .choice:
                 values = [("\"no-such-choice\"", false), ("0", false), ("true", false)]
+            case .optionalChoice:
+                values = [("\"no-such-choice\"", false), ("0", false), ("true", false), ("null", true)]
+            case .stringList:
+                values = [("0", false), ("\"a\"", false), ("[1]", false), ("[]", false), ("[\"a\",\"a\"]", false),
+                          ("{}", false), ("[\"a\",\"b\"]", true), ("null", true)]
             case .list:
                 values = [("0", true), ("\"BertModel\"", true)]  // bookkeeping Hugging Face ignores too
             }
@@ -124,7 +175,8 @@ final class ConfigKeyAuditTests: XCTestCase {
                 cases += 1
                 let override = "\(row.key)=\(value)"
                 do {
-                    _ = try TrainingConfig(text: base, source: "run.json", overrides: [override])
+                    _ = try TrainingConfig(text: row.key.hasPrefix("task.") ? fineTuningBase : base, source: "run.json",
+                                           overrides: [override])
                     XCTAssertTrue(accepted, "\(override) was accepted")
                 } catch let error as ConfigError {
                     XCTAssertFalse(accepted, "\(override) was refused: \(error)")
