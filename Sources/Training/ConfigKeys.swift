@@ -48,8 +48,10 @@ extension TrainingConfig {
                 return "is \(config.batch.sequenceLength) but model.max_position_embeddings is "
                     + "\(config.model.maxPositionEmbeddings); use a shorter sequence or a model with more positions"
             },
-            ConfigRule(keyPath: "data.max_predictions_per_seq", help: "at most `batch.sequence_length`") { config in
-                guard config.data.maxPredictionsPerSequence > config.batch.sequenceLength else { return nil }
+            ConfigRule(keyPath: "data.max_predictions_per_seq", help: "at most `batch.sequence_length` (pre-training)") { config in
+                // Masking settings mean nothing to a fine-tuning run, whose sequences may be short.
+                guard config.task.kind == .pretraining, config.data.maxPredictionsPerSequence > config.batch.sequenceLength
+                else { return nil }
                 return "is \(config.data.maxPredictionsPerSequence), more than batch.sequence_length \(config.batch.sequenceLength)"
             },
         ]),

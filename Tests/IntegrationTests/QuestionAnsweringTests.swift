@@ -116,7 +116,8 @@ final class QuestionAnsweringTests: XCTestCase {
             XCTAssertEqual(result.status, 0, "case \(index): \(result.stderr)")
             let output = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8))
             let expected = item["output"] as? [[String: Any]] ?? [item["output"] as! [String: Any]]
-            let answers = output as? [[String: Any]] ?? [try XCTUnwrap(output as? [String: Any], "case \(index)")]
+            let single = output as? [String: Any]
+            let answers = try output as? [[String: Any]] ?? [XCTUnwrap(single, "case \(index)")]
             XCTAssertEqual(item["output"] is [Any], output is [Any], "case \(index): a list exactly when the pipeline gives one")
             XCTAssertEqual(answers.count, expected.count, "case \(index)")
             for (answer, reference) in zip(answers, expected) {

@@ -74,7 +74,7 @@ final class TokenClassificationTests: XCTestCase {
             XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
             Self.assertSameLosses(losses, try TrainingFixture.losses(out), name)
             let other = try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(out) + "/model.safetensors")
-            XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(weights, other), 1e-5, name)
+            try FineTuning.assertSameParameters(weights, other, name)
         }
     }
 
@@ -175,58 +175,14 @@ final class TokenClassificationTests: XCTestCase {
         let out = TrainingFixture.runDirectory("tokcls-bad")
         let result = try Tool.swiftbert(["train", "--config", config, "--out", out])
         XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.stderr.contains("bad.conll") && result.stderr.contains("line 5"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("bad.conll:5:"), result.stderr)
         XCTAssertFalse(result.stderr.contains("Fatal error"), result.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/checkpoints"))
         let evaluate = try Tool.swiftbert(["evaluate", "--model", Self.hfTiny + "/../heads/hf-tokcls", "--data", bad,
                                            "--data-format", "conll"])
         XCTAssertNotEqual(evaluate.status, 0)
-        XCTAssertTrue(evaluate.stderr.contains("bad.conll") && evaluate.stderr.contains("line 5"), evaluate.stderr)
+        XCTAssertTrue(evaluate.stderr.contains("bad.conll:5:"), evaluate.stderr)
         XCTAssertEqual(evaluate.stdout, "")
     }
 
-    /// Learning on real data: person, place and organisation names of People's Daily (January 1998),
-    /// from a small random BERT with bert-base-uncased's vocabulary (which has the CJK characters).
-    func testLearnsPeoplesDailyEntitiesFromARandomModel() throws {
-        let work = TrainingFixture.runDirectory("tokcls-people-daily")
-        // The starting point: configs/debug.json's model (hidden 64, 2 layers) after one pre-training
-        // step on a page of Chinese text, saved as a checkpoint (a Hugging Face directory).
-        let text = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/corpora/zh-handbook/foreword.txt").path
-        let prepare = try Tool.swiftbert(
-            ["prepare", "--input", text, "--vocab", Tool.root.appendingPathComponent("corpus/vocab.txt").path,
-             "--out", work + "/corpus", "--dupe-factor", "1"])
-        XCTAssertEqual(prepare.status, 0, prepare.stderr)
-        let pretrain = try Tool.swiftbert(
-            ["train", "--config", TrainingFixture.debugConfig, "--data", work + "/corpus", "--out", work + "/init",
-             "--set", "schedule.total_steps=1", "--set", "schedule.warmup_steps=0", "--set", "checkpoint.every_steps=1",
-             "--set", "batch.global_batch_size=2"])
-        XCTAssertEqual(pretrain.status, 0, pretrain.stderr)
-        let initFrom = try TrainingFixture.latestCheckpoint(work + "/init")
-        let data = try Self.dataDirectory(["people-daily-train.txt", "people-daily-dev.txt"])
-        let config = data + "/people-daily.json"
-        try """
-            { "task": {"type": "token_classification", "train_file": "\(data)/people-daily-train.txt",
-                       "validation_file": "\(data)/people-daily-dev.txt", "format": "peoples_daily"},
-              "init_from": "\(initFrom)",
-              "batch": {"global_batch_size": 16, "sequence_length": 96},
-              "optimizer": {"learning_rate": 5e-3},
-              "schedule": {"total_steps": \(Self.peoplesDailySteps), "warmup_steps": 20},
-              "checkpoint": {"every_steps": 100000},
-              "logging": {"every_steps": 50, "eval_every_steps": \(Self.peoplesDailySteps), "eval_batches": 5},
-              "seed": 1998 }
-            """.write(toFile: config, atomically: true, encoding: .utf8)
-        let out = work + "/ner"
-        let run = try Tool.swiftbert(["train", "--config", config, "--out", out], timeout: 600)
-        XCTAssertEqual(run.status, 0, run.stderr)
-        let validation = try XCTUnwrap(try TrainingFixture.records(out).last { $0["split"] as? String == "validation" })
-        let f1 = try XCTUnwrap(validation["f1"] as? Double, "\(validation)")
-        print("people's daily: entity f1 \(f1), precision \(validation["precision"] ?? "-"), recall "
-              + "\(validation["recall"] ?? "-"), accuracy \(validation["accuracy"] ?? "-"), \(Int(run.seconds)) s")
-        // Baselines: tagging everything O gives F1 0 (no entity predicted), and tag frequencies alone
-        // (9 in 10 characters are O) give the same. THRESHOLD
-        XCTAssertGreaterThan(f1, Self.peoplesDailyThreshold, "\(validation)")
-    }
-
-    static let peoplesDailySteps = 300
-    static let peoplesDailyThreshold = 0.3
 }

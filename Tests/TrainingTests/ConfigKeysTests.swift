@@ -142,7 +142,7 @@ final class ConfigKeysTests: XCTestCase {
     func testEveryRuleBlamesADeclaredKey() {
         let declared = Set(TrainingConfig.schema.values.map(\.keyPath))
         for section in TrainingConfig.schema.sections {
-            for rule in section.rules { XCTAssertTrue(declared.contains(rule.keyPath), rule.keyPath) }
+            for rule in section.content.rules { XCTAssertTrue(declared.contains(rule.keyPath), rule.keyPath) }
         }
     }
 
@@ -309,7 +309,8 @@ final class ConfigKeysTests: XCTestCase {
         expect(#"{"type": "pretraining"}"#, "ft.json: data: missing; this section is required")
         XCTAssertThrowsError(try TrainingConfig(text: #"{"task": {"type": "sequence_classification", "train_file": "a"}, "#
             + "\(batch)}", source: "ft.json")) {
-            XCTAssertEqual("\($0)", "ft.json: model: missing; give the Hugging Face BertConfig keys (hidden_size, num_hidden_layers, ...)")
+            XCTAssertEqual("\($0)", "ft.json: init_from: missing; fine-tuning starts from a pre-trained model directory (a "
+                + "SwiftBERT checkpoint or a Hugging Face BERT directory), whose config.json and tokenizer it uses")
         }
         XCTAssertThrowsError(try TrainingConfig(text: #"{"task": {"type": "sequence_classification", "train_file": "a"}, "#
             + #""init_from": "/no/such/dir", "# + "\(batch)}", source: "ft.json")) {
