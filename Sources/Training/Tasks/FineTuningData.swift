@@ -92,3 +92,25 @@ struct FineTuningBatch: TaskBatch {
             sampleIndices: exampleIndices.flatMap { index in (0..<perExample).map { index * perExample + $0 } })
     }
 }
+
+/// A fine-tuning task: a head on `FineTuningData`. What every such task answers the same way is
+/// written once here; a task with several sequences per example (multiple choice) says so itself.
+protocol FineTuningTask: TrainingTask {
+    var config: TrainingConfig { get }
+    var data: FineTuningData { get }
+}
+
+extension FineTuningTask {
+    var trainCount: Int { data.train.count }
+    var validationCount: Int { data.validation.count }
+    var sequenceLength: Int { config.batch.sequenceLength }
+    var sequencesPerExample: Int { 1 }
+    var dataFingerprint: String { data.dataFingerprint }
+
+    /// The tokenizer is `init_from`'s own, so model and data cannot disagree on it.
+    func checkInitFrom(_ directory: String) throws {}
+
+    func writeTokenizer(to directory: String) throws {
+        try data.writeTokenizer(to: directory, modelMaxLength: modelConfig.maxPositionEmbeddings)
+    }
+}

@@ -6,7 +6,7 @@ import Transformer
 /// Multiple choice (`BertForMultipleChoice`) from SWAG-style CSV/TSV/JSON-lines files: every
 /// choice is one (context, prefix + ending) sequence, and the choices of an example are scored
 /// against each other.
-final class MultipleChoiceTask: TrainingTask {
+final class MultipleChoiceTask: FineTuningTask {
     typealias Model = BertForMultipleChoice
     typealias Batch = FineTuningBatch
     typealias Sums = FineTuningSums
@@ -41,11 +41,7 @@ final class MultipleChoiceTask: TrainingTask {
         modelConfig = model
     }
 
-    var trainCount: Int { data.train.count }
-    var validationCount: Int { data.validation.count }
-    var sequenceLength: Int { config.batch.sequenceLength }
     var sequencesPerExample: Int { choices }
-    var dataFingerprint: String { data.dataFingerprint }
 
     func makeModel(microBatchSize: Int) -> BertForMultipleChoice {
         BertForMultipleChoice(config: modelConfig, maxSequenceCount: microBatchSize * choices, sequenceLength: sequenceLength)
@@ -86,12 +82,6 @@ final class MultipleChoiceTask: TrainingTask {
         guard !labelled.isEmpty else { return [] }
         let right = labelled.filter { argmax($0.logits) == $0.label! }.count
         return [NamedMetric("accuracy", Double(right) / Double(labelled.count))]
-    }
-
-    func checkInitFrom(_ directory: String) throws {}
-
-    func writeTokenizer(to directory: String) throws {
-        try data.writeTokenizer(to: directory, modelMaxLength: modelConfig.maxPositionEmbeddings)
     }
 
     /// One question's choice scores and the right choice.

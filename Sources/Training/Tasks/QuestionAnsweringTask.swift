@@ -7,7 +7,7 @@ import Transformer
 /// transformers' run_qa.py trains and evaluates it. The engine's examples are the windows of the
 /// questions (`SquadFeatureBuilder`: `batch.sequence_length` tokens, `task.doc_stride`); validation
 /// decodes every question over its windows (`SquadDecoder`) and scores it with `SquadMetrics`.
-final class QuestionAnsweringTask: TrainingTask {
+final class QuestionAnsweringTask: FineTuningTask {
     typealias Model = BertForQuestionAnswering
     typealias Sums = FineTuningSums
 
@@ -66,12 +66,6 @@ final class QuestionAnsweringTask: TrainingTask {
         model.labels = []
         modelConfig = model
     }
-
-    var trainCount: Int { data.train.count }
-    var validationCount: Int { data.validation.count }
-    var sequenceLength: Int { config.batch.sequenceLength }
-    var sequencesPerExample: Int { 1 }
-    var dataFingerprint: String { data.dataFingerprint }
 
     func makeModel(microBatchSize: Int) -> BertForQuestionAnswering {
         BertForQuestionAnswering(config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
@@ -146,12 +140,6 @@ final class QuestionAnsweringTask: TrainingTask {
             metrics += [NamedMetric("\(prefix)_exact", score.exact), NamedMetric("\(prefix)_f1", score.f1)]
         }
         return metrics
-    }
-
-    func checkInitFrom(_ directory: String) throws {}
-
-    func writeTokenizer(to directory: String) throws {
-        try data.writeTokenizer(to: directory, modelMaxLength: modelConfig.maxPositionEmbeddings)
     }
 
     /// A micro-batch of windows with their answers' first and last tokens (0, [CLS], for none).

@@ -5,7 +5,7 @@ import Transformer
 
 /// Single-text and sentence-pair classification (`BertForSequenceClassification`): single-label,
 /// multi-label or regression, from CSV/TSV/JSON-lines files.
-final class SequenceClassificationTask: TrainingTask {
+final class SequenceClassificationTask: FineTuningTask {
     typealias Model = BertForSequenceClassification
     typealias Batch = FineTuningBatch
     typealias Sums = FineTuningSums
@@ -35,11 +35,6 @@ final class SequenceClassificationTask: TrainingTask {
         modelConfig = model
     }
 
-    var trainCount: Int { data.train.count }
-    var validationCount: Int { data.validation.count }
-    var sequenceLength: Int { config.batch.sequenceLength }
-    var sequencesPerExample: Int { 1 }
-    var dataFingerprint: String { data.dataFingerprint }
     var labelCount: Int { modelConfig.headOutputCount }
 
     func makeModel(microBatchSize: Int) -> BertForSequenceClassification {
@@ -103,12 +98,6 @@ final class SequenceClassificationTask: TrainingTask {
                 labels: labelled.map { Double($0.label![0]) }, predictions: labelled.map { Double($0.logits[0]) })
         }
         return metrics.namedValues
-    }
-
-    func checkInitFrom(_ directory: String) throws {}
-
-    func writeTokenizer(to directory: String) throws {
-        try data.writeTokenizer(to: directory, modelMaxLength: modelConfig.maxPositionEmbeddings)
     }
 
     /// One example's logits and target.

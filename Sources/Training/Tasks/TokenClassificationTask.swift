@@ -7,7 +7,7 @@ import Transformer
 /// columns, `word/TAG` lines, People's Daily 1998 or JSON lines with `tokens`/`ner_tags`. A word's
 /// tag sits on its first WordPiece (the others are -100, as transformers' run_ner labels them), and
 /// predictions are read back per word from that piece.
-final class TokenClassificationTask: TrainingTask {
+final class TokenClassificationTask: FineTuningTask {
     typealias Model = BertForTokenClassification
     typealias Batch = TokenClassificationBatch
     typealias Sums = FineTuningSums
@@ -36,11 +36,6 @@ final class TokenClassificationTask: TrainingTask {
         modelConfig = model
     }
 
-    var trainCount: Int { data.train.count }
-    var validationCount: Int { data.validation.count }
-    var sequenceLength: Int { config.batch.sequenceLength }
-    var sequencesPerExample: Int { 1 }
-    var dataFingerprint: String { data.dataFingerprint }
     var labelCount: Int { modelConfig.headOutputCount }
 
     /// seqeval's default (lenient) mode reads IOB1 and IOB2 as run_ner does; BIOES data is read with
@@ -111,12 +106,6 @@ final class TokenClassificationTask: TrainingTask {
             labels: labelled.map(\.labels), predictions: labelled.map(\.predictions), labelNames: modelConfig.labels,
             matching: entityMatching
         ).namedValues
-    }
-
-    func checkInitFrom(_ directory: String) throws {}
-
-    func writeTokenizer(to directory: String) throws {
-        try data.writeTokenizer(to: directory, modelMaxLength: modelConfig.maxPositionEmbeddings)
     }
 
     /// One example's predicted and true tag ids, one per word that fits the sequence (-100 for a
