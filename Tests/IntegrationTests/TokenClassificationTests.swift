@@ -185,4 +185,43 @@ final class TokenClassificationTests: XCTestCase {
         XCTAssertEqual(evaluate.stdout, "")
     }
 
+    /// Person, place and organisation names in People's Daily (January 1998): 2,000 sentences to
+    /// train on, 300 to validate (219 entities), tags from the corpus's `nr`/`ns`/`nt` words. The
+    /// model is random (bert-base-uncased's vocabulary, which holds the CJK characters, made by one
+    /// pre-training step on hidden 256, 2 layers) and sees characters only, not the words.
+    ///
+    /// Entity F1 must exceed 0.25. Baselines on this split: tagging everything `O` scores 0; tags drawn
+    /// at random with the training frequencies (95% `O`) score 0.015 on average (at most 0.027 in 50
+    /// draws), since an entity counts only with its exact span and type. Runs of this recipe with
+    /// hidden 128 or 256 and learning rates 1e-3 to 3e-3 reached 0.28-0.40 after 400-800 steps. (A
+    /// lookup of each word's most frequent training tag, which is given the words, scores 0.66: a model
+    /// this small trained from scratch on 2,000 sentences does not reach it.)
+    func testLearnsPeoplesDailyEntities() throws {
+        let directory = try FineTuning.scratch("tokcls-people-daily", copying: ["people-daily/train.txt", "people-daily/dev.txt"])
+        let pretrain = try Tool.swiftbert(
+            ["train", "--config", TrainingFixture.debugConfig, "--data", try TrainingFixture.data(), "--out", directory + "/init",
+             "--steps", "1", "--set", "model.hidden_size=256", "--set", "model.num_attention_heads=4",
+             "--set", "model.intermediate_size=1024"], timeout: 600)
+        XCTAssertEqual(pretrain.status, 0, pretrain.stderr)
+        let config = try FineTuning.writeConfig([
+            "task": ["type": "token_classification", "train_file": directory + "/train.txt",
+                     "validation_file": directory + "/dev.txt", "format": "peoples_daily"],
+            "init_from": try TrainingFixture.latestCheckpoint(directory + "/init"),
+            "batch": ["global_batch_size": 32, "sequence_length": 64],
+            "optimizer": ["learning_rate": 1e-3],
+            "schedule": ["total_steps": 400, "warmup_steps": 40],
+            "checkpoint": ["every_steps": 400],
+            "logging": ["every_steps": 50, "eval_every_steps": 400, "eval_batches": 100],
+            "seed": 1998,
+        ], to: directory + "/config.json")
+        let out = directory + "/run"
+        let result = try FineTuning.train(config, out: out)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let last = try XCTUnwrap(try FineTuning.validationRecords(out).last)
+        XCTAssertEqual(last["step"] as? Int, 400)
+        let f1 = try XCTUnwrap(last["f1"] as? Double, "\(last)")
+        XCTAssertGreaterThan(f1, 0.25, "entity F1 after \(result.seconds) s: \(last)")
+        print("people's daily: entity f1 \(f1), precision \(last["precision"] ?? "-"), recall \(last["recall"] ?? "-"), "
+              + "\(Int(result.seconds)) s")
+    }
 }

