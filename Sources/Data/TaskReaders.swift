@@ -442,7 +442,14 @@ struct Table {
     let fields: [String]
     let records: [TaskRecord]
 
-    var fieldList: String { fields.isEmpty ? "no fields" : fields.map { "'\($0)'" }.joined(separator: ", ") }
+    /// The header's names, each cut to 40 characters; a longer one means the first line is data.
+    var fieldList: String {
+        guard !fields.isEmpty else { return "no fields" }
+        let names = fields.map { $0.count > 40 ? "'\($0.prefix(40))...'" : "'\($0)'" }.joined(separator: ", ")
+        guard fields.contains(where: { $0.count > 40 }) else { return names }
+        return names + " (the first line is read as a header: a label<TAB>text file without one is format "
+            + "label_tab_text, task.format or --data-format)"
+    }
 
     func missing(_ field: String, line: Int?) -> TaskDataError {
         TaskDataError(path: path, line: line, field: field,

@@ -38,9 +38,9 @@ final class OpMonitor {
         let names = table.entries.filter { $0.range.overlaps(range) }
         let part = names.first.map { entry -> String in
             if entry.name.contains("encoder.layer.") { return "encoder layers" }
-            return entry.name.contains("embeddings") ? "embeddings" : "MLM/NSP logits, losses, heads"
+            return entry.name.contains("embeddings") ? "embeddings" : "heads (logits, losses)"
         }
-        lap("backward: " + (part ?? "MLM/NSP logits, losses, heads"))
+        lap("backward: " + (part ?? "heads (logits, losses)"))
         guard failure == nil else { return }
         for entry in names {
             let slice = gradients[entry.range.clamped(to: range)]

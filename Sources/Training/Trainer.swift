@@ -129,7 +129,7 @@ public final class Trainer {
         func evaluate<T: TrainingTask>(_ task: T) throws -> MetricsRecord {
             let engine = try Engine(
                 task: task, config: config, options: TrainingOptions(runDirectory: ""), communicator: communicator,
-                log: rankLog)
+                evaluationOnly: true, log: rankLog)
             _ = try engine.start(store: nil)
             return try engine.evaluate(step: 0, batches: Int.max)
         }
@@ -156,7 +156,7 @@ final class Engine<T: TrainingTask> {
 
     init(
         task: T, config: TrainingConfig, options: TrainingOptions, communicator: Communicator,
-        log: @escaping (String) -> Void
+        evaluationOnly: Bool = false, log: @escaping (String) -> Void
     ) throws {
         self.task = task
         self.config = config
@@ -174,7 +174,9 @@ final class Engine<T: TrainingTask> {
         let sequences = layout.microBatchSize * task.sequencesPerExample
         try Replica<T>.checkMemory(
             config: config, model: task.modelConfig, microBatchSize: sequences, sequenceLength: task.sequenceLength)
-        replica = Replica(config: config, task: task, communicator: comm, microBatchSize: layout.microBatchSize)
+        replica = Replica(
+            config: config, task: task, communicator: comm, microBatchSize: layout.microBatchSize,
+            evaluationOnly: evaluationOnly)
         schedule = LearningRateSchedule(config: config)
         if options.debugChecks { replica.enableDebugChecks() }
     }
@@ -229,7 +231,7 @@ final class Engine<T: TrainingTask> {
         if !message.isEmpty { throw CollectiveError(message) }
         resumedFrom = try comm.broadcast(string: resumedFrom, root: 0)
         try comm.broadcast(model.parameters, root: 0)
-        try comm.broadcast(replica.moments, root: 0)
+        if !replica.moments.isEmpty { try comm.broadcast(replica.moments, root: 0) }
         let stateJSON = try comm.broadcast(
             string: String(decoding: try JSONEncoder().encode(state), as: UTF8.self), root: 0)
         state = try JSONDecoder().decode(TrainerState.self, from: Data(stateJSON.utf8))

@@ -34,8 +34,9 @@ protocol TrainingTask: AnyObject {
     /// Identifies the data: every rank must agree on it, and a run resumes only on the same data.
     var dataFingerprint: String { get }
 
-    /// A model for micro-batches of `microBatchSize` examples.
-    func makeModel(microBatchSize: Int) -> Model
+    /// A model for micro-batches of `microBatchSize` examples; `inferenceOnly`: for evaluation alone
+    /// (no gradients, no buffers backward needs), where the task's pass allows it.
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> Model
     /// This rank's micro-batches: `share` (example indices of `split`) cut into micro-batches of
     /// `microBatchSize`. `global` is the whole global batch (all ranks' shares), for what must not
     /// depend on how it is shared, such as the padded length.

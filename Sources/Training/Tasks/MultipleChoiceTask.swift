@@ -43,8 +43,9 @@ final class MultipleChoiceTask: FineTuningTask {
 
     var sequencesPerExample: Int { choices }
 
-    func makeModel(microBatchSize: Int) -> BertForMultipleChoice {
-        BertForMultipleChoice(config: modelConfig, maxSequenceCount: microBatchSize * choices, sequenceLength: sequenceLength)
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> BertForMultipleChoice {
+        BertForMultipleChoice(
+            config: modelConfig, maxSequenceCount: microBatchSize * choices, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
 
     func batches(_ split: DataSplit, global: [Int], share: [Int], microBatchSize: Int, epoch: Int) throws -> [FineTuningBatch] {

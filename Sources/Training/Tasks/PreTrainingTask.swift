@@ -45,7 +45,8 @@ final class PreTrainingTask: TrainingTask {
     var validationCount: Int { validation?.count ?? 0 }
     var sequencesPerExample: Int { 1 }
 
-    func makeModel(microBatchSize: Int) -> BertForPreTraining {
+    /// Always a training model: pre-training's evaluation runs through `step`, which needs its buffers.
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> BertForPreTraining {
         BertForPreTraining(config: config.model, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
     }
 

@@ -67,8 +67,9 @@ final class QuestionAnsweringTask: FineTuningTask {
         modelConfig = model
     }
 
-    func makeModel(microBatchSize: Int) -> BertForQuestionAnswering {
-        BertForQuestionAnswering(config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> BertForQuestionAnswering {
+        BertForQuestionAnswering(
+            config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
 
     func batches(_ split: DataSplit, global: [Int], share: [Int], microBatchSize: Int, epoch: Int) throws -> [Batch] {

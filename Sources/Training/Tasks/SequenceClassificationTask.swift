@@ -37,8 +37,9 @@ final class SequenceClassificationTask: FineTuningTask {
 
     var labelCount: Int { modelConfig.headOutputCount }
 
-    func makeModel(microBatchSize: Int) -> BertForSequenceClassification {
-        BertForSequenceClassification(config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> BertForSequenceClassification {
+        BertForSequenceClassification(
+            config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
 
     func batches(_ split: DataSplit, global: [Int], share: [Int], microBatchSize: Int, epoch: Int) throws -> [FineTuningBatch] {

@@ -44,8 +44,9 @@ final class TokenClassificationTask: FineTuningTask {
         config.task.labelScheme == .bioes ? .strict(.iobes) : .lenient
     }
 
-    func makeModel(microBatchSize: Int) -> BertForTokenClassification {
-        BertForTokenClassification(config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength)
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> BertForTokenClassification {
+        BertForTokenClassification(
+            config: modelConfig, maxSequenceCount: microBatchSize, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
     }
 
     func batches(_ split: DataSplit, global: [Int], share: [Int], microBatchSize: Int, epoch: Int) throws
