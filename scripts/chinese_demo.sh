@@ -10,7 +10,7 @@
 # so no dev text is seen before it is evaluated.
 #
 # Usage: scripts/chinese_demo.sh [--shared DIR] [--out DIR] [--ranks N] [--pretrain-steps N] [--finetune-steps N]
-#   --shared  the shared data folder (default ../shared); --out  work directory (default runs/zh-demo);
+#   --shared  the shared data folder (default ../shared); --out  work directory (default runs/zh-demo; a rerun replaces its runs);
 #   --ranks   MPI ranks (default: the number of cores); steps of pre-training (default 1500, global batch
 #   32 x 128 tokens) and of each fine-tuning (default 600, batch 32). SWIFTBERT=path overrides the binary.
 set -euo pipefail
@@ -38,6 +38,17 @@ data=$out/data
 mkdir -p "$data"
 start=$SECONDS
 stage() { echo; echo "==> [$((SECONDS - start)) s] $*"; }
+
+# `swiftbert train ARGS` on the ranks into a fresh --out (a rerun starts over), its progress lines left
+# out of the printed log; stops the script when training fails.
+train() {
+    local run=$1; shift
+    rm -rf "$run"
+    if ! "${mpi[@]}" "$bin" train --out "$run" "$@" > "$out/train.log" 2>&1; then
+        tail -n 20 "$out/train.log" >&2; echo "error: training into $run failed (log: $out/train.log)" >&2; exit 1
+    fi
+    grep -v '^step [0-9]*/' "$out/train.log" || true
+}
 
 # Standard input's lines to $PREFIX.train / $PREFIX.dev by the MD5 rule above, as `$LABEL<TAB>line`.
 split_lines() {
@@ -77,12 +88,11 @@ stage "preparing pre-training shards (swiftbert prepare)"
 "$bin" prepare --input "$corpus" --vocab "$data/vocab.txt" --out "$data/shards" --dupe-factor 2 --overwrite
 
 stage "pre-training bert-tiny's shape on $ranks ranks (swiftbert train)"
-"${mpi[@]}" "$bin" train --config configs/bert-tiny.json --data "$data/shards" --out "$out/pretrain" --resume none \
+train "$out/pretrain" --config configs/bert-tiny.json --data "$data/shards" \
     --set model.vocab_size="$vocab_size" --set batch.global_batch_size=32 --set batch.micro_batch_size=null \
     --set schedule.total_steps="$pretrain_steps" --set schedule.warmup_steps=$((pretrain_steps / 15)) \
     --set optimizer.learning_rate=0.001 --set checkpoint.every_steps="$pretrain_steps" \
-    --set logging.every_steps=$(((pretrain_steps + 9) / 10)) --set logging.eval_every_steps="$pretrain_steps" \
-    | grep -v '^step [0-9]*/' || true
+    --set logging.every_steps=$(((pretrain_steps + 9) / 10)) --set logging.eval_every_steps="$pretrain_steps"
 pretrained=$out/pretrain/checkpoints/$(cat "$out/pretrain/checkpoints/latest")
 [ -f "$pretrained/model.safetensors" ] || { echo "error: pre-training left no checkpoint" >&2; exit 1; }
 grep '"split": *"validation"' "$out/pretrain/metrics.jsonl" | tail -n 1
@@ -94,28 +104,17 @@ finetune=(--set batch.global_batch_size=32 --set optimizer.learning_rate=0.0003 
     --set logging.eval_every_steps=$(((finetune_steps + 2) / 3)) --set task.early_stopping_patience=0)
 
 stage "fine-tuning for sentiment (configs/finetune-sequence-classification.json)"
-"${mpi[@]}" "$bin" train --config configs/finetune-sequence-classification.json --out "$out/sentiment" --resume none \
-    --set init_from="$pretrained" \
-    --set task.train_file="$data/sentiment.train" --set task.validation_file="$data/sentiment.dev" \
-    "${finetune[@]}" \
-    | grep -v '^step [0-9]*/' || true
+train "$out/sentiment" --config configs/finetune-sequence-classification.json --set init_from="$pretrained" \
+    --set task.train_file="$data/sentiment.train" --set task.validation_file="$data/sentiment.dev" "${finetune[@]}"
 echo "sentiment, dev split (swiftbert evaluate):"
 "$bin" evaluate --model "$out/sentiment/best" --data "$data/sentiment.dev"
 printf '%s\n' "这本书写得非常好，值得一读。" "质量太差了，再也不会买了。" > "$out/reviews.txt"
 "$bin" predict --model "$out/sentiment/best" --input "$out/reviews.txt"
 
 stage "fine-tuning for named entities, People's Daily (configs/finetune-token-classification.json)"
-if ner_log=$("${mpi[@]}" "$bin" train --config configs/finetune-token-classification.json --out "$out/ner" --resume none \
-        --set init_from="$pretrained" \
-        --set task.train_file="$data/people.train" --set task.validation_file="$data/people.dev" \
-        "${finetune[@]}" 2>&1); then
-    grep -v '^step [0-9]*/' <<< "$ner_log"
-    echo "NER, dev split (swiftbert evaluate):"
-    "$bin" evaluate --model "$out/ner/best" --data "$data/people.dev"
-elif grep -q 'is not available yet' <<< "$ner_log"; then
-    echo "skipped: this build of swiftbert has no token classification yet ($(grep -m1 'not available' <<< "$ner_log"))"
-else
-    echo "$ner_log" | tail -n 20 >&2; exit 1
-fi
+train "$out/ner" --config configs/finetune-token-classification.json --set init_from="$pretrained" \
+    --set task.train_file="$data/people.train" --set task.validation_file="$data/people.dev" "${finetune[@]}"
+echo "NER, dev split (swiftbert evaluate):"
+"$bin" evaluate --model "$out/ner/best" --data "$data/people.dev"
 
 stage "done; everything is under $out"

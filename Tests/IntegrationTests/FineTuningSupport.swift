@@ -33,6 +33,18 @@ enum FineTuning {
         return ranks == 1 ? try Tool.swiftbert(arguments, timeout: 600) : try Tool.mpirun(ranks: ranks, arguments, timeout: 600)
     }
 
+    /// Trains `config` into `out` on one rank; returns the run and its last validation record, which
+    /// must be that of `step`.
+    static func trainToLastValidation(
+        _ config: String, out: String, step: Int, file: StaticString = #filePath, line: UInt = #line
+    ) throws -> (run: Tool.Result, record: [String: Any]) {
+        let result = try train(config, out: out)
+        XCTAssertEqual(result.status, 0, result.stderr, file: file, line: line)
+        let last = try XCTUnwrap(try validationRecords(out).last, "no validation record", file: file, line: line)
+        XCTAssertEqual(last["step"] as? Int, step, file: file, line: line)
+        return (result, last)
+    }
+
     /// The validation records of a run's metrics.jsonl, in order.
     static func validationRecords(_ run: String) throws -> [[String: Any]] {
         try TrainingFixture.records(run).filter { $0["split"] as? String == "validation" }
