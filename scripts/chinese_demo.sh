@@ -2,7 +2,7 @@
 # BERT's whole paradigm in Chinese, on the labelled data of ../shared/tasks and the Chinese corpus of
 # ../shared/corpora: learn a WordPiece vocabulary from Chinese text, prepare and pre-train a small BERT
 # (bert-tiny's shape) with MLM + NSP, then fine-tune it for sentiment (zh-sentiment) and for named
-# entities (People's Daily 1998), printing the validation metrics. About 10-15 minutes on 2 cores.
+# entities (People's Daily 1998), printing the validation metrics. About 7 minutes on 2 cores.
 #
 # Splits: a line goes to dev when the first byte of the MD5 of its UTF-8 text (without the newline) is
 # below 26 (about 10%), else to train; identical lines land in the same split. The pre-training corpus
