@@ -34,30 +34,22 @@ import sys
 import tempfile
 import time
 
+from bench_models import cpu_model, save_with_tokenizer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_model(directory):
     """A randomly initialised BertModel of all-MiniLM-L6-v2's shape, saved with its tokenizer."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                         intermediate_size=1536, max_position_embeddings=512, hidden_act="gelu",
                         layer_norm_eps=1e-12, type_vocab_size=2, pad_token_id=0)
     model = BertModel(config, add_pooling_layer=True).eval()
-    staging = directory + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    # Loaded from vocab.txt in the directory (transformers 5's BertTokenizer(vocab_file=...) ignores the
-    # file); save_pretrained then adds tokenizer.json and tokenizer_config.json beside it.
-    shutil.copyfile(os.path.join(ROOT, "corpus", "vocab.txt"), os.path.join(staging, "vocab.txt"))
-    tokenizer = BertTokenizer.from_pretrained(staging, do_lower_case=True, model_max_length=512)
-    if len(tokenizer) != config.vocab_size:
-        sys.exit(f"corpus/vocab.txt gave a tokenizer of {len(tokenizer)} tokens, expected {config.vocab_size}")
-    tokenizer.save_pretrained(staging)
-    os.replace(staging, directory)
+    save_with_tokenizer(model, directory)
 
 
 # ---------------------------------------------------------------- worker (PyTorch, one run)
@@ -123,17 +115,6 @@ def largest_difference(swiftbert_output, pytorch_vectors):
     if ours.shape != theirs.shape:
         sys.exit(f"shapes differ: swiftbert {tuple(ours.shape)}, pytorch {tuple(theirs.shape)}")
     return (ours - theirs).abs().max().item()
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def main():

@@ -53,6 +53,8 @@ import sys
 import tempfile
 import time
 
+from bench_models import cpu_model, save_with_tokenizer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHAPES = {
@@ -65,23 +67,14 @@ LEARNING_RATE, WEIGHT_DECAY = 5e-5, 0.01
 def make_model(directory, shape, labels):
     """A randomly initialised BertForSequenceClassification of `shape`, saved with its tokenizer."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+    from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, max_position_embeddings=512, hidden_act="gelu", layer_norm_eps=1e-12,
                         type_vocab_size=2, pad_token_id=0, id2label=dict(enumerate(labels)),
                         label2id={name: i for i, name in enumerate(labels)}, **SHAPES[shape])
     model = BertForSequenceClassification(config)
-    staging = directory + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    # Loaded from vocab.txt in the directory (transformers 5's BertTokenizer(vocab_file=...) ignores the file).
-    shutil.copyfile(os.path.join(ROOT, "corpus", "vocab.txt"), os.path.join(staging, "vocab.txt"))
-    tokenizer = BertTokenizer.from_pretrained(staging, do_lower_case=True, model_max_length=512)
-    if len(tokenizer) != config.vocab_size:
-        sys.exit(f"corpus/vocab.txt gave a tokenizer of {len(tokenizer)} tokens, expected {config.vocab_size}")
-    tokenizer.save_pretrained(staging)
-    os.replace(staging, directory)
+    save_with_tokenizer(model, directory)
 
 
 def read_examples(path):
@@ -247,17 +240,6 @@ def swiftbert_seconds(args, command, scratch):
     with open(os.path.join(scratch, "swiftbert.out"), "w") as out:
         _, seconds = run([args.binary] + command, f"swiftbert {command[0]}", stdout=out)
     return seconds
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def report(title, unit, rounds, reference):

@@ -76,10 +76,17 @@ public class BertModel {
     /// shorter sequences in the same buffers.
     var activeLength: Int
 
+    /// The head a subclass implements, which its configs must name; nil: any (the encoder alone,
+    /// or a class that sets the head itself).
+    public class var implementedHead: ModelHead? { nil }
+
     /// A model for at most `maxSequenceCount` sequences of `sequenceLength` tokens. `inferenceOnly`
     /// allocates only what forward passes without dropout need (no gradients, no buffers for backward
     /// or dropout, one set of attention buffers shared by the layers): `step` cannot run on it.
     public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
+        if let head = Self.implementedHead {
+            precondition(config.head == head, "\(Self.self) needs a config with its head; the config's head is \(config.head.className)")
+        }
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
             sequenceLength > 0 && sequenceLength <= config.maxPositionEmbeddings,

@@ -296,14 +296,7 @@ func squaredErrorSum(
 /// `BertForSequenceClassification`: pooled [CLS] -> dropout -> linear, with the loss of
 /// `config.resolvedProblemType` (cross-entropy, binary cross-entropy per label, or squared error).
 public final class BertForSequenceClassification: BertModel {
-    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
-        precondition(config.head == .sequenceClassification, "the config's head is \(config.head.className)")
-        super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
-    }
-
-    public init(sharingParametersOf source: BertForSequenceClassification, maxSequenceCount: Int, sequenceLength: Int) {
-        super.init(sharingParametersOf: source, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength)
-    }
+    override public class var implementedHead: ModelHead? { .sequenceClassification }
 
     /// Logits (B, K) and, with `targets`, the loss sum: over sequences for cross-entropy and squared
     /// error, over sequences x labels for binary cross-entropy (transformers' means multiply back).
@@ -342,14 +335,7 @@ public final class BertForSequenceClassification: BertModel {
 /// adjacent); pooled [CLS] -> dropout -> linear to one score per choice; cross-entropy over each
 /// example's choices.
 public final class BertForMultipleChoice: BertModel {
-    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
-        precondition(config.head == .multipleChoice, "the config's head is \(config.head.className)")
-        super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
-    }
-
-    public init(sharingParametersOf source: BertForMultipleChoice, maxSequenceCount: Int, sequenceLength: Int) {
-        super.init(sharingParametersOf: source, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength)
-    }
+    override public class var implementedHead: ModelHead? { .multipleChoice }
 
     /// Logits (B / choices, choices) and, with `labels` (one choice index per example), the loss sum
     /// over examples.
@@ -374,14 +360,7 @@ public final class BertForMultipleChoice: BertModel {
 /// `BertForTokenClassification`: dropout -> linear on every token (no pooler); cross-entropy over
 /// the tokens whose label is not ignored (-100: specials, padding, non-first WordPieces).
 public final class BertForTokenClassification: BertModel {
-    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
-        precondition(config.head == .tokenClassification, "the config's head is \(config.head.className)")
-        super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
-    }
-
-    public init(sharingParametersOf source: BertForTokenClassification, maxSequenceCount: Int, sequenceLength: Int) {
-        super.init(sharingParametersOf: source, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength)
-    }
+    override public class var implementedHead: ModelHead? { .tokenClassification }
 
     /// Logits (B, T, K) and, with `labels` (B x T, -100 ignored), the loss sum over labelled tokens.
     public func step(_ inputs: EncoderInputs, labels: [Int32]?, normalizer: Float = 1, options: PassOptions) -> HeadOutput {
@@ -403,14 +382,7 @@ public final class BertForTokenClassification: BertModel {
 /// dropout); the loss is transformers': cross-entropy of the start and of the end position over
 /// the T positions of each sequence (padding included, as there), so the sum is over 2 B terms.
 public final class BertForQuestionAnswering: BertModel {
-    public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
-        precondition(config.head == .questionAnswering, "the config's head is \(config.head.className)")
-        super.init(config: config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
-    }
-
-    public init(sharingParametersOf source: BertForQuestionAnswering, maxSequenceCount: Int, sequenceLength: Int) {
-        super.init(sharingParametersOf: source, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength)
-    }
+    override public class var implementedHead: ModelHead? { .questionAnswering }
 
     /// Logits (B, T, 2) (start, end per token) and, with positions (token index per sequence; T or
     /// more is ignored, as transformers clamps and ignores them), the loss sum.
