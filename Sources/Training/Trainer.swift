@@ -269,6 +269,11 @@ final class Engine<T: TrainingTask> {
     /// on the way. A collective: every rank calls it. Each step runs the phases in order: signal,
     /// train step, non-finite policy, log, evaluate, checkpoint.
     public func run() throws -> TrainingSummary {
+        // What this run creates before its first step is removed if it cannot start (a bad init_from,
+        // a refused resume): a failed start leaves no directories behind.
+        let created = [options.runDirectory, options.runDirectory + "/checkpoints"].filter {
+            comm.rank == 0 && !FileManager.default.fileExists(atPath: $0)
+        }
         let store = comm.rank == 0
             ? try CheckpointStore(
                 runDirectory: options.runDirectory, keepLast: config.checkpoint.keepLast,
@@ -279,7 +284,13 @@ final class Engine<T: TrainingTask> {
             options.onHang?(message)
         }
         defer { watchdog.stop() }
-        let state = try start(store: store)
+        let state: TrainerState
+        do {
+            state = try start(store: store)
+        } catch {
+            if let outermost = created.first { try? FileManager.default.removeItem(atPath: outermost) }
+            throw error
+        }
         let totalSteps = config.schedule.totalSteps
         var loop = Loop(
             state: state, startStep: state.step,

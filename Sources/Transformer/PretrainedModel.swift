@@ -69,6 +69,10 @@ public enum PretrainedModelError: Error, LocalizedError, CustomStringConvertible
         case let .unexpectedTensors(path, names, model):
             return "\(path) has \(names.count) tensor(s) that are not part of \(model): \(Self.list(names)); "
                 + "only BERT encoders with or without the pretraining heads can be loaded"
+        case let .shapeMismatch(path, tensor, found, expected) where tensor.hasPrefix("classifier."):
+            return "\(path): tensor '\(tensor)' has shape \(found) but the classifier being built has shape "
+                + "\(expected): the checkpoint's classifier is for another number of labels; start from a model "
+                + "without this head, or use the labels of its config.json (id2label)"
         case let .shapeMismatch(path, tensor, found, expected):
             return "\(path): tensor '\(tensor)' has shape \(found) but config.json implies \(expected); "
                 + "the config does not match the weights"
@@ -133,7 +137,10 @@ public enum PretrainedDirectory {
         }
         let legacy = (directory as NSString).appendingPathComponent("pytorch_model.bin")
         let hint = FileManager.default.fileExists(atPath: legacy)
-            ? "only safetensors weights are read: convert pytorch_model.bin (load it in transformers and save_pretrained)"
+            ? "only safetensors weights are read; convert pytorch_model.bin once with transformers (it writes "
+                + "model.safetensors beside it): python3 -c \"import sys, transformers as t; d = sys.argv[1]; "
+                + "getattr(t, t.AutoConfig.from_pretrained(d).architectures[0]).from_pretrained(d).save_pretrained(d)\" "
+                + directory
             : "pass a Hugging Face BERT model directory"
         throw PretrainedModelError.missingFile(directory: directory, file: weightsFile, hint: hint)
     }

@@ -301,6 +301,11 @@ final class SequenceClassificationTests: XCTestCase {
              ["quote.csv", "3"]),
             ("unknown label", try copyConfig(try newsConfig(directory, task: csvTask("good.csv", "unknown.csv")), "c3"),
              ["unknown.csv", "3", "meh"]),
+            ("a classifier for other labels", try {
+                var object = try FineTuning.object(try newsConfig(directory))
+                object["init_from"] = Tool.root.appendingPathComponent("Tests/TransformerTests/Fixtures/heads/hf-seqcls").path
+                return try FineTuning.writeConfig(object, to: directory + "/other-labels.json")
+            }(), ["classifier.weight", "[2, 8]", "[4, 8]", "another number of labels"]),
             ("task keys for pre-training", try FineTuning.writeConfig(
                 ["task": ["type": "pretraining", "train_file": directory + "/train.tsv"], "init_from": FineTuning.hfTiny],
                 to: directory + "/pretraining.json"), ["task.train_file"]),
