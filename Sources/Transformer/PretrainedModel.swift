@@ -114,7 +114,8 @@ public enum PretrainedDirectory {
         return config
     }
 
-    /// The safetensors files holding the weights: `model.safetensors`, or the shards of the index.
+    /// The files holding the weights: `model.safetensors`, the shards of its index, or else
+    /// `pytorch_model.bin` (read in place, see PyTorchCheckpoint.swift).
     public static func weightFiles(in directory: String) throws -> [SafetensorsFile] {
         let single = (directory as NSString).appendingPathComponent(weightsFile)
         if FileManager.default.fileExists(atPath: single) {
@@ -135,14 +136,13 @@ public enum PretrainedDirectory {
                 return try SafetensorsFile(contentsOfFile: (directory as NSString).appendingPathComponent(shard))
             }
         }
-        let legacy = (directory as NSString).appendingPathComponent("pytorch_model.bin")
-        let hint = FileManager.default.fileExists(atPath: legacy)
-            ? "only safetensors weights are read; convert pytorch_model.bin once with transformers (it writes "
-                + "model.safetensors beside it): python3 -c \"import sys, transformers as t; d = sys.argv[1]; "
-                + "getattr(t, t.AutoConfig.from_pretrained(d).architectures[0]).from_pretrained(d).save_pretrained(d)\" "
-                + directory
-            : "pass a Hugging Face BERT model directory"
-        throw PretrainedModelError.missingFile(directory: directory, file: weightsFile, hint: hint)
+        // Older Hugging Face directories hold PyTorch's own format only.
+        let pyTorch = (directory as NSString).appendingPathComponent("pytorch_model.bin")
+        if FileManager.default.fileExists(atPath: pyTorch) {
+            return [try SafetensorsFile(pyTorchCheckpoint: pyTorch)]
+        }
+        throw PretrainedModelError.missingFile(
+            directory: directory, file: weightsFile, hint: "pass a Hugging Face BERT model directory")
     }
 }
 

@@ -219,6 +219,17 @@ public struct SafetensorsFile: @unchecked Sendable {
         self.metadata = header.metadata
     }
 
+    /// Tensors that lie at absolute byte ranges of a mapped file of another format (a PyTorch
+    /// checkpoint), read through the same accessors.
+    init(path: String, mapping: MappedFile, tensors: [String: TensorInfo], order: [String]) {
+        self.path = path
+        self.mapping = mapping
+        self.dataStart = 0
+        self.tensors = tensors
+        self.tensorNames = order
+        self.metadata = [:]
+    }
+
     /// Dtype and shape of a tensor, or nil when the file has no tensor of that name.
     public func info(_ name: String) -> (dtype: String, shape: [Int])? {
         guard let info = tensors[name] else { return nil }
@@ -394,7 +405,7 @@ private struct Header: Decodable {
 // MARK: - Memory mapping
 
 /// A read-only private mapping of a whole file, unmapped when the last reference goes away.
-private final class MappedFile: @unchecked Sendable {
+final class MappedFile: @unchecked Sendable {
     let base: UnsafeRawPointer
     let count: Int
     private let mappedLength: Int

@@ -222,15 +222,13 @@ final class PretrainedLoadingTests: XCTestCase {
         assertLoadFails(directory, mentioning: ["bert.encoder.layer.0.attention.self.key.weight", "lacks 1 tensor"])
     }
 
-    /// A directory with PyTorch's pickle weights only: the error gives the command that converts them.
-    func testPyTorchWeightsOnlyAreRefusedWithTheConversionCommand() throws {
+    /// A directory whose only weights are a damaged pytorch_model.bin: the error names that file.
+    func testDamagedPyTorchWeightsAreRefusedNamingTheFile() throws {
         let directory = scratch.appendingPathComponent("pickle-only").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: fixture("hf-tiny/config.json"), toPath: directory + "/config.json")
         try Data([0x50, 0x4b, 0x03, 0x04]).write(to: URL(fileURLWithPath: directory + "/pytorch_model.bin"))
-        assertLoadFails(directory, mentioning: [
-            "has no model.safetensors", "convert pytorch_model.bin", "from_pretrained(d).save_pretrained(d)\" " + directory,
-        ])
+        assertLoadFails(directory, mentioning: [directory + "/pytorch_model.bin", "not a zip archive", "model.safetensors"])
     }
 
     func testUnexpectedTensorIsRejectedNamingIt() throws {
