@@ -27,8 +27,8 @@ extension SafetensorsFile {
         let mapping: MappedFile
         do {
             mapping = try MappedFile(path: path)
-        } catch {
-            throw PyTorchCheckpointError(path: path, detail: "cannot be opened (\(error))")
+        } catch let SafetensorsError.cannotOpen(_, reason) {
+            throw PyTorchCheckpointError(path: path, detail: "cannot be opened (\(reason))")
         }
         let bytes = UnsafeRawBufferPointer(start: mapping.base, count: mapping.count)
         let fail = { (detail: String) in PyTorchCheckpointError(path: path, detail: detail) }
@@ -49,20 +49,22 @@ extension SafetensorsFile {
             guard case let .tensor(storage, offset, shape, strides) = value else {
                 throw fail("'\(name)' is not a tensor")
             }
-            var expected = 1
+            // Sizes in elements, in checked arithmetic: a damaged file must not overflow.
+            var elements = 1
             for (size, stride) in zip(shape, strides).reversed() {
-                guard size == 1 || stride == expected else { throw fail("tensor '\(name)' is not contiguous") }
-                expected *= size
+                guard size == 1 || stride == elements else { throw fail("tensor '\(name)' is not contiguous") }
+                let (product, overflow) = elements.multipliedReportingOverflow(by: size)
+                guard !overflow, product <= mapping.count else { throw fail("tensor '\(name)' has an absurd shape \(shape)") }
+                elements = product
             }
-            let elements = shape.reduce(1, *)
             let range = try entries.data(prefix + "data/" + storage.key, fail: fail)
-            let begin = range.lowerBound + offset * storage.dtype.size, end = begin + elements * storage.dtype.size
-            guard offset >= 0, end <= range.upperBound else {
+            let capacity = range.count / storage.dtype.size
+            guard offset >= 0, offset <= capacity, elements <= capacity - offset else {
                 throw fail("tensor '\(name)' reaches past its storage '\(storage.key)'")
             }
-            if tensors.updateValue(TensorInfo(dtype: storage.dtype, shape: shape, byteRange: begin..<end), forKey: name) == nil {
-                order.append(name)
-            }
+            let begin = range.lowerBound + offset * storage.dtype.size
+            let info = TensorInfo(dtype: storage.dtype, shape: shape, byteRange: begin..<(begin + elements * storage.dtype.size))
+            if tensors.updateValue(info, forKey: name) == nil { order.append(name) }
         }
         self.init(path: path, mapping: mapping, tensors: tensors, order: order)
     }
@@ -89,16 +91,16 @@ private struct ZipDirectory {
         var count = Int(Self.u16(bytes, end + 10)), directory = Int(Self.u32(bytes, end + 16))
         // Zip64: the locator just before the record points at the zip64 end record.
         if end >= 20, Self.u32(bytes, end - 20) == 0x0706_4b50 {
-            let record = Int(Self.u64(bytes, end - 12))
-            guard record + 56 <= bytes.count, Self.u32(bytes, record) == 0x0606_4b50 else {
+            let record = Int(truncatingIfNeeded: Self.u64(bytes, end - 12))
+            guard record >= 0, record <= bytes.count - 56, Self.u32(bytes, record) == 0x0606_4b50 else {
                 throw fail("broken zip64 end record")
             }
-            count = Int(Self.u64(bytes, record + 32))
-            directory = Int(Self.u64(bytes, record + 48))
+            count = Int(truncatingIfNeeded: Self.u64(bytes, record + 32))
+            directory = Int(truncatingIfNeeded: Self.u64(bytes, record + 48))
         }
         position = directory
-        for _ in 0..<count {
-            guard position + 46 <= bytes.count, Self.u32(bytes, position) == 0x0201_4b50 else {
+        for _ in 0..<max(0, count) {
+            guard position >= 0, position <= bytes.count - 46, Self.u32(bytes, position) == 0x0201_4b50 else {
                 throw fail("broken zip central directory")
             }
             let method = Int(Self.u16(bytes, position + 10))
@@ -114,14 +116,21 @@ private struct ZipDirectory {
             let extraEnd = extra + extraLength
             while extra + 4 <= extraEnd {
                 let id = Self.u16(bytes, extra), length = Int(Self.u16(bytes, extra + 2))
+                guard extra + 4 + length <= extraEnd else { throw fail("broken zip extra field of '\(name)'") }
                 if id == 1 {
                     var field = extra + 4
-                    if Self.u32(bytes, position + 24) == 0xFFFF_FFFF { size = Int(Self.u64(bytes, field)); field += 8 }
-                    if Self.u32(bytes, position + 20) == 0xFFFF_FFFF { field += 8 }
-                    if Self.u32(bytes, position + 42) == 0xFFFF_FFFF { local = Int(Self.u64(bytes, field)) }
+                    func next() throws -> Int {
+                        guard field + 8 <= extra + 4 + length else { throw fail("broken zip64 field of '\(name)'") }
+                        defer { field += 8 }
+                        return Int(truncatingIfNeeded: Self.u64(bytes, field))
+                    }
+                    if Self.u32(bytes, position + 24) == 0xFFFF_FFFF { size = try next() }
+                    if Self.u32(bytes, position + 20) == 0xFFFF_FFFF { _ = try next() }
+                    if Self.u32(bytes, position + 42) == 0xFFFF_FFFF { local = try next() }
                 }
                 extra += 4 + length
             }
+            guard local >= 0, size >= 0 else { throw fail("broken zip entry '\(name)'") }
             entries[name] = (local, size, method)
             names.append(name)
             position = extraEnd + commentLength
@@ -133,11 +142,11 @@ private struct ZipDirectory {
         guard let entry = entries[name] else { throw fail("the archive has no entry '\(name)'") }
         guard entry.method == 0 else { throw fail("entry '\(name)' is compressed (method \(entry.method)); torch.save stores entries") }
         let local = entry.localHeader
-        guard local + 30 <= bytes.count, Self.u32(bytes, local) == 0x0403_4b50 else {
+        guard local <= bytes.count - 30, Self.u32(bytes, local) == 0x0403_4b50 else {
             throw fail("broken zip local header of '\(name)'")
         }
         let start = local + 30 + Int(Self.u16(bytes, local + 26)) + Int(Self.u16(bytes, local + 28))
-        guard start + entry.size <= bytes.count else { throw fail("entry '\(name)' is truncated") }
+        guard entry.size <= bytes.count - start else { throw fail("entry '\(name)' is truncated") }
         return start..<(start + entry.size)
     }
 
@@ -362,6 +371,7 @@ private struct PickleMachine {
                     return int
                 }
             }
+            guard size.count == stride.count else { throw fail("a tensor's size and stride differ in length") }
             return .tensor(storage, offset: offset, shape: try ints(size), strides: try ints(stride))
         case "torch._utils._rebuild_parameter":
             guard let tensor = args.first, case .tensor = tensor else { throw fail("unsupported _rebuild_parameter arguments") }

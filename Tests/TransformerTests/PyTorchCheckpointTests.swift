@@ -41,6 +41,34 @@ final class PyTorchCheckpointTests: XCTestCase {
         }
     }
 
+    /// Every byte of the file flipped in turn, and every length it can be cut to: each variant either
+    /// reads (a flipped data byte) or is refused with an error, never a crash.
+    func testEveryCorruptionIsReadOrRefusedWithoutCrashing() throws {
+        let whole = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Self.fixtures + "/dtypes.bin")))
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pytorch-fuzz-\(UUID().uuidString).bin").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var read = 0, refused = 0
+        func attempt(_ bytes: [UInt8]) throws {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do {
+                let file = try SafetensorsFile(pyTorchCheckpoint: path)
+                for name in file.tensorNames { _ = try file.withRawBytes(name) { $0.reduce(0) { $0 &+ Int($1) } } }
+                read += 1
+            } catch is PyTorchCheckpointError {
+                refused += 1
+            }
+        }
+        for index in whole.indices {
+            var flipped = whole
+            flipped[index] ^= 0xFF
+            try attempt(flipped)
+        }
+        for length in 0..<whole.count { try attempt(Array(whole.prefix(length))) }
+        XCTAssertEqual(read + refused, 2 * whole.count)
+        XCTAssertGreaterThan(refused, whole.count, "every truncation must be refused")
+        XCTAssertGreaterThan(read, 0, "flipped storage bytes still read")
+    }
+
     func testTruncatedOrForeignFilesAreRefusedNamingTheFile() throws {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("pytorch-tests-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
