@@ -27,11 +27,11 @@ public func embeddingForward(
     }
 }
 
-/// Backward of `embeddingForward`, adding into the three tables. Tokens equal to `paddingID` add
-/// nothing to their word embedding row (torch.nn.Embedding with `padding_idx`, as in Hugging Face
-/// BERT); they still count for positions and token types.
+/// Backward of `embeddingForward`, adding into the three tables (a nil table is frozen and skipped).
+/// Tokens equal to `paddingID` add nothing to their word embedding row (torch.nn.Embedding with
+/// `padding_idx`, as in Hugging Face BERT); they still count for positions and token types.
 public func embeddingBackward(
-    _ dwte: UnsafeMutablePointer<Float>, _ dwpe: UnsafeMutablePointer<Float>, _ dwtt: UnsafeMutablePointer<Float>,
+    _ dwte: UnsafeMutablePointer<Float>?, _ dwpe: UnsafeMutablePointer<Float>?, _ dwtt: UnsafeMutablePointer<Float>?,
     _ dout: UnsafePointer<Float>, _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, paddingID: Int32?,
     batch B: Int, length T: Int, channels C: Int
 ) {
@@ -41,24 +41,22 @@ public func embeddingBackward(
     Parallel.forEachChunk(groups, minimumChunk: max(1, 4_096 / max(1, 16 * B * T))) { range in
         let start = range.lowerBound * 16, end = min(C, range.upperBound * 16)
         for n in 0..<(B * T) {
-            let t = n % T
             let g = dout + n * C
-            let word = dwte + Int(ids[n]) * C, position = dwpe + t * C, type = dwtt + Int(types[n]) * C
-            let isPadding = ids[n] == paddingID
-            var j = start
-            while j + 16 <= end {
-                let v = load(g + j)
-                if !isPadding { store(load(word + j) + v, word + j) }
-                store(load(position + j) + v, position + j)
-                store(load(type + j) + v, type + j)
-                j += 16
+            func add(_ row: UnsafeMutablePointer<Float>?) {
+                guard let row else { return }
+                var j = start
+                while j + 16 <= end {
+                    store(load(row + j) + load(g + j), row + j)
+                    j += 16
+                }
+                while j < end {
+                    row[j] += g[j]
+                    j += 1
+                }
             }
-            while j < end {
-                if !isPadding { word[j] += g[j] }
-                position[j] += g[j]
-                type[j] += g[j]
-                j += 1
-            }
+            add(ids[n] == paddingID ? nil : dwte.map { $0 + Int(ids[n]) * C })
+            add(dwpe.map { $0 + (n % T) * C })
+            add(dwtt.map { $0 + Int(types[n]) * C })
         }
     }
 }

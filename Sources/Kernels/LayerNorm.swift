@@ -119,10 +119,10 @@ public func residualLayerNormForward(
     }
 }
 
-/// Backward of `layerNormForward`: dinp is written (it may alias dout), dweight and dbias are added.
-/// dout, inp, dinp are (N, C).
+/// Backward of `layerNormForward`: dinp is written (it may alias dout), dweight and dbias are added
+/// (both skipped when nil: frozen parameters). dout, inp, dinp are (N, C).
 public func layerNormBackward(
-    _ dinp: UnsafeMutablePointer<Float>, _ dweight: UnsafeMutablePointer<Float>, _ dbias: UnsafeMutablePointer<Float>,
+    _ dinp: UnsafeMutablePointer<Float>, _ dweight: UnsafeMutablePointer<Float>?, _ dbias: UnsafeMutablePointer<Float>?,
     _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
     _ mean: UnsafePointer<Float>, _ rstd: UnsafePointer<Float>,
     rows N: Int, columns C: Int
@@ -130,6 +130,7 @@ public func layerNormBackward(
     // Parameter gradients first, split over column groups (one owner per sum, fixed order), while
     // dout is intact: dinp may overwrite it below.
     let groups = (C + 15) / 16
+    if dweight != nil || dbias != nil {
     Parallel.forEachChunk(groups, minimumChunk: max(1, 8_192 / max(1, 16 * N))) { range in
         for group in range {
             let j = group * 16
@@ -142,16 +143,16 @@ public func layerNormBackward(
                 dw += g * xhat
                 db += g
             }
-            if lanes == 16 {
-                store(load(dweight + j) + dw, dweight + j)
-                store(load(dbias + j) + db, dbias + j)
-            } else {
-                for lane in 0..<lanes {
-                    dweight[j + lane] += dw[lane]
-                    dbias[j + lane] += db[lane]
+            for (sum, destination) in [(dw, dweight), (db, dbias)] {
+                guard let destination else { continue }
+                if lanes == 16 {
+                    store(load(destination + j) + sum, destination + j)
+                } else {
+                    for lane in 0..<lanes { destination[j + lane] += sum[lane] }
                 }
             }
         }
+    }
     }
     Parallel.forEachChunk(N, minimumChunk: max(1, 16_384 / max(1, C))) { range in
         for n in range {

@@ -184,7 +184,63 @@ extension TrainingConfig {
                 return "needs task.metric_for_best_model to know what improves"
             },
         ], omitted: preTraining),
+
+        .section("peft", required: false, "Parameter-efficient tuning as Hugging Face peft defines it: the base model (`init_from`) stays frozen and only the adapter (and the modules it names) trains; checkpoints hold the adapter in peft's files.", [
+            .choice("method", \.peft.method, default: .none, onResume: .mustMatch,
+                    "`lora`, or `none` to train every parameter"),
+            .integer("r", \.peft.rank, default: 8, .atLeast(1, else: "must be at least 1, typically 8"), onResume: .mustMatch,
+                     "LoRA: rank of the update B A"),
+            .number("lora_alpha", \.peft.alpha, default: 8, .above(0, else: "must be positive, typically r or 2 r"),
+                    onResume: .mustMatch, "LoRA: the update is scaled by lora_alpha / r"),
+            .number("lora_dropout", \.peft.dropout, default: 0, .from(0, below: 1, else: "must be in [0, 1)"),
+                    onResume: .mustMatch, "LoRA: dropout on the adapted projections' inputs (the update's path only)"),
+            .boolean("use_rslora", \.peft.useRSLoRA, default: false, onResume: .mustMatch,
+                     "LoRA: scale by lora_alpha / sqrt(r) (rank-stabilised) instead"),
+            .stringList("target_modules", \.peft.targetModules, accepted: "not empty",
+                        check: { $0.isEmpty ? "must name at least one module, e.g. [\"query\", \"value\"]" : nil },
+                        onResume: .mustMatch,
+                        "LoRA: the projections adapted, by module name as peft matches them (`query`, `key`, `value`, `attention.output.dense`, `intermediate.dense`, `output.dense`; `output.dense` also matches `attention.output.dense`); null: query and value"),
+            .custom("layers_to_transform", \.peft.layersToTransform, type: "list of integers or null", required: .never,
+                    onResume: .mustMatch, "LoRA: adapt only these encoder layers (0-based); null: all",
+                    read: { reader, _ in try readIntegerList(&reader, "layers_to_transform") },
+                    write: { $0.map { .array($0.map { .integer($0) }) } ?? .null }),
+            .choice("bias", \.peft.bias, default: .none, onResume: .mustMatch,
+                    "LoRA: `all` also trains every bias (LayerNorm biases included, as peft does)"),
+            .stringList("modules_to_save", \.peft.modulesToSave, accepted: "",
+                        check: { _ in nil }, onResume: .mustMatch,
+                        "modules trained in full beside the adapter, by module name; null: the task head's output layer (`classifier`, `qa_outputs`; none for pre-training)"),
+        ], rules: [
+            ConfigRule(keyPath: "peft.method", help: "needs `init_from`, the frozen base model") { config in
+                config.peft.method != .none && config.initFrom == nil
+                    ? "trains an adapter on a frozen base model; set init_from to that model's directory" : nil
+            },
+            ConfigRule(keyPath: "peft.target_modules", help: "modules of the model") { config in
+                guard let lora = config.peft.lora else { return nil }
+                do {
+                    _ = try lora.adaptedModules(config.model)
+                    return nil
+                } catch let error as LoraSettingsError {
+                    return error.key == "target_modules" ? error.message : nil
+                } catch {
+                    return "\(error)"
+                }
+            },
+        ], omitted: noPeft),
     ], readFirst: ["task"])
+
+    private static let noPeft = ConfigCondition<TrainingConfig>(help: "`peft.method` is `\"none\"`") { $0.peft.method == .none }
+
+    /// A list of integers or null.
+    private static func readIntegerList(_ reader: inout ObjectReader, _ name: String) throws -> [Int]? {
+        guard let value = reader.take(name) else { return nil }
+        guard case let .array(items) = value else { throw reader.error(name, "must be a list of integers or null") }
+        return try items.map { item in
+            guard case let .number(text) = item, let number = Int(text) else {
+                throw reader.error(name, "must be a list of integers, not one holding \(item.compactText())")
+            }
+            return number
+        }
+    }
 
     private static let preTraining = ConfigCondition<TrainingConfig>(help: "`task.type` is `\"pretraining\"`") {
         $0.task.kind == .pretraining

@@ -15,8 +15,9 @@ final class Replica<T: TrainingTask> {
     /// Made at the first step: an evaluation-only replica has no gradients to reduce.
     private(set) lazy var reducer: GradientReducer = {
         let bucketElements = max(1, Int(config.allreduceBucketMB * 1_048_576 / 4))
-        var boundaries = model.table.entries.map(\.range.lowerBound)
-        boundaries.append(model.table.totalCount)
+        let table = model.table
+        var boundaries = table.entries.compactMap { table.gradientRange(of: $0)?.lowerBound }
+        boundaries.append(table.trainableCount)
         return GradientReducer(
             communicator: comm, gradients: model.gradients, boundaries: boundaries, bucketElements: bucketElements)
     }()
@@ -37,8 +38,11 @@ final class Replica<T: TrainingTask> {
         self.task = task
         comm = communicator
         model = task.makeModel(microBatchSize: microBatchSize, inferenceOnly: evaluationOnly)
-        optimizer = Optimizer(settings: config.optimizer, tensors: model.table.entries.map { ($0.range, $0.decays) })
-        moments = .allocate(capacity: evaluationOnly ? 0 : 2 * model.table.totalCount)
+        let table = model.table
+        optimizer = Optimizer(
+            settings: config.optimizer,
+            tensors: table.entries.compactMap { entry in table.gradientRange(of: entry).map { ($0, entry.decays) } })
+        moments = .allocate(capacity: evaluationOnly ? 0 : 2 * table.trainableCount)
         moments.initialize(repeating: 0)
     }
 
@@ -49,21 +53,27 @@ final class Replica<T: TrainingTask> {
     /// backward keeps for one micro-batch are the least any rank needs.
     static func checkMemory(config: TrainingConfig, model: BertConfig, microBatchSize: Int, sequenceLength: Int) throws {
         let parameters = Double(model.parameterCount ?? Int.max)
-        let needed = 16 * parameters
+        // A frozen base needs its weights alone (the adapter's own 16 B per parameter are a rounding error).
+        let bytesPerParameter: Double = model.lora == nil ? 16 : 4
+        let needed = bytesPerParameter * parameters
             + Benchmark.activationFloor(model, sequences: microBatchSize, length: sequenceLength)
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard needed > available else { return }
         func gigabytes(_ bytes: Double) -> String { String(format: "%.1f GB", bytes / 1e9) }
-        let modelAloneFits = 16 * parameters < available / 2
+        let modelAloneFits = bytesPerParameter * parameters < available / 2
         throw ConfigError(
             source: "config", keyPath: modelAloneFits ? "batch.micro_batch_size" : "model",
-            message: "a rank needs at least \(gigabytes(needed)) (\(Int(parameters).formatted()) parameters at 16 bytes "
+            message: "a rank needs at least \(gigabytes(needed)) (\(Int(parameters).formatted()) parameters at \(Int(bytesPerParameter)) bytes "
                 + "each, plus the activations of a micro-batch of \(microBatchSize) x \(sequenceLength)) but this "
                 + "machine has \(gigabytes(available)); use a smaller model or batch.micro_batch_size")
     }
 
-    var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.totalCount]) }
-    var v: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[model.table.totalCount...]) }
+    var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.trainableCount]) }
+    var v: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[model.table.trainableCount...]) }
+    /// The trainable parameters, laid out like the gradients.
+    var trainableParameters: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: model.parameters[model.table.trainableRange])
+    }
 
     /// Turns on the debug mode's per-op checks and timings.
     func enableDebugChecks() {
@@ -91,7 +101,7 @@ final class Replica<T: TrainingTask> {
         _ step: Int, batches: [T.Batch], globalExamples: Int, learningRate: Double, appliedUpdates: Int,
         injectNaN: Bool = false
     ) throws -> StepResult {
-        precondition(moments.count == 2 * model.table.totalCount, "an evaluation-only replica does not step")
+        precondition(moments.count == 2 * model.table.trainableCount, "an evaluation-only replica does not step")
         let normalizers = try task.normalizers(batches, globalExamples: globalExamples, averagedOver: 1, comm: comm)
 
         let zeroStart = OpProfile.now()
@@ -156,7 +166,7 @@ final class Replica<T: TrainingTask> {
         if !skipped {
             let scale = Optimizer.clipScale(norm: statistics.norm, maxNorm: config.optimizer.maxGradNorm)
             optimizer.step(
-                parameters: model.parameters, gradients: model.gradients, m: m, v: v,
+                parameters: trainableParameters, gradients: model.gradients, m: m, v: v,
                 learningRate: learningRate, step: appliedUpdates + 1, gradientScale: scale)
         }
         profile?.add(.optimizer, seconds: OpProfile.now() - optimizerStart)

@@ -67,6 +67,9 @@ public struct TrainerState: Codable, Equatable, Sendable {
     public var bestMetric: Double?
     public var bestStep: Int?
     public var evaluationsWithoutImprovement: Int?
+    /// A parameter-efficient run's checkpoints hold the adapter alone: the SHA-256 of the frozen base
+    /// model's weights (`init_from`), checked on resume.
+    public var baseModelSHA256: String?
 
     enum CodingKeys: String, CodingKey {
         case step, epoch, seed
@@ -82,6 +85,7 @@ public struct TrainerState: Codable, Equatable, Sendable {
         case bestMetric = "best_metric"
         case bestStep = "best_step"
         case evaluationsWithoutImprovement = "evaluations_without_improvement"
+        case baseModelSHA256 = "base_model_sha256"
     }
 }
 
@@ -220,6 +224,7 @@ final class Engine<T: TrainingTask> {
                     let files = try PretrainedDirectory.weightFiles(in: initFrom)
                     let report = try model.loadWeights(from: files, initializationSeed: config.seed)
                     log("initialised from \(initFrom)" + (report.notice.map { ": \($0)" } ?? ""))
+                    if config.peft.method != .none { state.baseModelSHA256 = try Engine.weightsDigest(files) }
                 } else {
                     model.initializeParameters(seed: config.seed)
                 }
@@ -302,7 +307,12 @@ final class Engine<T: TrainingTask> {
 
         let outputs = comm.rank == 0 ? try RunOutputs(config: config, runDirectory: options.runDirectory, startStep: loop.startStep) : nil
         defer { outputs?.close() }
-        log("training \(model.table.totalCount.formatted()) parameters on \(comm.size) rank"
+        let table = model.table
+        let trained = table.trainableCount == table.totalCount ? "\(table.totalCount.formatted()) parameters"
+            : "\(table.trainableCount.formatted()) of \(table.totalCount.formatted()) parameters (\(config.peft.method.rawValue); "
+                + String(format: "%.2f MB of gradients a step on the wire, %.2f%% of full fine-tuning)",
+                         Double(4 * table.trainableCount) / 1e6, 100 * Double(table.trainableCount) / Double(table.totalCount))
+        log("training \(trained) on \(comm.size) rank"
             + "\(comm.size == 1 ? "" : "s"): global batch \(config.batch.globalBatchSize) = \(comm.size) x "
             + "\(layout.accumulationSteps) x \(layout.microBatchSize), \(task.trainCount) training examples "
             + "(\(sampler.stepsPerEpoch) steps per epoch), steps \(loop.startStep)..<\(loop.lastStep) of \(totalSteps)")

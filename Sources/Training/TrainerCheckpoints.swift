@@ -1,3 +1,4 @@
+import Crypto
 import Data
 import Distributed
 import Foundation
@@ -25,11 +26,15 @@ extension Engine {
             do {
                 let started = Date()
                 let checkpoint = try store.commit(step: state.step, state: state) { directory in
-                    try model.savePretrained(to: directory)
+                    if let base = config.initFrom, model.config.lora != nil {
+                        try model.saveAdapter(to: directory, baseModel: base)
+                    } else {
+                        try model.savePretrained(to: directory)
+                    }
                     try task.writeTokenizer(to: directory)
                     try SafetensorsWriter.write(
-                        [(name: "exp_avg", shape: [model.table.totalCount], data: UnsafeBufferPointer(m)),
-                         (name: "exp_avg_sq", shape: [model.table.totalCount], data: UnsafeBufferPointer(v))],
+                        [(name: "exp_avg", shape: [model.table.trainableCount], data: UnsafeBufferPointer(m)),
+                         (name: "exp_avg_sq", shape: [model.table.trainableCount], data: UnsafeBufferPointer(v))],
                         metadata: ["format": "swiftbert", "step": "\(state.step)"],
                         to: (directory as NSString).appendingPathComponent(Trainer.optimizerFile))
                     try config.writeResolved(to: (directory as NSString).appendingPathComponent(Trainer.trainingConfigFile))
@@ -108,17 +113,43 @@ extension Engine {
                     + "\(state.dataFingerprint.prefix(12))..., now \(task.dataFingerprint.prefix(12))...); use the same "
                     + "data directory contents")
         }
-        let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PretrainedDirectory.weightsFile))
-        _ = try model.loadWeights(from: [weights], initializationSeed: config.seed)
+        if let base = config.initFrom, model.config.lora != nil {
+            try restoreAdapter(from: path, base: base, state: state)
+        } else {
+            let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PretrainedDirectory.weightsFile))
+            _ = try model.loadWeights(from: [weights], initializationSeed: config.seed)
+        }
         let optimizerPath = (path as NSString).appendingPathComponent(Trainer.optimizerFile)
         let moments = try SafetensorsFile(contentsOfFile: optimizerPath)
         for (name, buffer) in [("exp_avg", m), ("exp_avg_sq", v)] {
             let values = try moments.floats(name)
             guard values.count == buffer.count else {
-                throw TrainingError("\(optimizerPath): \(name) holds \(values.count) values, the model has \(buffer.count) parameters")
+                throw TrainingError("\(optimizerPath): \(name) holds \(values.count) values, the model trains \(buffer.count) parameters")
             }
             _ = buffer.initialize(from: values)
         }
         return state
+    }
+
+    /// A parameter-efficient checkpoint: the frozen base from `init_from`, which must be the model the
+    /// run started from, then the adapter.
+    func restoreAdapter(from path: String, base: String, state: TrainerState) throws {
+        let files = try PretrainedDirectory.weightFiles(in: base)
+        let digest = try Engine.weightsDigest(files)
+        if let expected = state.baseModelSHA256, digest != expected {
+            throw TrainingError(
+                "cannot resume from \(path): init_from \(base) is not the base model the adapter was trained on (its "
+                    + "weights' SHA-256 is \(digest.prefix(12))..., the run started from \(expected.prefix(12))...); point "
+                    + "init_from at that model")
+        }
+        _ = try model.loadWeights(from: files, initializationSeed: config.seed)
+        try model.loadAdapter(from: SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+    }
+
+    /// SHA-256 of a model's weight files, in order (one file's digest, or the digest of their digests).
+    static func weightsDigest(_ files: [SafetensorsFile]) throws -> String {
+        let digests = try files.map { try CheckpointStore.sha256(ofFile: $0.path, fsync: false).sha256 }
+        guard digests.count > 1 else { return digests[0] }
+        return SHA256.hash(data: Data(digests.joined(separator: "\n").utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }

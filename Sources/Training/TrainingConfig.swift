@@ -59,6 +59,37 @@ public struct TrainingConfig: Equatable, Sendable {
     public var watchdogSeconds = 0.0
     /// What to train: pre-training (the default) or a fine-tuning task on labelled files.
     public var task = TaskSettings()
+    /// Parameter-efficient tuning: which adapter trains while the base model stays frozen.
+    public var peft = PeftSettings()
+
+    /// peft's settings of the adapter (`LoraConfig`'s keys).
+    public struct PeftSettings: Equatable, Sendable {
+        public var method = PeftMethod.none
+        public var rank = 0
+        public var alpha = 0.0
+        public var dropout = 0.0
+        public var useRSLoRA = false
+        public var targetModules: [String]?
+        public var layersToTransform: [Int]?
+        public var bias = LoraBias.none
+        public var modulesToSave: [String]?
+
+        /// The model's LoRA settings; nil without LoRA.
+        public var lora: LoraSettings? {
+            guard method == .lora else { return nil }
+            return LoraSettings(
+                rank: rank, alpha: alpha, dropout: Float(dropout), useRSLoRA: useRSLoRA,
+                targetModules: targetModules ?? ["query", "value"], layersToTransform: layersToTransform, bias: bias,
+                modulesToSave: modulesToSave)
+        }
+    }
+
+    /// The parameter-efficient method of a run.
+    public enum PeftMethod: String, CaseIterable, Sendable {
+        /// Full fine-tuning: every parameter trains.
+        case none
+        case lora
+    }
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
     public struct DataSettings: Equatable, Sendable {
@@ -199,6 +230,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
     private init(root: JSONValue, source: String) throws {
         try TrainingConfig.schema.read(root, source: source, into: &self)
+        model.lora = peft.lora
     }
 
     /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section

@@ -34,6 +34,9 @@ public struct BertConfig: Codable, Equatable, Sendable {
     public var problemType: ProblemType?
     /// Dropout before the classifier (`classifier_dropout`); nil uses `hidden_dropout_prob`.
     public var classifierDropout: Float?
+    /// LoRA adapters on the encoder's projections, which then train alone with the modules they name
+    /// (not part of config.json: peft's adapter_config.json holds them).
+    public var lora: LoraSettings? = nil
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case vocabSize = "vocab_size"

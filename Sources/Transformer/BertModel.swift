@@ -38,7 +38,8 @@ public class BertModel {
     public let inferenceOnly: Bool
     /// Flat parameters, laid out by `table`.
     public var parameters: UnsafeMutableBufferPointer<Float>
-    /// Flat gradients, laid out like `parameters`; backward adds into them.
+    /// Flat gradients of the trainable parameters (`table.trainableRange`, all of them without LoRA),
+    /// laid out like that part of `parameters`; backward adds into them.
     public var gradients: UnsafeMutableBufferPointer<Float>
     /// Debug mode: called after each forward op with the op's name, its encoder layer (nil outside
     /// the layers) and its output, to find the first op that produces NaN/Inf and to time the ops.
@@ -100,7 +101,7 @@ public class BertModel {
         parameterOwner = nil
         parameters = .allocate(capacity: table.totalCount)
         parameters.initialize(repeating: 0)
-        gradients = .allocate(capacity: inferenceOnly ? 0 : table.totalCount)
+        gradients = .allocate(capacity: inferenceOnly ? 0 : table.trainableCount)
         gradients.initialize(repeating: 0)
         offsets = Offsets(table: table, config: config)
         let positions = maxSequenceCount * sequenceLength
@@ -176,7 +177,15 @@ public class BertModel {
         let std = config.initializerRange
         for (index, entry) in table.entries.enumerated() where names?.contains(entry.name) ?? true {
             let destination = parameters.baseAddress! + entry.offset
-            if entry.name.hasSuffix(".bias") {
+            if entry.name.hasSuffix(".lora_B.weight") {
+                // peft's default: B = 0, so the adapted model starts exactly at the base model.
+                destination.update(repeating: 0, count: entry.count)
+            } else if entry.name.hasSuffix(".lora_A.weight") {
+                // peft's default: Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)).
+                let bound = 1 / Float(entry.shape[1]).squareRoot()
+                let generator = Philox(seed: seed, UInt64(index))
+                for i in 0..<entry.count { destination[i] = bound * (2 * generator.uniform(at: UInt64(i)) - 1) }
+            } else if entry.name.hasSuffix(".bias") {
                 destination.update(repeating: 0, count: entry.count)
             } else if entry.name.contains("LayerNorm") {
                 destination.update(repeating: 1, count: entry.count)
@@ -276,8 +285,13 @@ public class BertModel {
     @inline(__always)
     func param(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters.baseAddress! + offset }
 
+    /// The gradient of the parameter at `offset`, nil when it is frozen (backward then skips the work
+    /// only that gradient needs).
     @inline(__always)
-    func grad(_ offset: Int) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + offset }
+    func grad(_ offset: Int) -> UnsafeMutablePointer<Float>? {
+        let start = table.trainableRange.lowerBound
+        return offset >= start ? gradients.baseAddress! + (offset - start) : nil
+    }
 
     /// Output of layer `layer` (0 = embeddings), (N, C).
     func layerOutput(_ layer: Int) -> UnsafeMutablePointer<Float> {

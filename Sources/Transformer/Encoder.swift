@@ -51,6 +51,9 @@ extension BertModel {
         timed(.gemm) {
             linearForward(act.qkv, x, param(p.qkvWeight), param(p.qkvBias), rows: N, inputSize: C, outputSize: 3 * C)
         }
+        for module in [LoraModule.query, .key, .value] {
+            loraForward(qkvSite(l, module, input: x, output: act.qkv), dropout)
+        }
         probe("query/key/value projection", l, act.qkv, N * 3 * C)
         // The residual input of the kept rows goes where their residual sum will be (the kernel
         // reads each element before it writes it).
@@ -67,6 +70,7 @@ extension BertModel {
         timed(.gemm) {
             linearForward(a.dense, act.context, param(p.attentionOutputWeight), nil, rows: M, inputSize: C, outputSize: C)
         }
+        loraForward(LoraSite(l, .attentionOutput, input: act.context, output: a.dense, rows: M, kept: kept), dropout)
         timed(.layerNorm) {
             residualLayerNormForward(
                 act.hidden1, act.residual1, act.mean1, act.rstd1, a.dense, param(p.attentionOutputBias), residual,
@@ -82,6 +86,7 @@ extension BertModel {
         timed(.gemm) {
             linearForward(act.pre, act.hidden1, param(p.intermediateWeight), nil, rows: M, inputSize: C, outputSize: I)
         }
+        loraForward(LoraSite(l, .intermediate, input: act.hidden1, output: act.pre, rows: M, kept: kept), dropout)
         probe("intermediate dense", l, act.pre, M * I)
         timed(.activation) {
             biasActivationForward(
@@ -91,6 +96,7 @@ extension BertModel {
         timed(.gemm) {
             linearForward(a.dense, a.dIntermediate, param(p.outputWeight), nil, rows: M, inputSize: I, outputSize: C)
         }
+        loraForward(LoraSite(l, .output, input: a.dIntermediate, output: a.dense, rows: M, kept: kept), dropout)
         timed(.layerNorm) {
             residualLayerNormForward(
                 act.output, act.residual2, act.mean2, act.rstd2, a.dense, param(p.outputBias), act.hidden1,
@@ -194,9 +200,18 @@ extension BertModel {
         let T = activeLength, N = B * T, C = config.hiddenSize
         let a = activations, o = offsets
         let L = config.hiddenLayerCount
+        // Backward goes down to the lowest layer with a trainable parameter (all of them unless
+        // parameters are frozen), and needs that layer's input gradient only when more lies below.
+        let lowest = table.embeddingRange.isEmpty ? (0..<L).first { !table.layerRanges[$0].isEmpty } ?? L : -1
         for l in stride(from: L - 1, through: 0, by: -1) {
-            layerBackward(l, input: layerOutput(l), B, dropout, l == L - 1 ? lastLayerRows : nil)
+            if l >= lowest {
+                layerBackward(l, input: layerOutput(l), B, dropout, l == L - 1 ? lastLayerRows : nil, needsInputGradient: l > lowest)
+            }
             onGradientsReady?(table.layerRanges[l])
+        }
+        guard lowest < 0 else {
+            onGradientsReady?(table.embeddingRange)
+            return
         }
         timed(.layerNorm) {
             if let dropoutMask = dropout.hiddenMask(layer: 0, site: DropoutSite.embeddings) {
@@ -216,9 +231,10 @@ extension BertModel {
     }
 
     /// On entry `dResidual` holds d(loss)/d(layer output) (at the kept rows with `kept`); on exit
-    /// d(loss)/d(layer input), (N, C).
+    /// d(loss)/d(layer input), (N, C), unless `needsInputGradient` is false (nothing below trains).
     func layerBackward(
-        _ l: Int, input x: UnsafePointer<Float>, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?
+        _ l: Int, input x: UnsafePointer<Float>, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?,
+        needsInputGradient: Bool = true
     ) {
         let T = activeLength, N = B * T, C = config.hiddenSize, I = config.intermediateSize
         let p = offsets.layers[l], a = activations, act = a.layers[l]
@@ -242,6 +258,9 @@ extension BertModel {
             activationForwardWithDerivative(
                 a.dIntermediate, a.activationDerivative, act.pre, config.hiddenActivation, count: M * I)
         }
+        let outputSite = LoraSite(
+            l, .output, input: a.dIntermediate, output: UnsafeMutablePointer(mutating: dOutput), rows: M, kept: kept)
+        loraFactorGradients(outputSite, dropout)
         timed(.gemm) {
             linearBackward(
                 nil, grad(p.outputWeight), grad(p.outputBias), dOutput, a.dIntermediate, param(p.outputWeight),
@@ -250,6 +269,7 @@ extension BertModel {
                 a.dIntermediate, nil, nil, dOutput, a.dIntermediate, param(p.outputWeight),
                 rows: M, inputSize: I, outputSize: C)
         }
+        loraInputGradient(outputSite, dInput: a.dIntermediate, dropout)
         timed(.activation) {
             activationBackward(a.dIntermediate, a.dIntermediate, derivative: a.activationDerivative, count: M * I)
         }
@@ -258,6 +278,8 @@ extension BertModel {
                 dh, grad(p.intermediateWeight), grad(p.intermediateBias), a.dIntermediate, act.hidden1,
                 param(p.intermediateWeight), rows: M, inputSize: C, outputSize: I, accumulateInput: true)
         }
+        loraBackward(
+            LoraSite(l, .intermediate, input: act.hidden1, output: a.dIntermediate, rows: M, kept: kept), dInput: dh, dropout)
 
         // Self-attention, in reverse.
         var dAttentionOutput = UnsafePointer(dh)
@@ -275,6 +297,11 @@ extension BertModel {
                 a.dContext, grad(p.attentionOutputWeight), grad(p.attentionOutputBias), dAttentionOutput, act.context,
                 param(p.attentionOutputWeight), rows: M, inputSize: C, outputSize: C)
         }
+        loraBackward(
+            LoraSite(
+                l, .attentionOutput, input: act.context, output: UnsafeMutablePointer(mutating: dAttentionOutput), rows: M,
+                kept: kept),
+            dInput: a.dContext, dropout)
         attentionBackward(l, act, B, dropout, kept)
         if let kept {
             // Back from the kept rows to all N: the queries' gradient (in dContext) into dqkv, the
@@ -287,9 +314,20 @@ extension BertModel {
         }
         timed(.gemm) {
             linearBackward(
-                dh, grad(p.qkvWeight), grad(p.qkvBias), a.dqkv, x, param(p.qkvWeight),
+                needsInputGradient ? dh : nil, grad(p.qkvWeight), grad(p.qkvBias), a.dqkv, x, param(p.qkvWeight),
                 rows: N, inputSize: C, outputSize: 3 * C, accumulateInput: true)
         }
+        for module in [LoraModule.query, .key, .value] {
+            loraBackward(qkvSite(l, module, input: x, output: a.dqkv), dInput: needsInputGradient ? dh : nil, dropout)
+        }
+    }
+
+    /// The LoRA site of the query, key or value projection: its columns of the (N, 3C) qkv layout.
+    func qkvSite(_ l: Int, _ module: LoraModule, input x: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) -> LoraSite {
+        let C = config.hiddenSize
+        var site = LoraSite(l, module, input: x, output: output + module.rawValue * C, rows: lastSequenceCount * activeLength, kept: nil)
+        site.outputStride = 3 * C
+        return site
     }
 
     /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward` head by head.

@@ -10,6 +10,8 @@ struct Offsets {
         let intermediateWeight, intermediateBias: Int
         let outputWeight, outputBias: Int
         let outputNormWeight, outputNormBias: Int
+        /// The LoRA factors of each `LoraModule` (by raw value), nil where the module is not adapted.
+        let lora: [(a: Int, b: Int)?]
     }
 
     let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Int
@@ -50,7 +52,12 @@ struct Offsets {
                 outputWeight: at(p + "output.dense.weight"),
                 outputBias: at(p + "output.dense.bias"),
                 outputNormWeight: at(p + "output.LayerNorm.weight"),
-                outputNormBias: at(p + "output.LayerNorm.bias"))
+                outputNormBias: at(p + "output.LayerNorm.bias"),
+                lora: LoraModule.allCases.map { module in
+                    guard table.adaptedModules[layer].contains(module) else { return nil }
+                    let names = LoraSettings.entryNames(layer: layer, module: module)
+                    return (at(names.a), at(names.b))
+                })
         }
         func optional(_ name: String) -> Int { table.entry(named: name)?.offset ?? -1 }
         poolerWeight = optional("bert.pooler.dense.weight")
@@ -123,6 +130,13 @@ final class Activations {
     let keptTokenRows, keptMaskedRows: UnsafeMutablePointer<Int32> // (N)
     let keptSequenceStarts: UnsafeMutablePointer<Int32> // (B + 1)
     let keptAttentionRows: UnsafeMutablePointer<Int32>  // (NH N)
+    // LoRA: each adapted module's u = dropout(x) A^T, (N, r) per layer and module (shared by the
+    // layers without training); v = dy B in backward, (N, r); the dropped input, (N, max(C, I)).
+    private let loraHiddenBase: UnsafeMutablePointer<Float>
+    private let loraHiddenStride: Int
+    private let loraLayerStride: Int
+    let loraGradient: UnsafeMutablePointer<Float>
+    let loraScratch: UnsafeMutablePointer<Float>
 
     init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int, training: Bool = true) {
         let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
@@ -203,6 +217,13 @@ final class Activations {
         keptMaskedRows = trainingIndices(N)
         keptSequenceStarts = trainingIndices(B + 1)
         keptAttentionRows = trainingIndices(NH * N)
+        let rank = config.lora?.rank ?? 0
+        let modules = LoraModule.allCases.count
+        loraHiddenStride = N * rank
+        loraLayerStride = training ? modules * loraHiddenStride : 0
+        loraHiddenBase = buffer(training ? config.hiddenLayerCount * modules * N * rank : modules * N * rank)
+        loraGradient = trainingBuffer(N * rank)
+        loraScratch = buffer((config.lora?.dropout ?? 0) > 0 ? N * max(C, I) : 0)
         self.indexCount = indexCount
         nspCorrect = zeroed(training ? B : 0, false)
         mlmCorrect = zeroed(training && preTraining ? N : 0, false)
@@ -213,6 +234,11 @@ final class Activations {
 
     deinit {
         for pointer in allocations { pointer.deallocate() }
+    }
+
+    /// LoRA's u of `module` in `layer`, (N, r).
+    func loraHidden(layer: Int, module: LoraModule) -> UnsafeMutablePointer<Float> {
+        loraHiddenBase + layer * loraLayerStride + module.rawValue * loraHiddenStride
     }
 
     /// The rows of the last layer that the losses read for B sequences of T tokens with P masked
@@ -386,4 +412,6 @@ enum DropoutSite {
     static let attentionProbabilities: UInt64 = 1
     static let attentionOutput: UInt64 = 2
     static let feedForwardOutput: UInt64 = 3
+    /// LoRA's dropout of each adapted module's input: this plus `LoraModule.rawValue`.
+    static let lora: UInt64 = 16
 }

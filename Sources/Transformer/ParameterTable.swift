@@ -10,6 +10,12 @@
 /// three projections are one GEMM with a (3C, C) weight and a (3C) bias. The MLM decoder weight is
 /// the word embedding table (tied) and has no entry; HF's `cls.predictions.decoder.bias` is
 /// `cls.predictions.bias`.
+///
+/// With LoRA (`BertConfig.lora`) each adapted projection's `lora_A.weight` and `lora_B.weight` follow
+/// its layer's tensors, and only some entries train: the frozen ones come first (in the order above)
+/// and the trainable ones last, so gradients, optimizer moments, the all-reduce, clipping and the
+/// non-finite check cover the suffix `trainableRange` alone. Without LoRA every entry trains and
+/// the suffix is the whole buffer.
 public struct ParameterTable: Sendable {
     public struct Entry: Sendable, Equatable {
         public let name: String
@@ -19,28 +25,46 @@ public struct ParameterTable: Sendable {
         public var count: Int
         /// Whether weight decay applies (not to LayerNorm weights and biases, as in BERT).
         public let decays: Bool
+        /// Whether it trains (has a gradient and optimizer moments).
+        public var trainable = true
+        /// The part of the model it belongs to: -1 the embeddings, l encoder layer l, L the pooler and head.
+        let part: Int
 
         public var range: Range<Int> { offset..<(offset + count) }
     }
 
     public let entries: [Entry]
     public let totalCount: Int
-    /// Flat range of each encoder layer's parameters.
+    /// The trainable entries' elements, the end of the buffer; the gradient buffer holds these alone,
+    /// gradient element i belonging to parameter element `trainableRange.lowerBound + i`.
+    public let trainableRange: Range<Int>
+    /// Range of each encoder layer's trainable parameters in the gradient buffer (possibly empty).
     public let layerRanges: [Range<Int>]
-    /// Flat range of the embedding parameters (the start of the buffer).
+    /// Range of the trainable embedding parameters in the gradient buffer (the start).
     public let embeddingRange: Range<Int>
-    /// Flat range of the pooler and the head (the end of the buffer).
+    /// Range of the trainable pooler and head parameters in the gradient buffer (the end).
     public let headRange: Range<Int>
+    /// The LoRA-adapted modules of each encoder layer (empty without LoRA).
+    public let adaptedModules: [[LoraModule]]
     private let indexByName: [String: Int]
 
+    /// The table of `config`; its LoRA settings must have been checked (`LoraSettings.adaptedModules`).
     public init(config: BertConfig) {
         let C = config.hiddenSize, I = config.intermediateSize, V = config.vocabSize
+        let lora = config.lora
         var entries: [Entry] = []
         var offset = 0
+        var part = -1
         func add(_ name: String, _ shape: [Int], decays: Bool) {
             let count = shape.reduce(1, *)
-            entries.append(Entry(name: name, shape: shape, offset: offset, count: count, decays: decays))
+            entries.append(Entry(name: name, shape: shape, offset: offset, count: count, decays: decays, part: part))
             offset += count
+        }
+        let adaptedModules: [[LoraModule]]
+        do {
+            adaptedModules = try lora?.adaptedModules(config) ?? Array(repeating: [], count: config.hiddenLayerCount)
+        } catch {
+            preconditionFailure("unchecked LoRA settings: \(error)")
         }
         func linear(_ prefix: String, out: Int, in inputs: Int) {
             add(prefix + ".weight", [out, inputs], decays: true)
@@ -54,10 +78,8 @@ public struct ParameterTable: Sendable {
         add("bert.embeddings.position_embeddings.weight", [config.maxPositionEmbeddings, C], decays: true)
         add("bert.embeddings.token_type_embeddings.weight", [config.typeVocabSize, C], decays: true)
         layerNorm("bert.embeddings.LayerNorm")
-        let embeddingEnd = offset
-        var layerRanges: [Range<Int>] = []
         for layer in 0..<config.hiddenLayerCount {
-            let start = offset
+            part = layer
             let prefix = "bert.encoder.layer.\(layer)."
             for projection in ["query", "key", "value"] {
                 add(prefix + "attention.self.\(projection).weight", [C, C], decays: true)
@@ -70,9 +92,14 @@ public struct ParameterTable: Sendable {
             linear(prefix + "intermediate.dense", out: I, in: C)
             linear(prefix + "output.dense", out: C, in: I)
             layerNorm(prefix + "output.LayerNorm")
-            layerRanges.append(start..<offset)
+            for module in adaptedModules[layer] {
+                let (inputs, outputs) = module.shape(config)
+                let names = LoraSettings.entryNames(layer: layer, module: module)
+                add(names.a, [lora!.rank, inputs], decays: true)
+                add(names.b, [outputs, lora!.rank], decays: true)
+            }
         }
-        let headStart = offset
+        part = config.hiddenLayerCount
         if config.head.hasPooler { linear("bert.pooler.dense", out: C, in: C) }
         switch config.head {
         case .preTraining:
@@ -87,14 +114,62 @@ public struct ParameterTable: Sendable {
         case .questionAnswering:
             linear("qa_outputs", out: config.headOutputCount, in: C)
         }
+        if let lora {
+            entries = Self.frozenFirst(entries, trainable: Self.trainableNames(entries.map(\.name), lora, head: config.head))
+        }
+        let trainableStart = entries.first(where: \.trainable)?.offset ?? offset
+        // Each part's trainable entries are contiguous (they keep the model's order), in the gradient buffer.
+        func gradientRange(part: Int) -> Range<Int> {
+            let mine = entries.filter { $0.trainable && $0.part <= part }
+            let before = entries.filter { $0.trainable && $0.part < part }
+            func end(_ list: [Entry]) -> Int { list.last.map { $0.range.upperBound - trainableStart } ?? 0 }
+            return end(before)..<end(mine)
+        }
         self.entries = entries
         self.totalCount = offset
-        self.layerRanges = layerRanges
-        self.embeddingRange = 0..<embeddingEnd
-        self.headRange = headStart..<offset
+        self.trainableRange = trainableStart..<offset
+        self.layerRanges = (0..<config.hiddenLayerCount).map(gradientRange(part:))
+        self.embeddingRange = gradientRange(part: -1)
+        self.headRange = gradientRange(part: config.hiddenLayerCount)
+        self.adaptedModules = adaptedModules
         var index: [String: Int] = [:]
         for (i, entry) in entries.enumerated() { index[entry.name] = i }
         self.indexByName = index
+    }
+
+    /// The names that train with `lora`: the adapters, the biases `bias` names and the modules of
+    /// `modules_to_save` (matched as peft matches them: the module's name ends with the given one).
+    static func trainableNames(_ names: [String], _ lora: LoraSettings, head: ModelHead) -> Set<String> {
+        let saved = lora.savedModules(head: head)
+        return Set(names.filter { name in
+            if name.contains(".lora_A.") || name.contains(".lora_B.") { return true }
+            if lora.bias == .all && name.contains("bias") { return true }
+            let components = name.split(separator: ".")
+            let modules = (1..<components.count).map { components[..<$0].joined(separator: ".") }
+            return modules.contains { module in saved.contains { module.hasSuffix($0) } }
+        })
+    }
+
+    /// The entries re-laid out with the frozen ones first, each group in its original order.
+    static func frozenFirst(_ entries: [Entry], trainable: Set<String>) -> [Entry] {
+        var marked = entries
+        for i in marked.indices { marked[i].trainable = trainable.contains(marked[i].name) }
+        var offset = 0
+        return (marked.filter { !$0.trainable } + marked.filter(\.trainable)).map { entry in
+            var moved = Entry(
+                name: entry.name, shape: entry.shape, offset: offset, count: entry.count, decays: entry.decays, part: entry.part)
+            moved.trainable = entry.trainable
+            offset += entry.count
+            return moved
+        }
+    }
+
+    /// Elements that train (the gradient buffer's size).
+    public var trainableCount: Int { trainableRange.count }
+
+    /// Where an entry's gradient lies in the gradient buffer; nil for a frozen one.
+    public func gradientRange(of entry: Entry) -> Range<Int>? {
+        entry.trainable ? (entry.offset - trainableRange.lowerBound)..<(entry.range.upperBound - trainableRange.lowerBound) : nil
     }
 
     public func entry(named name: String) -> Entry? {

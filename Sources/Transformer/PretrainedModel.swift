@@ -231,9 +231,10 @@ extension BertModel {
         if sources["cls.predictions.bias"] == nil, let decoderBias {
             sources["cls.predictions.bias"] = decoderBias
         }
-        // Only the pooler and the heads may be absent (an encoder saved alone, or for masked LM only).
+        // Only the pooler and the heads may be absent (an encoder saved alone, or for masked LM only);
+        // LoRA's factors are never in a base model's files.
         let absent = table.entries.map(\.name).filter { sources[$0] == nil }
-        let missing = absent.filter { !BertModel.isHeadTensor($0) }
+        let missing = absent.filter { !BertModel.isHeadTensor($0) && !BertModel.isAdapterTensor($0) }
         if !missing.isEmpty {
             throw PretrainedModelError.missingTensors(path: origin, names: missing)
         }
@@ -252,13 +253,18 @@ extension BertModel {
             try checkTied(decoderBias, to: "cls.predictions.bias", storedAs: sources)
         }
         return PretrainedLoadReport(
-            initializedTensors: absent, discardedTensors: discarded.sorted(), ignoredTensors: ignored, hadPrefix: bare == 0)
+            initializedTensors: absent.filter { !BertModel.isAdapterTensor($0) }, discardedTensors: discarded.sorted(), ignoredTensors: ignored, hadPrefix: bare == 0)
     }
 
     /// Whether a (normalised) tensor name belongs to a head or the pooler rather than the encoder: a
     /// checkpoint may lack those, or carry another head's.
     static func isHeadTensor(_ name: String) -> Bool {
         !name.hasPrefix("bert.") || name.hasPrefix("bert.pooler.")
+    }
+
+    /// Whether a table name is one of LoRA's factors (initialised as peft does when a base model is loaded).
+    static func isAdapterTensor(_ name: String) -> Bool {
+        name.hasSuffix(".lora_A.weight") || name.hasSuffix(".lora_B.weight")
     }
 
     private func copy(_ source: (file: SafetensorsFile, stored: String), into entry: ParameterTable.Entry) throws {

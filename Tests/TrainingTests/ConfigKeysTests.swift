@@ -157,20 +157,28 @@ final class ConfigKeysTests: XCTestCase {
     /// Each SwiftBERT key in turn gets another valid value: the fingerprint changes and the resume check
     /// names the key exactly when the key is declared `.mustMatch`, and the keys a resumed run may
     /// change are the documented ones.
-    /// The task keys are checked on a fine-tuning run, since a pre-training run leaves them out.
+    /// The task keys are checked on a fine-tuning run, since a pre-training run leaves them out, and the
+    /// peft keys on a LoRA run.
     func testOnlyKeysThatMustMatchChangeTheFingerprint() throws {
         let text = try String(contentsOfFile: Self.root.appendingPathComponent("configs/debug.json").path, encoding: .utf8)
         let fineTuning = ["task.type=sequence_classification", "task.train_file=train.tsv", "task.metric_for_best_model=accuracy"]
+        let lora = ["peft.method=lora", "init_from=base"]
         var mayChange: [String] = []
         for (keyPath, _, value) in TrainingConfig.schema.values where keyPath != "model" {
-            let overrides = keyPath.hasPrefix("task.") ? fineTuning : []
+            let overrides = keyPath.hasPrefix("task.") ? fineTuning : keyPath.hasPrefix("peft.") ? lora : []
             let base = try TrainingConfig(text: text, overrides: overrides)
             let current = value.write(base)
             guard let changed = Self.candidates(for: current).lazy
                 .compactMap({ try? TrainingConfig(text: text, overrides: overrides + ["\(keyPath)=\($0)"]) })
                 .first(where: { value.write($0) != current })
             else { XCTFail("no other valid value found for \(keyPath)"); continue }
-            if value.onResume == .mustMatch {
+            if keyPath == "peft.method" {
+                // Back to "none" leaves the whole section out, so each of its keys is a difference.
+                XCTAssertNotEqual(changed.fingerprint, base.fingerprint, keyPath)
+                let differences = changed.resumeDifferences(from: base)
+                XCTAssertTrue(differences.contains(keyPath), "\(differences)")
+                XCTAssertTrue(differences.allSatisfy { $0.hasPrefix("peft.") }, "\(differences)")
+            } else if value.onResume == .mustMatch {
                 XCTAssertNotEqual(changed.fingerprint, base.fingerprint, keyPath)
                 XCTAssertEqual(changed.resumeDifferences(from: base), [keyPath])
             } else {
@@ -195,8 +203,8 @@ final class ConfigKeysTests: XCTestCase {
             let number = Double(text)!
             return [number + 1, number - 1, number / 2, 0.5].map { JSONValue.double($0).compactText() }
         case let .bool(flag): return ["\(!flag)"]
-        case .null: return ["4", "\"elsewhere\"", "csv", "regression", #"["a","b"]"#]
-        default: return ["\"elsewhere\"", "lamb", "adamw", "cosine", "linear", "token_classification", "IOB1"]
+        case .null: return ["4", "\"elsewhere\"", "csv", "regression", #"["a","b"]"#, "[0]", #"["query"]"#]
+        default: return ["\"elsewhere\"", "lamb", "adamw", "cosine", "linear", "token_classification", "IOB1", "none", "all"]
         }
     }
 

@@ -1,0 +1,162 @@
+import Foundation
+
+/// LoRA as Hugging Face peft's `LoraConfig` defines it: each adapted projection computes
+/// `W x + b + (B A dropout(x)) * scaling` with A (r, in) and B (out, r) trained and W, b frozen.
+/// The product B A is never formed while training.
+///
+/// Names follow peft: `target_modules` and `modules_to_save` are module names matched as peft matches
+/// them (a module is targeted when its full name equals the target or ends with "." + target, so
+/// `output.dense` targets both `attention.output.dense` and the layer's `output.dense`);
+/// `layers_to_transform` keeps only the given encoder layers.
+public struct LoraSettings: Sendable, Equatable {
+    public var rank: Int
+    public var alpha: Double
+    public var dropout: Float
+    /// Scaling alpha / sqrt(r) (rank-stabilised LoRA) instead of alpha / r.
+    public var useRSLoRA: Bool
+    public var targetModules: [String]
+    public var layersToTransform: [Int]?
+    public var bias: LoraBias
+    /// Modules trained in full beside the adapter; nil: the head's output layer (`savedModules`).
+    public var modulesToSave: [String]?
+
+    public init(
+        rank: Int, alpha: Double, dropout: Float = 0, useRSLoRA: Bool = false, targetModules: [String] = ["query", "value"],
+        layersToTransform: [Int]? = nil, bias: LoraBias = .none, modulesToSave: [String]? = nil
+    ) {
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.useRSLoRA = useRSLoRA
+        self.targetModules = targetModules
+        self.layersToTransform = layersToTransform
+        self.bias = bias
+        self.modulesToSave = modulesToSave
+    }
+
+    /// The factor of the low-rank update.
+    public var scaling: Float {
+        Float(useRSLoRA ? alpha / Double(rank).squareRoot() : alpha / Double(rank))
+    }
+
+    /// The modules trained in full for a model with `head`: `modules_to_save`, or by default the
+    /// head's output layer, as peft adds it for its classification and question-answering task types.
+    public func savedModules(head: ModelHead) -> [String] {
+        if let modulesToSave { return modulesToSave }
+        switch head {
+        case .preTraining: return []
+        case .sequenceClassification, .tokenClassification, .multipleChoice: return ["classifier"]
+        case .questionAnswering: return ["qa_outputs"]
+        }
+    }
+
+    /// peft's module-name rule: the target is the whole name or its dotted suffix.
+    static func matches(_ module: String, _ target: String) -> Bool {
+        module == target || module.hasSuffix("." + target)
+    }
+}
+
+/// peft's `bias`: which biases train beside the adapter.
+public enum LoraBias: String, Sendable, CaseIterable {
+    case none
+    /// Every parameter whose name contains "bias", LayerNorm biases included (as peft marks them).
+    case all
+    case loraOnly = "lora_only"
+}
+
+/// The projections of an encoder layer LoRA can adapt, in the order the layer runs them.
+public enum LoraModule: Int, CaseIterable, Sendable {
+    case query, key, value, attentionOutput, intermediate, output
+
+    /// The module's name inside `bert.encoder.layer.<l>.`.
+    public var name: String {
+        switch self {
+        case .query: return "attention.self.query"
+        case .key: return "attention.self.key"
+        case .value: return "attention.self.value"
+        case .attentionOutput: return "attention.output.dense"
+        case .intermediate: return "intermediate.dense"
+        case .output: return "output.dense"
+        }
+    }
+
+    /// Input and output features of the projection.
+    func shape(_ config: BertConfig) -> (inputs: Int, outputs: Int) {
+        switch self {
+        case .query, .key, .value, .attentionOutput: return (config.hiddenSize, config.hiddenSize)
+        case .intermediate: return (config.hiddenSize, config.intermediateSize)
+        case .output: return (config.intermediateSize, config.hiddenSize)
+        }
+    }
+}
+
+/// A LoRA setting this model cannot honour; the message names the key.
+public struct LoraSettingsError: Error, LocalizedError, CustomStringConvertible, Equatable {
+    public let key: String
+    public let message: String
+
+    public var description: String { "peft.\(key) \(message)" }
+    public var errorDescription: String? { description }
+}
+
+extension LoraSettings {
+    /// The adapted modules of each encoder layer, after checking every setting against the model.
+    public func adaptedModules(_ config: BertConfig) throws -> [[LoraModule]] {
+        func fail(_ key: String, _ message: String) -> LoraSettingsError { LoraSettingsError(key: key, message: message) }
+        guard rank >= 1 else { throw fail("r", "is \(rank); the rank of the update must be at least 1, typically 8") }
+        guard alpha > 0 else { throw fail("lora_alpha", "is \(alpha); it must be positive, typically 2 r") }
+        guard dropout >= 0 && dropout < 1 else { throw fail("lora_dropout", "is \(dropout); it must be in [0, 1)") }
+        guard !targetModules.isEmpty else {
+            throw fail("target_modules", "is empty; name the projections to adapt, e.g. [\"query\", \"value\"]")
+        }
+        if bias == .loraOnly {
+            throw fail("bias", "\"lora_only\" is not supported (the query, key and value biases are one fused tensor); use \"none\" or \"all\"")
+        }
+        let L = config.hiddenLayerCount
+        if let layers = layersToTransform {
+            guard !layers.isEmpty else { throw fail("layers_to_transform", "is empty; give layer indices or null for all") }
+            if let bad = layers.first(where: { !(0..<L).contains($0) }) {
+                throw fail("layers_to_transform", "holds \(bad); the model's layers are 0...\(L - 1)")
+            }
+        }
+        let encoderModules = LoraModule.allCases.map(\.name)
+        let others = config.linearModuleNames.filter { !$0.hasPrefix("bert.encoder.") }
+        var adapted = Set<LoraModule>()
+        for target in targetModules {
+            let inLayer = LoraModule.allCases.filter { Self.matches("bert.encoder.layer.0." + $0.name, target) }
+            if let outside = others.first(where: { Self.matches($0, target) }) {
+                throw fail("target_modules", "\"\(target)\" names \(outside); LoRA adapts the encoder's projections: "
+                    + encoderModules.joined(separator: ", "))
+            }
+            guard !inLayer.isEmpty else {
+                throw fail("target_modules", "\"\(target)\" matches no module of the model; BERT's projections are "
+                    + encoderModules.joined(separator: ", "))
+            }
+            adapted.formUnion(inLayer)
+        }
+        let modules = LoraModule.allCases.filter(adapted.contains)
+        return (0..<L).map { layer in layersToTransform.map { $0.contains(layer) } ?? true ? modules : [] }
+    }
+
+    /// The adapter tensors' names (table names; peft's keys add `base_model.model.`).
+    static func entryNames(layer: Int, module: LoraModule) -> (a: String, b: String) {
+        let prefix = "bert.encoder.layer.\(layer).\(module.name)"
+        return (prefix + ".lora_A.weight", prefix + ".lora_B.weight")
+    }
+}
+
+extension BertConfig {
+    /// Every linear module of the model with its head, by its transformers name.
+    var linearModuleNames: [String] {
+        var names = (0..<hiddenLayerCount).flatMap { layer in LoraModule.allCases.map { "bert.encoder.layer.\(layer).\($0.name)" } }
+        if head.hasPooler { names.append("bert.pooler.dense") }
+        switch head {
+        case .preTraining:
+            names.append("cls.predictions.transform.dense")
+            if nspClassCount > 0 { names.append("cls.seq_relationship") }
+        case .sequenceClassification, .tokenClassification, .multipleChoice: names.append("classifier")
+        case .questionAnswering: names.append("qa_outputs")
+        }
+        return names
+    }
+}

@@ -1,0 +1,163 @@
+import Foundation
+
+// Hugging Face peft's adapter directory: adapter_config.json (the LoraConfig) and
+// adapter_model.safetensors (the trainable tensors, keyed `base_model.model.<transformers name>`).
+// peft keys a bias of an adapted module by its wrapped base layer (`query.base_layer.bias`), and
+// under bias = "all" also writes a module-to-save's bias twice more (`classifier.modules_to_save.bias`,
+// the trained copy, and `classifier.original_module.bias`, the frozen original).
+
+/// A peft adapter directory this model cannot use; the message names the file and what to do.
+public struct PeftAdapterError: Error, LocalizedError, CustomStringConvertible, Equatable {
+    public let message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+public enum PeftAdapter {
+    public static let configFile = "adapter_config.json"
+    public static let weightsFile = "adapter_model.safetensors"
+    static let keyPrefix = "base_model.model."
+
+    /// peft's `task_type` for a model with `head` (nil: peft's plain `PeftModel`).
+    static func taskType(_ head: ModelHead) -> String? {
+        switch head {
+        case .sequenceClassification: return "SEQ_CLS"
+        case .tokenClassification: return "TOKEN_CLS"
+        case .questionAnswering: return "QUESTION_ANS"
+        case .preTraining, .multipleChoice: return nil
+        }
+    }
+
+    /// The LoRA settings of `directory`'s adapter_config.json.
+    public static func loraSettings(in directory: String) throws -> LoraSettings {
+        let path = (directory as NSString).appendingPathComponent(configFile)
+        func fail(_ message: String) -> PeftAdapterError { PeftAdapterError("\(path): \(message)") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw fail("cannot be read; an adapter directory holds adapter_config.json and adapter_model.safetensors")
+        }
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw fail("is not a JSON object")
+        }
+        func value(_ key: String) -> Any? { json[key].flatMap { $0 is NSNull ? nil : $0 } }
+        guard let type = value("peft_type") as? String else { throw fail("has no peft_type") }
+        guard type == "LORA" else { throw fail("peft_type \(type) is not supported; SwiftBERT loads LORA adapters") }
+        guard let rank = value("r") as? Int else { throw fail("r must be an integer") }
+        guard let alpha = (value("lora_alpha") as? NSNumber)?.doubleValue else { throw fail("lora_alpha must be a number") }
+        // Settings peft has that change the computation and SwiftBERT does not implement.
+        for key in ["use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"] where (value(key) as? Bool) == true {
+            throw fail("\(key) is true, which SwiftBERT does not implement")
+        }
+        for key in ["rank_pattern", "alpha_pattern"] where !((value(key) as? [String: Any])?.isEmpty ?? true) {
+            throw fail("\(key) is set, which SwiftBERT does not implement; use one r and lora_alpha for every module")
+        }
+        for key in ["layer_replication", "trainable_token_indices", "target_parameters", "exclude_modules"] where value(key) != nil {
+            throw fail("\(key) is set, which SwiftBERT does not implement")
+        }
+        let targets: [String]
+        switch value("target_modules") {
+        case let list as [String]: targets = list
+        case is String: throw fail("target_modules is a regular expression; SwiftBERT takes a list of module names")
+        default: throw fail("target_modules must be a list of module names")
+        }
+        let layers: [Int]?
+        switch value("layers_to_transform") {
+        case nil: layers = nil
+        case let layer as Int: layers = [layer]
+        case let list as [Int]: layers = list
+        default: throw fail("layers_to_transform must be an integer or a list of integers")
+        }
+        guard let bias = LoraBias(rawValue: value("bias") as? String ?? "none") else {
+            throw fail("bias must be none, all or lora_only")
+        }
+        return LoraSettings(
+            rank: rank, alpha: alpha, dropout: (value("lora_dropout") as? NSNumber)?.floatValue ?? 0,
+            useRSLoRA: value("use_rslora") as? Bool ?? false, targetModules: targets, layersToTransform: layers, bias: bias,
+            modulesToSave: value("modules_to_save") as? [String])
+    }
+}
+
+extension BertModel {
+    /// The peft key of a trainable entry: `base_model.model.` + its name, with `base_layer.` before
+    /// the parameter name of an adapted module's bias.
+    public func adapterKey(_ entry: ParameterTable.Entry) -> String {
+        var name = entry.name
+        let adapted = table.adaptedModules.enumerated().flatMap { layer, modules in
+            modules.map { "bert.encoder.layer.\(layer).\($0.name)." }
+        }
+        if let module = adapted.first(where: { name == $0 + "bias" }) { name = module + "base_layer.bias" }
+        return PeftAdapter.keyPrefix + name
+    }
+
+    /// Writes the adapter as peft does: adapter_model.safetensors with every trainable tensor and
+    /// adapter_config.json naming `baseModel`.
+    public func saveAdapter(to directory: String, baseModel: String) throws {
+        guard let lora = config.lora else { preconditionFailure("saveAdapter needs a model with LoRA") }
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
+        }
+        let base = UnsafeBufferPointer(parameters)
+        let tensors = table.entries.filter(\.trainable).map { entry in
+            (name: adapterKey(entry), shape: entry.shape, data: UnsafeBufferPointer(rebasing: base[entry.range]))
+        }
+        let path = (directory as NSString).appendingPathComponent(PeftAdapter.weightsFile)
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
+        let settings: [String: Any] = [
+            "peft_type": "LORA", "task_type": PeftAdapter.taskType(config.head) ?? NSNull(),
+            "base_model_name_or_path": baseModel, "r": lora.rank, "lora_alpha": lora.alpha,
+            "lora_dropout": Double(lora.dropout), "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
+            "layers_to_transform": lora.layersToTransform ?? NSNull(), "layers_pattern": NSNull(),
+            "bias": lora.bias.rawValue, "modules_to_save": lora.savedModules(head: config.head),
+            "init_lora_weights": true, "inference_mode": true, "fan_in_fan_out": false, "use_dora": false,
+            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "revision": NSNull(),
+        ]
+        let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])
+        let configPath = (directory as NSString).appendingPathComponent(PeftAdapter.configFile)
+        do {
+            try json.write(to: URL(fileURLWithPath: configPath), options: .atomic)
+        } catch {
+            throw PretrainedModelError.writeFailed(path: configPath, reason: error.localizedDescription)
+        }
+    }
+
+    /// Loads the trainable tensors from a peft adapter_model.safetensors: exactly one tensor for each,
+    /// of its shape; anything else names the tensor and says what the adapter does not fit.
+    public func loadAdapter(from file: SafetensorsFile) throws {
+        let trainable = table.entries.filter(\.trainable)
+        let byKey = Dictionary(uniqueKeysWithValues: trainable.map { (adapterKey($0), $0) })
+        var loaded = Set<String>()
+        var unexpected: [String] = []
+        for stored in file.tensorNames.sorted() {
+            // The frozen original of a module to save, and its trained copy under a second name.
+            if stored.contains(".original_module.") { continue }
+            let key = stored.replacingOccurrences(of: ".modules_to_save.", with: ".")
+            guard let entry = byKey[key] else {
+                unexpected.append(stored)
+                continue
+            }
+            if key != stored && file.tensorNames.contains(key) { continue }
+            guard let info = file.tensorInfo(stored), info.shape == entry.shape else {
+                throw PeftAdapterError(
+                    "\(file.path): \(stored) has shape \(file.tensorInfo(stored)?.shape ?? []), the model's \(entry.name) is "
+                        + "\(entry.shape); the adapter was trained on another base model or with another r")
+            }
+            try file.copyFloats(stored, into: UnsafeMutableBufferPointer(rebasing: parameters[entry.range]))
+            loaded.insert(key)
+        }
+        if !unexpected.isEmpty {
+            throw PeftAdapterError(
+                "\(file.path): \(unexpected.count) tensor(s) fit no trainable parameter of this model, e.g. \(unexpected[0]); "
+                    + "the adapter was trained on another base model or with other settings (adapter_config.json)")
+        }
+        let missing = byKey.keys.filter { !loaded.contains($0) }.sorted()
+        if !missing.isEmpty {
+            throw PeftAdapterError(
+                "\(file.path): lacks \(missing.count) tensor(s) the adapter's settings call for, e.g. \(missing[0]); "
+                    + "adapter_config.json and the tensors disagree")
+        }
+    }
+}

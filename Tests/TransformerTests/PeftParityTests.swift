@@ -1,0 +1,174 @@
+import Foundation
+import Kernels
+import Transformer
+import XCTest
+
+/// LoRA against Hugging Face peft 0.21 + transformers 5.24 on CPU: base weights, the adapter as peft
+/// saves it, inputs, logits, loss and the gradient of every trainable tensor, written by
+/// scripts/make_peft_fixtures.py (see its docstring) with every dropout 0.
+final class PeftParityTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/peft")
+    let tolerance: Float = 1e-5
+
+    /// r 4, alpha 8 on query and value of both layers; the classifier trains (peft's SEQ_CLS default).
+    func testLoraOnQueryAndValue() throws { try checkParity("lora_qv") }
+
+    /// r 2, rank-stabilised scaling, all six projections of layer 1 only, every bias trainable.
+    func testLoraOnEveryProjectionWithBiases() throws { try checkParity("lora_all") }
+
+    /// The adapter directory peft wrote loads onto the base directory transformers wrote, and gives
+    /// the fixture's logits.
+    func testLoadsAdapterDirectoryWrittenByPeft() throws {
+        let c = try loadCase("lora_qv")
+        let adapter = Self.fixtures.appendingPathComponent("lora-adapter").path
+        var config = try PretrainedDirectory.config(in: Self.fixtures.appendingPathComponent("lora-base").path)
+        config.lora = try PeftAdapter.loraSettings(in: adapter)
+        XCTAssertEqual(config.lora, c.config.lora)
+        let model = BertForSequenceClassification(config: config, maxSequenceCount: c.inputs.sequenceCount, sequenceLength: c.inputs.sequenceLength)
+        _ = try model.loadWeights(from: PretrainedDirectory.weightFiles(in: Self.fixtures.appendingPathComponent("lora-base").path))
+        try model.loadAdapter(from: SafetensorsFile(contentsOfFile: adapter + "/" + PeftAdapter.weightsFile))
+        let output = model.step(c.inputs, targets: .classes(c.labels), normalizer: c.normalizer, options: PassOptions(training: false, computeGradients: false))
+        check(output.logits, against: try c.file.floats("expect.logits"), "lora-adapter logits")
+    }
+
+    /// An adapter written by SwiftBERT holds exactly the trainable tensors under peft's keys and loads
+    /// back to the same parameters (peft loading it is checked by the fixture script's --check-adapter).
+    func testWrittenAdapterRoundTrips() throws {
+        for name in ["lora_qv", "lora_all"] {
+            let c = try loadCase(name)
+            let model = try loadModel(c)
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peft-\(name)-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try model.saveAdapter(to: directory, baseModel: "base")
+            let written = try SafetensorsFile(contentsOfFile: directory + "/" + PeftAdapter.weightsFile)
+            let peftKeys = Set(c.file.tensorNames.filter { $0.hasPrefix("grad.") }.map { String($0.dropFirst(5)) })
+            XCTAssertEqual(Set(written.tensorNames), peftKeys, "\(name): the adapter's tensors are the trainable ones under peft's keys")
+            XCTAssertEqual(try PeftAdapter.loraSettings(in: directory).rank, c.config.lora?.rank)
+            let copy = BertForSequenceClassification(config: model.config, maxSequenceCount: 1, sequenceLength: 4)
+            copy.parameters.update(from: model.parameters)
+            for entry in copy.table.entries where entry.trainable {
+                copy.parameters[entry.range].update(repeating: .nan)
+            }
+            try copy.loadAdapter(from: written)
+            XCTAssertTrue(zip(copy.parameters, model.parameters).allSatisfy { $0 == $1 }, name)
+        }
+    }
+
+    func testRefusesAdapterOfAnotherShape() throws {
+        let c = try loadCase("lora_qv")
+        var config = c.config
+        config.lora?.rank = 8
+        let model = BertForSequenceClassification(config: config, maxSequenceCount: 1, sequenceLength: 4)
+        let file = try SafetensorsFile(contentsOfFile: Self.fixtures.appendingPathComponent("lora-adapter/adapter_model.safetensors").path)
+        XCTAssertThrowsError(try model.loadAdapter(from: file)) { error in
+            XCTAssertTrue("\(error)".contains("lora_A.weight has shape [4, 32]"), "\(error)")
+        }
+        config.lora = LoraSettings(rank: 4, alpha: 8, targetModules: ["query"])
+        let fewer = BertForSequenceClassification(config: config, maxSequenceCount: 1, sequenceLength: 4)
+        XCTAssertThrowsError(try fewer.loadAdapter(from: file)) { error in
+            XCTAssertTrue("\(error)".contains("fit no trainable parameter"), "\(error)")
+        }
+    }
+
+    // MARK: - Cases
+
+    struct Case {
+        let file: SafetensorsFile
+        var config: BertConfig
+        let inputs: EncoderInputs
+        let labels: [Int32]
+        let normalizer: Float
+    }
+
+    func loadCase(_ name: String) throws -> Case {
+        let file = try SafetensorsFile(contentsOfFile: Self.fixtures.appendingPathComponent(name + ".safetensors").path)
+        var config = try JSONDecoder().decode(BertConfig.self, from: Data(XCTUnwrap(file.metadata["config"]).utf8))
+        let adapterDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("peft-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: adapterDirectory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: adapterDirectory) }
+        try Data(XCTUnwrap(file.metadata["adapter_config"]).utf8).write(to: adapterDirectory.appendingPathComponent(PeftAdapter.configFile))
+        config.lora = try PeftAdapter.loraSettings(in: adapterDirectory.path)
+        let shape = try XCTUnwrap(file.tensorInfo("input.input_ids")?.shape)
+        func ints(_ key: String) throws -> [Int32] { try file.int64s(key).map { Int32($0) } }
+        let inputs = EncoderInputs(
+            inputIDs: try ints("input.input_ids"), tokenTypeIDs: try ints("input.token_type_ids"),
+            attentionMask: try ints("input.attention_mask"), sequenceCount: shape[0], sequenceLength: shape[1],
+            sampleIndices: Array(0..<shape[0]))
+        return Case(file: file, config: config, inputs: inputs, labels: try ints("input.labels"), normalizer: Float(shape[0]))
+    }
+
+    /// The base parameters by their transformers names, the adapter's tensors by peft's keys.
+    func loadModel(_ c: Case) throws -> BertForSequenceClassification {
+        let model = BertForSequenceClassification(config: c.config, maxSequenceCount: c.inputs.sequenceCount, sequenceLength: c.inputs.sequenceLength)
+        for entry in model.table.entries where c.file.tensorInfo("param." + entry.name) != nil {
+            try c.file.copyFloats("param." + entry.name, into: UnsafeMutableBufferPointer(rebasing: model.parameters[entry.range]))
+        }
+        let adapter = FileManager.default.temporaryDirectory.appendingPathComponent("peft-adapter-\(UUID().uuidString).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: adapter) }
+        // The fixture's adapter.* tensors as peft's adapter_model.safetensors holds them.
+        let names = c.file.tensorNames.filter { $0.hasPrefix("adapter.") }.sorted()
+        let values = try names.flatMap { try c.file.floats($0) }
+        try values.withUnsafeBufferPointer { all in
+            var offset = 0
+            let tensors = names.map { name in
+                let shape = c.file.tensorInfo(name)!.shape, count = shape.reduce(1, *)
+                defer { offset += count }
+                return (name: String(name.dropFirst(8)), shape: shape, data: UnsafeBufferPointer(rebasing: all[offset..<(offset + count)]))
+            }
+            try SafetensorsWriter.write(tensors, metadata: [:], to: adapter)
+        }
+        try model.loadAdapter(from: SafetensorsFile(contentsOfFile: adapter))
+        return model
+    }
+
+    func checkParity(_ name: String) throws {
+        let c = try loadCase(name)
+        let model = try loadModel(c)
+        let peftKeys = Set(c.file.tensorNames.filter { $0.hasPrefix("grad.") }.map { String($0.dropFirst(5)) })
+        let trainable = model.table.entries.filter(\.trainable)
+        XCTAssertEqual(model.table.trainableCount, trainable.map(\.count).reduce(0, +))
+        XCTAssertLessThan(model.table.trainableCount, model.table.totalCount / 4, "\(name): most of the model is frozen")
+        let saved = Parallel.workerCount
+        defer { Parallel.workerCount = saved }
+        for workers in [1, 2] {
+            Parallel.workerCount = workers
+            for lossRowsOnly in [true, false] {
+                model.computesLastLayerAtLossRowsOnly = lossRowsOnly
+                let label = "\(name) (\(workers) worker(s), last layer at \(lossRowsOnly ? "[CLS]" : "every row"))"
+                model.zeroGradients()
+                let output = model.step(c.inputs, targets: .classes(c.labels), normalizer: c.normalizer, options: PassOptions(training: true, computeGradients: true))
+                let expectedSum = try c.file.floats("expect.loss_sum")[0]
+                XCTAssertEqual(Float(output.lossSum), expectedSum, accuracy: tolerance * abs(expectedSum), "\(label) loss sum")
+                check(output.logits, against: try c.file.floats("expect.logits"), "\(label) logits")
+                var compared = Set<String>()
+                for entry in trainable {
+                    let key = model.adapterKey(entry)
+                    compared.insert(key)
+                    let range = try XCTUnwrap(model.table.gradientRange(of: entry))
+                    let ours = Array(model.gradients[range]), reference = try c.file.floats("grad." + key)
+                    guard key.hasSuffix("attention.self.key.bias") || key.hasSuffix("attention.self.key.base_layer.bias") else {
+                        check(ours, against: reference, "\(label) grad \(key)")
+                        continue
+                    }
+                    // A key bias shifts all scores of an attention row alike: its exact gradient is 0, and
+                    // both sides hold rounding noise far below the value bias's gradient (HeadParityTests).
+                    let sibling = try c.file.floats("grad." + key.replacingOccurrences(of: "key.", with: "value."))
+                    let scale = sibling.map { abs($0) }.max() ?? 0
+                    XCTAssertGreaterThan(scale, 0, "\(label) \(key) sibling")
+                    XCTAssertLessThanOrEqual(reference.map { abs($0) }.max() ?? 0, tolerance * scale, "\(label) reference \(key)")
+                    XCTAssertLessThanOrEqual(ours.map { abs($0) }.max() ?? 0, tolerance * scale, "\(label) \(key)")
+                }
+                XCTAssertEqual(compared, peftKeys, "\(label): trainable tensors differ from peft's")
+            }
+        }
+    }
+
+    func check(_ actual: [Float], against expected: [Float], _ label: String) {
+        XCTAssertEqual(actual.count, expected.count, "\(label) size")
+        guard actual.count == expected.count else { return }
+        let scale = expected.map { abs($0) }.max() ?? 0
+        XCTAssertGreaterThan(scale, 0, "\(label) is all zero in the reference")
+        let error = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(error, tolerance * scale, "\(label): max error \(error), max |reference| \(scale)")
+    }
+}
