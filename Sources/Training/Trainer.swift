@@ -44,6 +44,9 @@ public struct TrainingOptions: Sendable {
     /// line per step (`step: i j k ...`): a record of what was seen, for audits and tests.
     public var sampleLog: String?
 
+    /// A peft adapter directory loaded onto `init_from` at the start (`swiftbert evaluate` of an adapter).
+    public var adapter: String?
+
     public init(runDirectory: String) { self.runDirectory = runDirectory }
 }
 
@@ -123,16 +126,18 @@ public final class Trainer {
     /// on the way. A collective: every rank calls it.
     public func run() throws -> TrainingSummary { try engineRun() }
 
-    /// The validation record of the model in `config.initFrom` (with its head) on the task's
-    /// validation file: the evaluation a training run makes, over every validation example. A
-    /// collective: every rank calls it and gets the record.
+    /// The validation record of the model in `config.initFrom` (with its head, and `adapter` on it
+    /// when given) on the task's validation file: the evaluation a training run makes, over every
+    /// validation example. A collective: every rank calls it and gets the record.
     public static func evaluate(
-        config: TrainingConfig, communicator: Communicator, log: @escaping (String) -> Void
+        config: TrainingConfig, adapter: String? = nil, communicator: Communicator, log: @escaping (String) -> Void
     ) throws -> MetricsRecord {
         let rankLog: (String) -> Void = communicator.rank == 0 ? log : { _ in }
+        var options = TrainingOptions(runDirectory: "")
+        options.adapter = adapter
         func evaluate<T: TrainingTask>(_ task: T) throws -> MetricsRecord {
             let engine = try Engine(
-                task: task, config: config, options: TrainingOptions(runDirectory: ""), communicator: communicator,
+                task: task, config: config, options: options, communicator: communicator,
                 evaluationOnly: true, log: rankLog)
             _ = try engine.start(store: nil)
             return try engine.evaluate(step: 0, batches: Int.max)
@@ -225,6 +230,10 @@ final class Engine<T: TrainingTask> {
                     let report = try model.loadWeights(from: files, initializationSeed: config.seed)
                     log("initialised from \(initFrom)" + (report.notice.map { ": \($0)" } ?? ""))
                     if config.peft.method != .none { state.baseModelSHA256 = try Engine.weightsDigest(files) }
+                    if let adapter = options.adapter {
+                        try model.loadAdapter(
+                            from: SafetensorsFile(contentsOfFile: (adapter as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+                    }
                 } else {
                     model.initializeParameters(seed: config.seed)
                 }

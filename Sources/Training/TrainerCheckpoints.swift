@@ -7,7 +7,9 @@ import Transformer
 /// Checkpoints of a run: what goes into one, and how a run continues from one.
 ///
 /// A checkpoint is a Hugging Face model directory (config.json, model.safetensors, vocab.txt,
-/// tokenizer.json, tokenizer_config.json) plus `optimizer.safetensors` (Adam moments, flat, in the parameter
+/// tokenizer.json, tokenizer_config.json), or for a parameter-efficient run a peft adapter directory
+/// (adapter_config.json, adapter_model.safetensors; config.json names the head and labels), plus
+/// `optimizer.safetensors` (Adam moments of the trainable parameters, flat, in the parameter
 /// layout), `training_config.json` (the resolved run configuration) and `trainer_state.json` (the
 /// manifest `CheckpointStore` writes last: trainer state and SHA-256 of every file).
 extension Trainer {
@@ -28,6 +30,8 @@ extension Engine {
                 let checkpoint = try store.commit(step: state.step, state: state) { directory in
                     if let base = config.initFrom, model.config.lora != nil {
                         try model.saveAdapter(to: directory, baseModel: base)
+                        // The head and labels, for the commands that run the adapter.
+                        try model.config.write(to: (directory as NSString).appendingPathComponent(PretrainedDirectory.configFile))
                     } else {
                         try model.savePretrained(to: directory)
                     }

@@ -78,7 +78,7 @@ public struct TrainingConfig: Equatable, Sendable {
         public var lora: LoraSettings? {
             guard method == .lora else { return nil }
             return LoraSettings(
-                rank: rank, alpha: alpha, dropout: Float(dropout), useRSLoRA: useRSLoRA,
+                rank: rank, alpha: alpha, dropout: dropout, useRSLoRA: useRSLoRA,
                 targetModules: targetModules ?? ["query", "value"], layersToTransform: layersToTransform, bias: bias,
                 modulesToSave: modulesToSave)
         }

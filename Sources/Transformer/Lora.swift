@@ -11,7 +11,7 @@ import Foundation
 public struct LoraSettings: Sendable, Equatable {
     public var rank: Int
     public var alpha: Double
-    public var dropout: Float
+    public var dropout: Double
     /// Scaling alpha / sqrt(r) (rank-stabilised LoRA) instead of alpha / r.
     public var useRSLoRA: Bool
     public var targetModules: [String]
@@ -21,7 +21,7 @@ public struct LoraSettings: Sendable, Equatable {
     public var modulesToSave: [String]?
 
     public init(
-        rank: Int, alpha: Double, dropout: Float = 0, useRSLoRA: Bool = false, targetModules: [String] = ["query", "value"],
+        rank: Int, alpha: Double, dropout: Double = 0, useRSLoRA: Bool = false, targetModules: [String] = ["query", "value"],
         layersToTransform: [Int]? = nil, bias: LoraBias = .none, modulesToSave: [String]? = nil
     ) {
         self.rank = rank

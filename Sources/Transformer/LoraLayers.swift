@@ -103,7 +103,7 @@ extension BertModel {
         guard let probability = config.lora?.dropout, probability > 0, dropout.enabled, let samples = dropout.sampleIndices
         else { return nil }
         var mask = DropoutMask(
-            probability: probability, seed: dropout.seed, step: dropout.step, layer: UInt64(site.layer + 1),
+            probability: Float(probability), seed: dropout.seed, step: dropout.step, layer: UInt64(site.layer + 1),
             site: DropoutSite.lora + UInt64(site.module.rawValue), sampleIndices: samples, rowsPerSample: dropout.length)
         mask.rowMap = site.kept?.tokenRows
         return mask

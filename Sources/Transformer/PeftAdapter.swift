@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 // Hugging Face peft's adapter directory: adapter_config.json (the LoraConfig) and
 // adapter_model.safetensors (the trainable tensors, keyed `base_model.model.<transformers name>`).
@@ -20,6 +21,63 @@ public enum PeftAdapter {
     public static let configFile = "adapter_config.json"
     public static let weightsFile = "adapter_model.safetensors"
     static let keyPrefix = "base_model.model."
+
+    /// Whether `directory` holds a peft adapter rather than a whole model.
+    public static func isAdapter(_ directory: String) -> Bool {
+        FileManager.default.fileExists(atPath: (directory as NSString).appendingPathComponent(configFile))
+    }
+
+    /// What a command runs for `--model DIR` (and `--base DIR`): a whole Hugging Face model, or a
+    /// peft adapter on its base (`--base`, else adapter_config.json's `base_model_name_or_path`).
+    /// The config is the adapter directory's config.json when it has one (SwiftBERT's checkpoints
+    /// do: it names the head and labels), else the base's with the head of the adapter's
+    /// `task_type` and as many labels as its classifier has outputs; LoRA settings set.
+    public static func resolve(model: String, base: String?) throws -> (config: BertConfig, base: String, adapter: String?) {
+        guard isAdapter(model) else {
+            if let base {
+                throw PeftAdapterError("--base \(base) is for an adapter, and \(model) holds no \(configFile); give the model alone")
+            }
+            return (try PretrainedDirectory.config(in: model), model, nil)
+        }
+        let lora = try loraSettings(in: model)
+        let configPath = (model as NSString).appendingPathComponent(configFile)
+        let named = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as? [String: Any])?
+            .flatMap { $0["base_model_name_or_path"] as? String }
+        guard let baseDirectory = base ?? named else {
+            throw PeftAdapterError("\(configPath) names no base model (base_model_name_or_path); pass --base DIR")
+        }
+        guard FileManager.default.fileExists(atPath: (baseDirectory as NSString).appendingPathComponent(PretrainedDirectory.configFile)) else {
+            throw PeftAdapterError(
+                "the adapter's base model \(baseDirectory) is not a model directory here (no config.json)"
+                    + (base == nil ? "; pass --base DIR with the model it was trained on" : ""))
+        }
+        var config: BertConfig
+        if FileManager.default.fileExists(atPath: (model as NSString).appendingPathComponent(PretrainedDirectory.configFile)) {
+            config = try PretrainedDirectory.config(in: model)
+        } else {
+            config = try PretrainedDirectory.config(in: baseDirectory)
+            let data = try Data(contentsOf: URL(fileURLWithPath: configPath))
+            let taskType = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?.flatMap { $0["task_type"] as? String }
+            let weights = try SafetensorsFile(contentsOfFile: (model as NSString).appendingPathComponent(weightsFile))
+            func outputs(_ module: String) -> Int? { weights.tensorInfo(keyPrefix + module + ".weight")?.shape.first }
+            switch taskType {
+            case "SEQ_CLS"?, "TOKEN_CLS"?:
+                config.head = taskType == "SEQ_CLS" ? .sequenceClassification : .tokenClassification
+                guard let count = outputs("classifier") else {
+                    throw PeftAdapterError("\(model): a \(taskType!) adapter without classifier.weight; save the classifier with it (modules_to_save)")
+                }
+                if config.labels.count != count { config.labels = (0..<count).map { "LABEL_\($0)" } }
+            case "QUESTION_ANS"?:
+                config.head = .questionAnswering
+                config.labels = []
+            default:
+                break
+            }
+        }
+        config.lora = lora
+        _ = try lora.adaptedModules(config)
+        return (config, baseDirectory, model)
+    }
 
     /// peft's `task_type` for a model with `head` (nil: peft's plain `PeftModel`).
     static func taskType(_ head: ModelHead) -> String? {
@@ -73,7 +131,7 @@ public enum PeftAdapter {
             throw fail("bias must be none, all or lora_only")
         }
         return LoraSettings(
-            rank: rank, alpha: alpha, dropout: (value("lora_dropout") as? NSNumber)?.floatValue ?? 0,
+            rank: rank, alpha: alpha, dropout: (value("lora_dropout") as? NSNumber)?.doubleValue ?? 0,
             useRSLoRA: value("use_rslora") as? Bool ?? false, targetModules: targets, layersToTransform: layers, bias: bias,
             modulesToSave: value("modules_to_save") as? [String])
     }
@@ -109,7 +167,7 @@ extension BertModel {
         let settings: [String: Any] = [
             "peft_type": "LORA", "task_type": PeftAdapter.taskType(config.head) ?? NSNull(),
             "base_model_name_or_path": baseModel, "r": lora.rank, "lora_alpha": lora.alpha,
-            "lora_dropout": Double(lora.dropout), "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
+            "lora_dropout": lora.dropout, "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
             "layers_to_transform": lora.layersToTransform ?? NSNull(), "layers_pattern": NSNull(),
             "bias": lora.bias.rawValue, "modules_to_save": lora.savedModules(head: config.head),
             "init_lora_weights": true, "inference_mode": true, "fan_in_fan_out": false, "use_dora": false,
@@ -159,5 +217,50 @@ extension BertModel {
                 "\(file.path): lacks \(missing.count) tensor(s) the adapter's settings call for, e.g. \(missing[0]); "
                     + "adapter_config.json and the tensors disagree")
         }
+    }
+}
+
+extension BertModel {
+    /// The model of `resolve(model:base:)`: the base's weights, then the adapter's tensors when there
+    /// is an adapter; built for `maxSequenceCount x sequenceLength` inputs.
+    public static func load(
+        _ source: (config: BertConfig, base: String, adapter: String?), maxSequenceCount: Int, sequenceLength: Int,
+        inferenceOnly: Bool = false
+    ) throws -> BertModel {
+        let model = make(
+            config: source.config, maxSequenceCount: maxSequenceCount, sequenceLength: sequenceLength, inferenceOnly: inferenceOnly)
+        _ = try model.loadWeights(from: PretrainedDirectory.weightFiles(in: source.base))
+        if let adapter = source.adapter {
+            try model.loadAdapter(from: SafetensorsFile(contentsOfFile: (adapter as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+        }
+        return model
+    }
+}
+
+extension BertModel {
+    /// This model with each LoRA update folded into its base weight (W += scaling B A) and the factors
+    /// dropped: a plain model of the same head, as peft's `merge_and_unload` gives.
+    public func merged() -> BertModel {
+        guard let lora = config.lora else { preconditionFailure("merged() needs a model with LoRA") }
+        var plain = config
+        plain.lora = nil
+        let merged = BertModel.make(config: plain, maxSequenceCount: 1, sequenceLength: 1, inferenceOnly: true)
+        for entry in merged.table.entries {
+            let source = table.entry(named: entry.name)!
+            (merged.parameters.baseAddress! + entry.offset).update(from: parameters.baseAddress! + source.offset, count: entry.count)
+        }
+        for (layer, modules) in table.adaptedModules.enumerated() {
+            for module in modules {
+                let names = LoraSettings.entryNames(layer: layer, module: module)
+                let weight = merged.table.entry(named: "bert.encoder.layer.\(layer).\(module.name).weight")!
+                let (inputs, outputs) = module.shape(config)
+                // W (out, in) += scaling * B (out, r) A (r, in)
+                gemm(
+                    .none, .none, m: outputs, n: inputs, k: lora.rank, alpha: lora.scaling,
+                    a: param(table.offset(of: names.b)), b: param(table.offset(of: names.a)),
+                    beta: 1, c: merged.parameters.baseAddress! + weight.offset)
+            }
+        }
+        return merged
     }
 }

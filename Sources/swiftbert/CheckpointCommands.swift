@@ -91,3 +91,53 @@ struct Export: ParsableCommand {
         print("exported \(checkpoint) -> \(out) (Hugging Face model directory)")
     }
 }
+
+struct Merge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fold a LoRA adapter into its base model and write a plain Hugging Face model directory.",
+        discussion: """
+            Each adapted weight becomes W + scaling * B A, as peft's merge_and_unload computes it; the \
+            result (config.json, model.safetensors and the tokenizer files) loads in transformers without \
+            peft, and in every SwiftBERT command. The adapter is a SwiftBERT checkpoint of a LoRA run or a \
+            directory peft wrote.
+
+            Example: swiftbert merge --adapter runs/lora/checkpoints/step-00000500 --out models/merged
+            """)
+
+    @Option(help: ArgumentHelp("A peft adapter directory (adapter_config.json, adapter_model.safetensors).", valueName: "dir"))
+    var adapter: String
+
+    @Option(help: ArgumentHelp("Its base model (default: adapter_config.json's base_model_name_or_path).", valueName: "dir"))
+    var base: String?
+
+    @Option(help: ArgumentHelp("Directory to create (must not exist).", valueName: "dir"))
+    var out: String
+
+    func run() throws {
+        guard !FileManager.default.fileExists(atPath: out) else {
+            throw ValidationError("\(out) already exists; choose a new directory")
+        }
+        let parent = ((out as NSString).deletingLastPathComponent as NSString)
+        let temporary = (parent.length == 0 ? "." : parent as String) + "/.tmp-merge-\(getpid())"
+        do {
+            guard PeftAdapter.isAdapter(adapter) else {
+                throw PeftAdapterError("\(adapter) holds no \(PeftAdapter.configFile); --adapter takes a peft adapter directory")
+            }
+            let source = try PeftAdapter.resolve(model: adapter, base: base)
+            let model = try BertModel.load(source, maxSequenceCount: 1, sequenceLength: 1, inferenceOnly: true)
+            try model.merged().savePretrained(to: temporary)
+            let tokenizer = tokenizerDirectory(source)
+            for file in [PretrainedTokenizer.vocabularyFile, PretrainedTokenizer.tokenizerFile, PretrainedTokenizer.configFile] {
+                let path = (tokenizer as NSString).appendingPathComponent(file)
+                guard FileManager.default.fileExists(atPath: path) else { continue }
+                try FileManager.default.copyItem(atPath: path, toPath: (temporary as NSString).appendingPathComponent(file))
+            }
+            try FileManager.default.moveItem(atPath: temporary, toPath: out)
+            print("merged \(adapter) into \(source.base) -> \(out) (Hugging Face model directory)")
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            Console.standalone.fail("\(error)")
+            throw ExitCode.failure
+        }
+    }
+}

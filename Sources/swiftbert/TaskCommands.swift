@@ -60,8 +60,11 @@ struct Evaluate: ParsableCommand {
             Example: swiftbert evaluate --model runs/sentiment/best --data dev.tsv
             """)
 
-    @Option(help: ArgumentHelp("A fine-tuned model directory (a checkpoint of a fine-tuning run).", valueName: "dir"))
+    @Option(help: ArgumentHelp("A fine-tuned model directory (a checkpoint of a fine-tuning run), or a peft adapter directory.", valueName: "dir"))
     var model: String
+
+    @Option(help: ArgumentHelp("The base model of the adapter --model names (default: its adapter_config.json's base_model_name_or_path).", valueName: "dir"))
+    var base: String?
 
     @Option(help: ArgumentHelp("Labelled data in the format the model was fine-tuned on (CSV/TSV/JSON lines).", valueName: "file"))
     var data: String
@@ -79,13 +82,14 @@ struct Evaluate: ParsableCommand {
     }
 
     func run() throws {
-        let modelConfig: BertConfig
+        let source: (config: BertConfig, base: String, adapter: String?)
         do {
-            modelConfig = try PretrainedDirectory.config(in: model)
+            source = try PeftAdapter.resolve(model: model, base: base)
         } catch {
             Console.standalone.fail("\(error)")
             throw ExitCode.failure
         }
+        let modelConfig = source.config
         let kind = try taskKind(of: modelConfig, model: model)
         // A checkpoint of a fine-tuning run knows how its data was read: its settings are the defaults.
         let trained = try? TrainingConfig.load(
@@ -117,7 +121,7 @@ struct Evaluate: ParsableCommand {
         }
         let root = JSONValue.object([
             ("task", .object(task)),
-            ("init_from", .string(model)),
+            ("init_from", .string(source.base)),
             ("batch", .object([
                 ("global_batch_size", .integer(batchSize * size)),
                 ("sequence_length", .integer(
@@ -125,16 +129,17 @@ struct Evaluate: ParsableCommand {
             ])),
             ("schedule", .object([("total_steps", .integer(1))])),
         ])
-        let config: TrainingConfig
+        var config: TrainingConfig
         do {
             config = try TrainingConfig(text: root.compactText(), source: "evaluate")
+            config.model.lora = modelConfig.lora
         } catch {
             Console.standalone.fail("\(error)")
             throw ExitCode.failure
         }
         try runOnRanks(announce: false) { comm, console in
             // Standard output carries the result alone; progress goes to standard error.
-            let record = try Trainer.evaluate(config: config, communicator: comm) {
+            let record = try Trainer.evaluate(config: config, adapter: source.adapter, communicator: comm) {
                 FileHandle.standardError.write(Data("\($0)\n".utf8))
             }
             guard comm.rank == 0 else { return }
@@ -158,8 +163,11 @@ struct Predict: ParsableCommand {
             Example: swiftbert predict --model runs/sentiment/best --input reviews.txt
             """)
 
-    @Option(help: ArgumentHelp("A fine-tuned model directory.", valueName: "dir"))
+    @Option(help: ArgumentHelp("A fine-tuned model directory, or a peft adapter directory.", valueName: "dir"))
     var model: String
+
+    @Option(help: ArgumentHelp("The base model of the adapter --model names (default: its adapter_config.json's base_model_name_or_path).", valueName: "dir"))
+    var base: String?
 
     @Option(help: ArgumentHelp("Inputs: FILE, or '-' for standard input.", valueName: "file"))
     var input: String = "-"
@@ -189,13 +197,13 @@ struct Predict: ParsableCommand {
         BLASRuntime.setThreadCount(CPUFeatures.allowedCoreCount)
         Parallel.workerCount = CPUFeatures.allowedCoreCount
         do {
-            let config = try PretrainedDirectory.config(in: model)
+            let source = try PeftAdapter.resolve(model: model, base: base)
+            let config = source.config
             _ = try taskKind(of: config, model: model)
             let length = min(maxLength ?? 512, config.maxPositionEmbeddings)
             let inputs = try readInputs()
-            let tokenizer = try PretrainedTokenizer.load(directory: model).tokenizer
-            let (loaded, _) = try BertModel.load(
-                directory: model, maxSequenceCount: batchSize, sequenceLength: length, inferenceOnly: true)
+            let tokenizer = try PretrainedTokenizer.load(directory: tokenizerDirectory(source)).tokenizer
+            let loaded = try BertModel.load(source, maxSequenceCount: batchSize, sequenceLength: length, inferenceOnly: true)
             let outputs: [JSONValue]
             switch loaded {
             case let classifier as BertForSequenceClassification:
@@ -305,4 +313,11 @@ struct Predict: ParsableCommand {
 struct PredictInput {
     var fields: [String: String]
     var origin: String
+}
+
+/// Where a model's tokenizer is: the model (or adapter) directory when it holds one, else the base's.
+func tokenizerDirectory(_ source: (config: BertConfig, base: String, adapter: String?)) -> String {
+    guard let adapter = source.adapter else { return source.base }
+    let files = ["vocab.txt", "tokenizer.json"].map { (adapter as NSString).appendingPathComponent($0) }
+    return files.contains(where: FileManager.default.fileExists(atPath:)) ? adapter : source.base
 }

@@ -212,7 +212,8 @@ struct Train: ParsableCommand {
             run directory: \(options.runDirectory)
               metrics:     \(options.runDirectory)/metrics.jsonl (one JSON object per line)
               tensorboard: tensorboard --logdir \(options.runDirectory)
-              checkpoint:  \(summary.lastCheckpoint ?? "none") (a Hugging Face model directory)
+              checkpoint:  \(summary.lastCheckpoint ?? "none") (\(config.peft.method == .none
+                ? "a Hugging Face model directory" : "a peft adapter on \(config.initFrom ?? "its base")"))
             next: \(next(summary, options, config))
             """)
     }
@@ -220,6 +221,10 @@ struct Train: ParsableCommand {
     /// The command that uses what the run wrote.
     private func next(_ summary: TrainingSummary, _ options: TrainingOptions, _ config: TrainingConfig) -> String {
         let checkpoint = summary.lastCheckpoint ?? "<checkpoint>"
+        if config.peft.method != .none {
+            return "swiftbert merge --adapter \(checkpoint) --out <directory> (a plain Hugging Face model)"
+                + (config.task.kind == .pretraining ? "" : "; swiftbert evaluate --model \(checkpoint) --data <labelled file>")
+        }
         guard config.task.kind != .pretraining else {
             return "swiftbert fill-mask --model \(checkpoint) \"the lord is my [MASK].\""
         }
