@@ -209,24 +209,26 @@ extension TrainingConfig {
             .stringList("modules_to_save", \.peft.modulesToSave, accepted: "",
                         check: { _ in nil }, onResume: .mustMatch,
                         "modules trained in full beside the adapter, by module name; null: the task head's output layer (`classifier`, `qa_outputs`; none for pre-training)"),
-        ], rules: [
-            ConfigRule(keyPath: "peft.method", help: "needs `init_from`, the frozen base model") { config in
-                config.peft.method != .none && config.initFrom == nil
-                    ? "trains an adapter on a frozen base model; set init_from to that model's directory" : nil
-            },
-            ConfigRule(keyPath: "peft.target_modules", help: "modules of the model") { config in
-                guard let lora = config.peft.lora else { return nil }
-                do {
-                    _ = try lora.adaptedModules(config.model)
-                    return nil
-                } catch let error as LoraSettingsError {
-                    return error.key == "target_modules" ? error.message : nil
-                } catch {
-                    return "\(error)"
-                }
-            },
-        ], omitted: noPeft),
+        ], rules: peftRules, omitted: noPeft),
     ], readFirst: ["task"])
+
+    private static let peftRules: [ConfigRule<TrainingConfig>] = [
+        ConfigRule(keyPath: "peft.method", help: "needs `init_from`, the frozen base model") { config in
+            config.peft.method != .none && config.initFrom == nil
+                ? "trains an adapter on a frozen base model; set init_from to that model's directory" : nil
+        },
+    ] + ["r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "bias", "modules_to_save"].map { key in
+        ConfigRule(keyPath: "peft." + key, help: "fits the model") { config in
+            do {
+                _ = try config.peft.lora?.adaptedModules(config.model)
+                return nil
+            } catch let error as LoraSettingsError {
+                return error.key == key ? error.message : nil
+            } catch {
+                return "\(error)"
+            }
+        }
+    }
 
     private static let noPeft = ConfigCondition<TrainingConfig>(help: "`peft.method` is `\"none\"`") { $0.peft.method == .none }
 

@@ -120,7 +120,8 @@ extension LoraSettings {
             }
         }
         let encoderModules = LoraModule.allCases.map(\.name)
-        let others = config.linearModuleNames.filter { !$0.hasPrefix("bert.encoder.") }
+        // Every head's linear layers, whichever head the model has now (a fine-tuning head is set later).
+        let others = ["bert.pooler.dense", "classifier", "qa_outputs", "cls.predictions.transform.dense", "cls.seq_relationship"]
         var adapted = Set<LoraModule>()
         for target in targetModules {
             let inLayer = LoraModule.allCases.filter { Self.matches("bert.encoder.layer.0." + $0.name, target) }
@@ -134,6 +135,13 @@ extension LoraSettings {
             }
             adapted.formUnion(inLayer)
         }
+        // The query, key and value projections are one fused GEMM: they train together or not at all.
+        let fused = [LoraModule.query, .key, .value].map { "bert.encoder.layer.0." + $0.name }
+        let saved = fused.filter { module in (modulesToSave ?? []).contains { module.hasSuffix($0) } }
+        if !saved.isEmpty && saved.count != fused.count {
+            throw fail("modules_to_save", "trains \(saved.map { $0.split(separator: ".").last! }.joined(separator: ", ")) without the rest "
+                + "of the fused query/key/value projection; name `attention.self` to train all three, or adapt them with LoRA")
+        }
         let modules = LoraModule.allCases.filter(adapted.contains)
         return (0..<L).map { layer in layersToTransform.map { $0.contains(layer) } ?? true ? modules : [] }
     }
@@ -142,21 +150,5 @@ extension LoraSettings {
     static func entryNames(layer: Int, module: LoraModule) -> (a: String, b: String) {
         let prefix = "bert.encoder.layer.\(layer).\(module.name)"
         return (prefix + ".lora_A.weight", prefix + ".lora_B.weight")
-    }
-}
-
-extension BertConfig {
-    /// Every linear module of the model with its head, by its transformers name.
-    var linearModuleNames: [String] {
-        var names = (0..<hiddenLayerCount).flatMap { layer in LoraModule.allCases.map { "bert.encoder.layer.\(layer).\($0.name)" } }
-        if head.hasPooler { names.append("bert.pooler.dense") }
-        switch head {
-        case .preTraining:
-            names.append("cls.predictions.transform.dense")
-            if nspClassCount > 0 { names.append("cls.seq_relationship") }
-        case .sequenceClassification, .tokenClassification, .multipleChoice: names.append("classifier")
-        case .questionAnswering: names.append("qa_outputs")
-        }
-        return names
     }
 }

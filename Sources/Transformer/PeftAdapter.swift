@@ -54,6 +54,16 @@ public enum PeftAdapter {
         var config: BertConfig
         if FileManager.default.fileExists(atPath: (model as NSString).appendingPathComponent(PretrainedDirectory.configFile)) {
             config = try PretrainedDirectory.config(in: model)
+            let baseConfig = try PretrainedDirectory.config(in: baseDirectory)
+            func shape(_ c: BertConfig) -> [Int] {
+                [c.vocabSize, c.hiddenSize, c.hiddenLayerCount, c.attentionHeadCount, c.intermediateSize, c.maxPositionEmbeddings, c.typeVocabSize]
+            }
+            if shape(config) != shape(baseConfig) {
+                throw PeftAdapterError(
+                    "\(model) was trained on another base model: its config.json has vocab_size \(config.vocabSize), hidden_size "
+                        + "\(config.hiddenSize), \(config.hiddenLayerCount) layers; \(baseDirectory) has \(baseConfig.vocabSize), "
+                        + "\(baseConfig.hiddenSize), \(baseConfig.hiddenLayerCount); give the base it was trained on (--base)")
+            }
         } else {
             config = try PretrainedDirectory.config(in: baseDirectory)
             let data = try Data(contentsOf: URL(fileURLWithPath: configPath))
