@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # BERT's whole paradigm in Chinese, on the labelled data of ../shared/tasks and the Chinese corpus of
 # ../shared/corpora: learn a WordPiece vocabulary from Chinese text, prepare and pre-train a small BERT
-# (bert-tiny's shape) with MLM + NSP, then fine-tune it for sentiment (zh-sentiment) and for named
-# entities (People's Daily 1998), printing the validation metrics. About 7 minutes on 2 cores.
+# (bert-tiny's shape) with MLM + NSP, then fine-tune it for sentiment (zh-sentiment), in full and with
+# LoRA from the same start, and for named entities (People's Daily 1998), printing the validation
+# metrics. About 8 minutes on 2 cores.
 #
 # Splits: a line goes to dev when the first byte of the MD5 of its UTF-8 text (without the newline) is
 # below 26 (about 10%), else to train; identical lines land in the same split. The pre-training corpus
@@ -110,6 +111,13 @@ echo "sentiment, dev split (swiftbert evaluate):"
 "$bin" evaluate --model "$out/sentiment/best" --data "$data/sentiment.dev"
 printf '%s\n' "这本书写得非常好，值得一读。" "质量太差了，再也不会买了。" > "$out/reviews.txt"
 "$bin" predict --model "$out/sentiment/best" --input "$out/reviews.txt"
+
+stage "LoRA on the same start (r 8 on query and value, the classifier trained; configs/finetune-lora.json)"
+train "$out/sentiment-lora" --config configs/finetune-lora.json --set init_from="$pretrained" \
+    --set task.train_file="$data/sentiment.train" --set task.validation_file="$data/sentiment.dev" "${finetune[@]}" \
+    --set optimizer.learning_rate=0.003
+echo "sentiment with LoRA, dev split (swiftbert evaluate of the adapter):"
+"$bin" evaluate --model "$out/sentiment-lora/best" --data "$data/sentiment.dev"
 
 stage "fine-tuning for named entities, People's Daily (configs/finetune-token-classification.json)"
 train "$out/ner" --config configs/finetune-token-classification.json --set init_from="$pretrained" \

@@ -36,6 +36,10 @@ public struct MetricsRecord: Equatable, Sendable {
     public var timeDataWait: Double?
     /// exp(mlm_loss), for validation records.
     public var perplexity: Double?
+    /// Training records: bytes of gradients each rank all-reduces per step (0 on one rank), and rank
+    /// 0's peak resident memory so far.
+    public var allReduceBytes: Double?
+    public var peakMemoryBytes: Double?
     /// A fine-tuning task's own fields (`accuracy`, `f1`, ...), after the others.
     public var taskFields: [NamedMetric] = []
 
@@ -64,7 +68,8 @@ public struct MetricsRecord: Equatable, Sendable {
         [("loss", loss), ("mlm_loss", mlmLoss), ("nsp_loss", nspLoss), ("mlm_accuracy", mlmAccuracy),
          ("nsp_accuracy", nspAccuracy), ("lr", learningRate), ("grad_norm", gradNorm),
          ("tokens_per_second", tokensPerSecond), ("time_compute", timeCompute), ("time_comm_wait", timeCommWait),
-         ("time_data_wait", timeDataWait), ("perplexity", perplexity)] + taskFields.map { ($0.name, $0.value) }
+         ("time_data_wait", timeDataWait), ("perplexity", perplexity), ("allreduce_bytes", allReduceBytes),
+         ("peak_rss_bytes", peakMemoryBytes)] + taskFields.map { ($0.name, $0.value) }
     }
 
     /// The set fields of a validation record, for the console: "loss 2.1, mlm_accuracy 0.41, ...".

@@ -421,7 +421,10 @@ final class Engine<T: TrainingTask> {
     /// Every `logging.every_steps` steps (and at the last), rank 0 writes the window's record.
     func logPhase(_ result: Replica<T>.StepResult, _ loop: inout Loop, outputs: RunOutputs?) throws {
         guard loop.step % config.logging.everySteps == 0 || loop.step == loop.lastStep else { return }
-        try outputs?.training(loop.window.record(step: loop.step, learningRate: result.learningRate))
+        var record = loop.window.record(step: loop.step, learningRate: result.learningRate)
+        record.allReduceBytes = comm.size > 1 ? Double(4 * model.table.trainableCount) : 0
+        record.peakMemoryBytes = Double(Benchmark.peakResidentBytes())
+        try outputs?.training(record)
         loop.window = Window()
     }
 
