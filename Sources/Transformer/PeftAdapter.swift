@@ -193,15 +193,16 @@ extension BertModel {
     }
 
     /// Loads the trainable tensors from a peft adapter_model.safetensors: exactly one tensor for each,
-    /// of its shape; anything else names the tensor and says what the adapter does not fit.
-    public func loadAdapter(from file: SafetensorsFile) throws {
+    /// of its shape; anything else names the tensor and says what the adapter does not fit. Tensors
+    /// whose keys start with one of `ignoring` are skipped (another head's, for the encoder alone).
+    public func loadAdapter(from file: SafetensorsFile, ignoring: [String] = []) throws {
         let trainable = table.entries.filter(\.trainable)
         let byKey = Dictionary(uniqueKeysWithValues: trainable.map { (adapterKey($0), $0) })
         var loaded = Set<String>()
         var unexpected: [String] = []
         for stored in file.tensorNames.sorted() {
             // The frozen original of a module to save, and its trained copy under a second name.
-            if stored.contains(".original_module.") { continue }
+            if stored.contains(".original_module.") || ignoring.contains(where: stored.hasPrefix) { continue }
             let key = stored.replacingOccurrences(of: ".modules_to_save.", with: ".")
             guard let entry = byKey[key] else {
                 unexpected.append(stored)

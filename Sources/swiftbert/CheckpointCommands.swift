@@ -37,11 +37,35 @@ enum CheckpointInspection {
         print("  skipped steps  \(state.skippedSteps)")
         print("  config         \(state.configFingerprint.prefix(16))...")
         print("  data           \(state.dataFingerprint.prefix(16))...")
+        if PeftAdapter.isAdapter(path) { printAdapter(path, baseSHA256: state.baseModelSHA256) }
         print("  files")
         for file in manifest.files {
             print("    \(file.name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(byteCount(file.size).padding(toLength: 10, withPad: " ", startingAt: 0)) sha256 \(file.sha256.prefix(16))... OK")
         }
         print("  checksums      OK (\(manifest.files.count) files)")
+    }
+
+    /// The adapter of a parameter-efficient checkpoint: its settings, its base and what trains.
+    static func printAdapter(_ path: String, baseSHA256: String?) {
+        do {
+            let lora = try PeftAdapter.loraSettings(in: path)
+            let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PeftAdapter.weightsFile))
+            let trainable = weights.tensorNames.reduce(0) { $0 + (weights.tensorInfo($1)?.shape.reduce(1, *) ?? 0) }
+            print("  adapter        LoRA r \(lora.rank), lora_alpha \(String(format: "%g", lora.alpha)), on \(lora.targetModules.joined(separator: ", "))"
+                + (lora.layersToTransform.map { " of layers \($0.map(String.init).joined(separator: ", "))" } ?? ""))
+            do {
+                let source = try PeftAdapter.resolve(model: path, base: nil)
+                let total = ParameterTable(config: source.config).totalCount
+                print("  base           \(source.base)" + (baseSHA256.map { " (weights sha256 \($0.prefix(16))...)" } ?? ""))
+                print("  trainable      \(trainable.formatted()) of \(total.formatted()) parameters "
+                    + String(format: "(%.2f%%)", 100 * Double(trainable) / Double(total)))
+            } catch {
+                print("  base           not usable here: \(error)")
+                print("  trainable      \(trainable.formatted()) parameters")
+            }
+        } catch {
+            print("  adapter        unreadable: \(error)")
+        }
     }
 
     static func byteCount(_ bytes: Int) -> String {

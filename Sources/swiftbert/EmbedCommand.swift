@@ -46,7 +46,7 @@ struct Embed: ParsableCommand {
     func run() throws {
         let workerCount = source.applyThreads()
         let tokenizer = try model.loadTokenizer().tokenizer
-        let config = try PretrainedDirectory.config(in: model.model)
+        let config = try model.config()
         let inputs = try source.read(arguments: texts)
         let encoded = try source.encode(inputs, tokenizer: tokenizer, maxPositions: config.maxPositionEmbeddings)
         let padID = tokenizer.vocabulary.padID

@@ -45,7 +45,7 @@ struct FillMask: ParsableCommand {
         let loaded = try model.loadTokenizer()
         let tokenizer = loaded.tokenizer
         let vocabulary = tokenizer.vocabulary
-        let config = try PretrainedDirectory.config(in: model.model)
+        let config = try model.config()
         let inputs = try source.read(arguments: texts)
         let encoded = try source.encode(inputs, tokenizer: tokenizer, maxPositions: config.maxPositionEmbeddings)
         let masks = try encoded.enumerated().map { i, ids in
@@ -223,10 +223,13 @@ struct WordPieceDecoder {
     }
 }
 
-/// `--model DIR` for the inference commands: a Hugging Face BERT directory.
+/// `--model DIR` for the inference commands: a Hugging Face BERT directory, or a LoRA adapter on one.
 struct PretrainedModelOptions: ParsableArguments {
-    @Option(help: "Hugging Face BERT model directory (config.json, model.safetensors, vocab.txt or tokenizer.json).")
+    @Option(help: "Hugging Face BERT model directory (config.json, model.safetensors, vocab.txt or tokenizer.json), or a LoRA adapter directory.")
     var model: String
+
+    @Option(help: ArgumentHelp("The base model of the adapter --model names (default: its adapter_config.json's base_model_name_or_path).", valueName: "dir"))
+    var base: String?
 
     func validate() throws {
         var isDirectory: ObjCBool = false
@@ -235,21 +238,45 @@ struct PretrainedModelOptions: ParsableArguments {
         }
     }
 
-    /// The tokenizer of the directory (vocab.txt or tokenizer.json, settings of tokenizer_config.json).
+    /// The base, the adapter (if any) and the config with its LoRA settings.
+    func source() throws -> (config: BertConfig, base: String, adapter: String?) {
+        try PeftAdapter.resolve(model: model, base: base)
+    }
+
+    /// The model's config.
+    func config() throws -> BertConfig { try source().config }
+
+    /// The tokenizer of the directory (vocab.txt or tokenizer.json, settings of tokenizer_config.json),
+    /// or of the adapter's base when the adapter directory has none.
     func loadTokenizer() throws -> (tokenizer: BertTokenizer, cleanUpTokenizationSpaces: Bool) {
-        try PretrainedTokenizer.load(directory: model)
+        try PretrainedTokenizer.load(directory: tokenizerDirectory(try source()))
     }
 
     /// The model, for at most `sequenceCount` sequences of `sequenceLength` tokens.
     func loadModel(sequenceCount: Int, sequenceLength: Int) throws -> (BertForPreTraining, PretrainedLoadReport) {
-        let config = try PretrainedDirectory.config(in: model)
+        var source = try source()
+        let config = source.config
         guard sequenceLength <= config.maxPositionEmbeddings else {
             throw ValidationError(
                 "the text is \(sequenceLength) tokens with [CLS] and [SEP]; the model takes at most "
                     + "\(config.maxPositionEmbeddings) (max_position_embeddings)")
         }
-        return try BertForPreTraining.pretrained(
-            directory: model, maxSequenceCount: sequenceCount, sequenceLength: sequenceLength, inferenceOnly: true)
+        guard let adapter = source.adapter else {
+            return try BertForPreTraining.pretrained(
+                directory: model, maxSequenceCount: sequenceCount, sequenceLength: sequenceLength, inferenceOnly: true)
+        }
+        // The encoder and the pre-training heads, whatever head the adapter was trained with.
+        source.config.head = .preTraining
+        source.config.labels = []
+        let saved = source.config.lora?.modulesToSave ?? []
+        source.config.lora?.modulesToSave = saved.filter { !["classifier", "qa_outputs"].contains($0) }
+        let network = BertForPreTraining(
+            config: source.config, maxSequenceCount: sequenceCount, sequenceLength: sequenceLength, inferenceOnly: true)
+        let report = try network.loadWeights(from: PretrainedDirectory.weightFiles(in: source.base))
+        try network.loadAdapter(
+            from: SafetensorsFile(contentsOfFile: (adapter as NSString).appendingPathComponent(PeftAdapter.weightsFile)),
+            ignoring: ["base_model.model.classifier.", "base_model.model.qa_outputs."])
+        return (network, report)
     }
 }
 

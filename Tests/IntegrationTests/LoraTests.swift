@@ -66,6 +66,12 @@ final class LoraTests: XCTestCase {
         XCTAssertEqual(adapterConfig["base_model_name_or_path"] as? String, FineTuning.hfTiny)
         XCTAssertEqual(adapterConfig["r"] as? Int, 4)
 
+        let inspected = try Tool.swiftbert(["inspect", checkpoint])
+        XCTAssertEqual(inspected.status, 0, inspected.stderr)
+        XCTAssertTrue(inspected.stdout.contains("LoRA r 4, lora_alpha 8, on query, value, intermediate.dense"), inspected.stdout)
+        let trainable = weights.values.map(\.count).reduce(0, +)
+        XCTAssertTrue(inspected.stdout.contains("trainable      \(trainable.formatted()) of "), inspected.stdout)
+
         // Merged, every tensor the adapter does not touch is the base's, bit for bit.
         let merged = directory + "/merged"
         let merge = try Tool.swiftbert(["merge", "--adapter", checkpoint, "--out", merged])
