@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Checks that a LoRA adapter written by SwiftBERT loads in Hugging Face peft and predicts what SwiftBERT
-predicts, and that `swiftbert merge` of it loads in plain transformers with the same predictions. Not run
+"""Checks that a LoRA or prompt-tuning adapter written by SwiftBERT loads in Hugging Face peft and predicts
+what SwiftBERT predicts, and that `swiftbert merge` of a LoRA adapter loads in plain transformers with the
+same predictions. Not run
 in CI (it needs the Python reference stack: peft 0.21, transformers 5.24, torch 2.13 CPU).
 
 Usage:
@@ -74,7 +75,7 @@ def main():
         base, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     peft_model = PeftModel.from_pretrained(model, args.adapter)
     state = peft_model.state_dict()
-    adapter_keys = [key for key in state if "lora_" in key or "modules_to_save" in key]
+    adapter_keys = [key for key in state if "lora_" in key or "modules_to_save" in key or "prompt_encoder" in key]
     ok = bool(adapter_keys)
     print(f"peft loaded {len(adapter_keys)} adapter tensors from {args.adapter} onto {base}")
 
@@ -84,6 +85,9 @@ def main():
     ours = swiftbert_scores(args.swiftbert, args.adapter, args.input)
     ok &= compare("swiftbert predict (adapter) vs peft", ours, torch_scores(peft_model, tokenizer, texts, labels))
 
+    if adapter_config["peft_type"] != "LORA":
+        print("OK" if ok else "FAILED")
+        sys.exit(0 if ok else 1)
     with tempfile.TemporaryDirectory() as scratch:
         merged = os.path.join(scratch, "merged")
         subprocess.run([args.swiftbert, "merge", "--adapter", args.adapter, "--base", base, "--out", merged],

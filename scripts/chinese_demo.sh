@@ -112,8 +112,8 @@ echo "sentiment, dev split (swiftbert evaluate):"
 printf '%s\n' "这本书写得非常好，值得一读。" "质量太差了，再也不会买了。" > "$out/reviews.txt"
 "$bin" predict --model "$out/sentiment/best" --input "$out/reviews.txt"
 
-stage "LoRA on the same start (r 8 on query and value, the classifier trained; configs/finetune-lora.json)"
-train "$out/sentiment-lora" --config configs/finetune-lora.json --set init_from="$pretrained" \
+stage "LoRA on the same start (r 8 on query and value, the classifier trained; configs/finetune-sequence-classification-lora.json)"
+train "$out/sentiment-lora" --config configs/finetune-sequence-classification-lora.json --set init_from="$pretrained" \
     --set task.train_file="$data/sentiment.train" --set task.validation_file="$data/sentiment.dev" "${finetune[@]}" \
     --set optimizer.learning_rate=0.003
 echo "sentiment with LoRA, dev split (swiftbert evaluate of the adapter):"

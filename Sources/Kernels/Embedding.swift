@@ -2,17 +2,20 @@
 
 /// `out[b, t] = wte[ids[b, t]] + wpe[t] + wtt[types[b, t]]`: ids and types are (B, T), wte is
 /// (V, C), wpe is (maxPositions, C) with T <= maxPositions, wtt is (typeCount, C), out is (B, T, C).
-/// Ids must be in range (callers validate their inputs once per batch).
+/// Ids must be in range (callers validate their inputs once per batch). A negative id -1 - k takes
+/// row k of `prompts` instead of a word (prompt tuning's virtual tokens).
 public func embeddingForward(
     _ out: UnsafeMutablePointer<Float>,
     _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>,
     _ wte: UnsafePointer<Float>, _ wpe: UnsafePointer<Float>, _ wtt: UnsafePointer<Float>,
-    batch B: Int, length T: Int, channels C: Int
+    prompts: UnsafePointer<Float>? = nil, batch B: Int, length T: Int, channels C: Int
 ) {
     Parallel.forEachChunk(B * T, minimumChunk: max(1, 16_384 / max(1, C))) { range in
         for n in range {
             let t = n % T
-            let word = wte + Int(ids[n]) * C, position = wpe + t * C, type = wtt + Int(types[n]) * C
+            let id = Int(ids[n])
+            let word = id >= 0 ? wte + id * C : prompts! + (-1 - id) * C
+            let position = wpe + t * C, type = wtt + Int(types[n]) * C
             let o = out + n * C
             var j = 0
             while j + 16 <= C {
@@ -27,11 +30,13 @@ public func embeddingForward(
     }
 }
 
-/// Backward of `embeddingForward`, adding into the three tables (a nil table is frozen and skipped).
-/// Tokens equal to `paddingID` add nothing to their word embedding row (torch.nn.Embedding with
-/// `padding_idx`, as in Hugging Face BERT); they still count for positions and token types.
+/// Backward of `embeddingForward`, adding into the three tables and `dprompts` for the virtual
+/// tokens (a nil table is frozen and skipped). Tokens equal to `paddingID` add nothing to their word
+/// embedding row (torch.nn.Embedding with `padding_idx`, as in Hugging Face BERT); they still count
+/// for positions and token types.
 public func embeddingBackward(
     _ dwte: UnsafeMutablePointer<Float>?, _ dwpe: UnsafeMutablePointer<Float>?, _ dwtt: UnsafeMutablePointer<Float>?,
+    dprompts: UnsafeMutablePointer<Float>? = nil,
     _ dout: UnsafePointer<Float>, _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, paddingID: Int32?,
     batch B: Int, length T: Int, channels C: Int
 ) {
@@ -54,7 +59,12 @@ public func embeddingBackward(
                     j += 1
                 }
             }
-            add(ids[n] == paddingID ? nil : dwte.map { $0 + Int(ids[n]) * C })
+            let id = Int(ids[n])
+            if id < 0 {
+                add(dprompts.map { $0 + (-1 - id) * C })
+            } else {
+                add(ids[n] == paddingID ? nil : dwte.map { $0 + id * C })
+            }
             add(dwpe.map { $0 + (n % T) * C })
             add(dwtt.map { $0 + Int(types[n]) * C })
         }

@@ -187,7 +187,7 @@ extension TrainingConfig {
 
         .section("peft", required: false, "Parameter-efficient tuning as Hugging Face peft defines it: the base model (`init_from`) stays frozen and only the adapter (and the modules it names) trains; checkpoints hold the adapter in peft's files.", [
             .choice("method", \.peft.method, default: .none, onResume: .mustMatch,
-                    "`lora`, or `none` to train every parameter"),
+                    "`lora`, `prompt_tuning` (sequence classification), or `none` to train every parameter"),
             .integer("r", \.peft.rank, default: 8, .atLeast(1, else: "must be at least 1, typically 8"), onResume: .mustMatch,
                      "LoRA: rank of the update B A"),
             .number("lora_alpha", \.peft.alpha, default: 8, .above(0, else: "must be positive, typically r or 2 r"),
@@ -206,6 +206,10 @@ extension TrainingConfig {
                     write: { $0.map { .array($0.map { .integer($0) }) } ?? .null }),
             .choice("bias", \.peft.bias, default: .none, onResume: .mustMatch,
                     "LoRA: `all` also trains every bias (LayerNorm biases included, as peft does)"),
+            .integer("num_virtual_tokens", \.peft.virtualTokenCount, default: 20, .atLeast(1, else: "must be at least 1"),
+                     onResume: .mustMatch, "prompt tuning: learned virtual tokens in front of every sequence"),
+            .choice("prompt_tuning_init", \.peft.promptInitialization, default: .random, onResume: .mustMatch,
+                    "prompt tuning: `RANDOM` (N(0, 1), as peft) or `SAMPLE_VOCAB` (word embeddings of random token ids)"),
             .stringList("modules_to_save", \.peft.modulesToSave, accepted: "",
                         check: { _ in nil }, onResume: .mustMatch,
                         "modules trained in full beside the adapter, by module name; null: the task head's output layer (`classifier`, `qa_outputs`; none for pre-training)"),
@@ -214,8 +218,21 @@ extension TrainingConfig {
 
     private static let peftRules: [ConfigRule<TrainingConfig>] = [
         ConfigRule(keyPath: "peft.method", help: "needs `init_from`, the frozen base model") { config in
-            config.peft.method != .none && config.initFrom == nil
-                ? "trains an adapter on a frozen base model; set init_from to that model's directory" : nil
+            guard config.peft.method != .none, config.initFrom == nil else { return nil }
+            return "trains an adapter on a frozen base model; set init_from to that model's directory"
+        },
+        ConfigRule(keyPath: "peft.method", help: "`prompt_tuning` for sequence classification") { config in
+            guard config.peft.method == .promptTuning, config.task.kind != .sequenceClassification else { return nil }
+            return "prompt_tuning supports task.type sequence_classification only (the virtual tokens would shift "
+                + "other heads' per-token outputs); use lora"
+        },
+        ConfigRule(keyPath: "peft.num_virtual_tokens", help: "fits the model's positions with the sequence") { config in
+            guard config.peft.method == .promptTuning else { return nil }
+            let total = config.peft.virtualTokenCount + config.batch.sequenceLength
+            return total > config.model.maxPositionEmbeddings
+                ? "is \(config.peft.virtualTokenCount); with batch.sequence_length \(config.batch.sequenceLength) that is "
+                    + "\(total) positions, more than the model's \(config.model.maxPositionEmbeddings); use fewer tokens or a shorter sequence"
+                : nil
         },
     ] + ["r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "bias", "modules_to_save"].map { key in
         ConfigRule(keyPath: "peft." + key, help: "fits the model") { config in

@@ -54,7 +54,7 @@ final class Replica<T: TrainingTask> {
     static func checkMemory(config: TrainingConfig, model: BertConfig, microBatchSize: Int, sequenceLength: Int) throws {
         let parameters = Double(model.parameterCount ?? Int.max)
         // A frozen base needs its weights alone (the adapter's own 16 B per parameter are a rounding error).
-        let bytesPerParameter: Double = model.lora == nil ? 16 : 4
+        let bytesPerParameter: Double = model.hasAdapter ? 4 : 16
         let needed = bytesPerParameter * parameters
             + Benchmark.activationFloor(model, sequences: microBatchSize, length: sequenceLength)
         let available = Double(ProcessInfo.processInfo.physicalMemory)

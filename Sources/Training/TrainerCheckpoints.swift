@@ -28,7 +28,7 @@ extension Engine {
             do {
                 let started = Date()
                 let checkpoint = try store.commit(step: state.step, state: state) { directory in
-                    if let base = config.initFrom, model.config.lora != nil {
+                    if let base = config.initFrom, model.config.hasAdapter {
                         try model.saveAdapter(to: directory, baseModel: base)
                         // The head and labels, for the commands that run the adapter.
                         try model.config.write(to: (directory as NSString).appendingPathComponent(PretrainedDirectory.configFile))
@@ -117,7 +117,7 @@ extension Engine {
                     + "\(state.dataFingerprint.prefix(12))..., now \(task.dataFingerprint.prefix(12))...); use the same "
                     + "data directory contents")
         }
-        if let base = config.initFrom, model.config.lora != nil {
+        if let base = config.initFrom, model.config.hasAdapter {
             try restoreAdapter(from: path, base: base, state: state)
         } else {
             let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PretrainedDirectory.weightsFile))

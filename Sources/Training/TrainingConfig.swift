@@ -73,6 +73,15 @@ public struct TrainingConfig: Equatable, Sendable {
         public var layersToTransform: [Int]?
         public var bias = LoraBias.none
         public var modulesToSave: [String]?
+        public var virtualTokenCount = 0
+        public var promptInitialization = PromptTuningSettings.Initialization.random
+
+        /// The model's prompt-tuning settings; nil without prompt tuning.
+        public var prompt: PromptTuningSettings? {
+            guard method == .promptTuning else { return nil }
+            return PromptTuningSettings(
+                virtualTokenCount: virtualTokenCount, initialization: promptInitialization, modulesToSave: modulesToSave)
+        }
 
         /// The model's LoRA settings; nil without LoRA.
         public var lora: LoraSettings? {
@@ -89,6 +98,7 @@ public struct TrainingConfig: Equatable, Sendable {
         /// Full fine-tuning: every parameter trains.
         case none
         case lora
+        case promptTuning = "prompt_tuning"
     }
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
@@ -231,6 +241,7 @@ public struct TrainingConfig: Equatable, Sendable {
     private init(root: JSONValue, source: String) throws {
         try TrainingConfig.schema.read(root, source: source, into: &self)
         model.lora = peft.lora
+        model.prompt = peft.prompt
     }
 
     /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section

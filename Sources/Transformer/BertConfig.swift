@@ -37,6 +37,13 @@ public struct BertConfig: Codable, Equatable, Sendable {
     /// LoRA adapters on the encoder's projections, which then train alone with the modules they name
     /// (not part of config.json: peft's adapter_config.json holds them).
     public var lora: LoraSettings? = nil
+    /// Prompt tuning's virtual tokens in front of every sequence (not part of config.json either).
+    public var prompt: PromptTuningSettings? = nil
+
+    /// Whether a peft adapter trains on this model (its other parameters frozen).
+    public var hasAdapter: Bool { lora != nil || prompt != nil }
+    /// Positions the virtual tokens of prompt tuning take in front of every sequence.
+    public var virtualTokenCount: Int { prompt?.virtualTokenCount ?? 0 }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case vocabSize = "vocab_size"

@@ -84,10 +84,12 @@ public class BertModel {
     /// A model for at most `maxSequenceCount` sequences of `sequenceLength` tokens. `inferenceOnly`
     /// allocates only what forward passes without dropout need (no gradients, no buffers for backward
     /// or dropout, one set of attention buffers shared by the layers): `step` cannot run on it.
+    /// `sequenceLength` counts the text's tokens: prompt tuning's virtual tokens come on top.
     public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         if let head = Self.implementedHead {
             precondition(config.head == head, "\(Self.self) needs a config with its head; the config's head is \(config.head.className)")
         }
+        let sequenceLength = sequenceLength + config.virtualTokenCount
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
             sequenceLength > 0 && sequenceLength <= config.maxPositionEmbeddings,
@@ -116,6 +118,7 @@ public class BertModel {
     /// longest batch seen instead of the longest possible one.
     public func reserve(sequenceCount: Int, sequenceLength: Int) {
         precondition(sequenceCount > 0 && sequenceLength > 0, "sequence count and length must be positive")
+        let sequenceLength = sequenceLength + config.virtualTokenCount
         precondition(
             sequenceLength <= config.maxPositionEmbeddings,
             "sequence length \(sequenceLength) exceeds max_position_embeddings (\(config.maxPositionEmbeddings))")
@@ -138,6 +141,7 @@ public class BertModel {
     /// and must not change them while this one runs), with buffers of its own: copies run batches on
     /// several threads at once for the memory of one set of parameters.
     public init(sharingParametersOf source: BertModel, maxSequenceCount: Int, sequenceLength: Int) {
+        let sequenceLength = sequenceLength + source.config.virtualTokenCount
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
             sequenceLength > 0 && sequenceLength <= source.config.maxPositionEmbeddings,
@@ -177,7 +181,11 @@ public class BertModel {
         let std = config.initializerRange
         for (index, entry) in table.entries.enumerated() where names?.contains(entry.name) ?? true {
             let destination = parameters.baseAddress! + entry.offset
-            if entry.name.hasSuffix(".lora_B.weight") {
+            if entry.name == PromptTuningSettings.entryName {
+                // torch.nn.Embedding's N(0, 1), as peft's random init leaves it; SAMPLE_VOCAB copies
+                // word embedding rows once those are loaded (`initializePrompt`).
+                Self.fillNormal(destination, count: entry.count, std: 1, Philox(seed: seed, UInt64(index)))
+            } else if entry.name.hasSuffix(".lora_B.weight") {
                 // peft's default: B = 0, so the adapted model starts exactly at the base model.
                 destination.update(repeating: 0, count: entry.count)
             } else if entry.name.hasSuffix(".lora_A.weight") {
@@ -190,20 +198,36 @@ public class BertModel {
             } else if entry.name.contains("LayerNorm") {
                 destination.update(repeating: 1, count: entry.count)
             } else {
-                let generator = Philox(seed: seed, UInt64(index))
-                Parallel.forEachChunk(entry.count, minimumChunk: 65_536) { range in
-                    for i in range {
-                        // Box-Muller on two independent uniforms; 1 - u keeps the logarithm finite.
-                        let u1 = 1 - generator.uniform(at: UInt64(2 * i))
-                        let u2 = generator.uniform(at: UInt64(2 * i + 1))
-                        destination[i] = std * (-2 * log(u1)).squareRoot() * cos(2 * Float.pi * u2)
-                    }
-                }
+                Self.fillNormal(destination, count: entry.count, std: std, Philox(seed: seed, UInt64(index)))
             }
         }
         if (0..<config.vocabSize).contains(config.padTokenID), names?.contains("bert.embeddings.word_embeddings.weight") ?? true {
             let C = config.hiddenSize
             (parameters.baseAddress! + offsets.wordEmbeddings + config.padTokenID * C).update(repeating: 0, count: C)
+        }
+    }
+
+    /// N(0, std^2) values, element i from the generator's elements 2i and 2i + 1 (independent of threading).
+    static func fillNormal(_ destination: UnsafeMutablePointer<Float>, count: Int, std: Float, _ generator: Philox) {
+        Parallel.forEachChunk(count, minimumChunk: 65_536) { range in
+            for i in range {
+                // Box-Muller on two independent uniforms; 1 - u keeps the logarithm finite.
+                let u1 = 1 - generator.uniform(at: UInt64(2 * i))
+                let u2 = generator.uniform(at: UInt64(2 * i + 1))
+                destination[i] = std * (-2 * log(u1)).squareRoot() * cos(2 * Float.pi * u2)
+            }
+        }
+    }
+
+    /// Prompt tuning's SAMPLE_VOCAB start: each virtual token a copy of the word embedding of a token id
+    /// drawn uniformly from the vocabulary (after the word embeddings are loaded).
+    func initializePromptFromVocabulary(seed: UInt64) {
+        guard let prompt = config.prompt, prompt.initialization == .sampleVocabulary else { return }
+        let C = config.hiddenSize, V = config.vocabSize
+        let generator = Philox(seed: seed, UInt64(table.entries.count))
+        for k in 0..<prompt.virtualTokenCount {
+            let id = min(V - 1, Int(generator.uniform(at: UInt64(k)) * Float(V)))
+            param(offsets.promptEmbeddings + k * C).update(from: param(offsets.wordEmbeddings + id * C), count: C)
         }
     }
 
@@ -219,8 +243,9 @@ public class BertModel {
         if B < 1 || B > maxSequenceCount {
             return "sequence count \(B) must be in 1...\(maxSequenceCount) (the model was built for at most \(maxSequenceCount))"
         }
-        if T < 1 || T > sequenceLength {
-            return "sequence length \(T) must be in 1...\(sequenceLength) (the model was built for at most \(sequenceLength))"
+        let longest = sequenceLength - config.virtualTokenCount
+        if T < 1 || T > longest {
+            return "sequence length \(T) must be in 1...\(longest) (the model was built for at most \(longest))"
         }
         if inputIDs.count != B * T || tokenTypeIDs.count != B * T || attentionMask.count != B * T {
             return "input ids, token type ids and attention mask must each hold \(B) x \(T) values "

@@ -18,7 +18,8 @@ extension BertModel {
         timed(.embedding) {
             embeddingForward(
                 a.embeddingSum, ids, types, param(o.wordEmbeddings), param(o.positionEmbeddings),
-                param(o.tokenTypeEmbeddings), batch: B, length: T, channels: C)
+                param(o.tokenTypeEmbeddings), prompts: o.promptEmbeddings < 0 ? nil : param(o.promptEmbeddings),
+                batch: B, length: T, channels: C)
         }
         timed(.layerNorm) {
             layerNormForward(
@@ -224,7 +225,8 @@ extension BertModel {
         let padding = (0..<config.vocabSize).contains(config.padTokenID) ? Int32(config.padTokenID) : nil
         timed(.embedding) {
             embeddingBackward(
-                grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings), a.dResidual,
+                grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings),
+                dprompts: o.promptEmbeddings < 0 ? nil : grad(o.promptEmbeddings), a.dResidual,
                 ids, types, paddingID: padding, batch: B, length: T, channels: C)
         }
         onGradientsReady?(table.embeddingRange)

@@ -90,13 +90,14 @@ extension BertModel {
         head: (_ dropout: DropoutSettings) -> Result
     ) -> Result {
         precondition(!(options.computeGradients && inferenceOnly), "gradients need a model built for training")
-        let B = inputs.sequenceCount, T = inputs.sequenceLength
         if let problem = inputProblem(
             inputIDs: inputs.inputIDs, tokenTypeIDs: inputs.tokenTypeIDs, attentionMask: inputs.attentionMask,
-            sequenceCount: B, length: T)
+            sequenceCount: inputs.sequenceCount, length: inputs.sequenceLength)
         {
             preconditionFailure(problem)
         }
+        let inputs = config.virtualTokenCount > 0 ? inputs.prependingVirtualTokens(config.virtualTokenCount) : inputs
+        let B = inputs.sequenceCount, T = inputs.sequenceLength
         precondition(!options.training || inputs.sampleIndices.count == B, "dropout needs one sample index per sequence")
         activeLength = T
         lastLayerRows = clsRowsOnly && computesLastLayerAtLossRowsOnly && !inferenceOnly

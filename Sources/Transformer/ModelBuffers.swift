@@ -16,6 +16,8 @@ struct Offsets {
 
     let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Int
     let embeddingNormWeight, embeddingNormBias: Int
+    /// Prompt tuning's (n, C) virtual-token table, -1 without.
+    let promptEmbeddings: Int
     let layers: [Layer]
     /// -1 where the head has no such parameter (pooler, pre-training heads, NSP head, classifier).
     let poolerWeight, poolerBias: Int
@@ -31,6 +33,7 @@ struct Offsets {
         tokenTypeEmbeddings = at("bert.embeddings.token_type_embeddings.weight")
         embeddingNormWeight = at("bert.embeddings.LayerNorm.weight")
         embeddingNormBias = at("bert.embeddings.LayerNorm.bias")
+        promptEmbeddings = table.entry(named: PromptTuningSettings.entryName)?.offset ?? -1
         let C = config.hiddenSize
         layers = (0..<config.hiddenLayerCount).map { layer in
             let p = "bert.encoder.layer.\(layer)."

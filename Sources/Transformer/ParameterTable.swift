@@ -12,7 +12,8 @@
 /// `cls.predictions.bias`.
 ///
 /// With LoRA (`BertConfig.lora`) each adapted projection's `lora_A.weight` and `lora_B.weight` follow
-/// its layer's tensors, and only some entries train: the frozen ones come first (in the order above)
+/// its layer's tensors; prompt tuning's `prompt_embeddings` follow the embeddings. With either, only
+/// some entries train: the frozen ones come first (in the order above)
 /// and the trainable ones last, so gradients, optimizer moments, the all-reduce, clipping and the
 /// non-finite check cover the suffix `trainableRange` alone. Without LoRA every entry trains and
 /// the suffix is the whole buffer.
@@ -48,7 +49,8 @@ public struct ParameterTable: Sendable {
     public let adaptedModules: [[LoraModule]]
     private let indexByName: [String: Int]
 
-    /// The table of `config`; its LoRA settings must have been checked (`LoraSettings.adaptedModules`).
+    /// The table of `config`; its adapter settings must have been checked (`LoraSettings.adaptedModules`,
+    /// `PromptTuningSettings.check`).
     public init(config: BertConfig) {
         let C = config.hiddenSize, I = config.intermediateSize, V = config.vocabSize
         let lora = config.lora
@@ -78,6 +80,9 @@ public struct ParameterTable: Sendable {
         add("bert.embeddings.position_embeddings.weight", [config.maxPositionEmbeddings, C], decays: true)
         add("bert.embeddings.token_type_embeddings.weight", [config.typeVocabSize, C], decays: true)
         layerNorm("bert.embeddings.LayerNorm")
+        if let prompt = config.prompt {
+            add(PromptTuningSettings.entryName, [prompt.virtualTokenCount, C], decays: true)
+        }
         for layer in 0..<config.hiddenLayerCount {
             part = layer
             let prefix = "bert.encoder.layer.\(layer)."
@@ -115,7 +120,11 @@ public struct ParameterTable: Sendable {
             linear("qa_outputs", out: config.headOutputCount, in: C)
         }
         if let lora {
-            entries = Self.frozenFirst(entries, trainable: Self.trainableNames(entries.map(\.name), lora, head: config.head))
+            entries = Self.frozenFirst(
+                entries, trainable: Self.trainableNames(entries.map(\.name), bias: lora.bias, saved: lora.savedModules(head: config.head)))
+        } else if let prompt = config.prompt {
+            let saved = prompt.modulesToSave ?? (config.head == .preTraining ? [] : ["classifier"])
+            entries = Self.frozenFirst(entries, trainable: Self.trainableNames(entries.map(\.name), bias: .none, saved: saved))
         }
         let trainableStart = entries.first(where: \.trainable)?.offset ?? offset
         // Each part's trainable entries are contiguous (they keep the model's order), in the gradient buffer.
@@ -137,13 +146,12 @@ public struct ParameterTable: Sendable {
         self.indexByName = index
     }
 
-    /// The names that train with `lora`: the adapters, the biases `bias` names and the modules of
-    /// `modules_to_save` (matched as peft matches them: the module's name ends with the given one).
-    static func trainableNames(_ names: [String], _ lora: LoraSettings, head: ModelHead) -> Set<String> {
-        let saved = lora.savedModules(head: head)
-        return Set(names.filter { name in
-            if name.contains(".lora_A.") || name.contains(".lora_B.") { return true }
-            if lora.bias == .all && name.contains("bias") { return true }
+    /// The names that train with an adapter: its own tensors, the biases `bias` names and the modules
+    /// of `saved` (matched as peft matches them: the module's name ends with the given one).
+    static func trainableNames(_ names: [String], bias: LoraBias, saved: [String]) -> Set<String> {
+        Set(names.filter { name in
+            if name.contains(".lora_A.") || name.contains(".lora_B.") || name == PromptTuningSettings.entryName { return true }
+            if bias == .all && name.contains("bias") { return true }
             let components = name.split(separator: ".")
             let modules = (1..<components.count).map { components[..<$0].joined(separator: ".") }
             return modules.contains { module in saved.contains { module.hasSuffix($0) } }

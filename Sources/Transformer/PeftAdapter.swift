@@ -39,7 +39,7 @@ public enum PeftAdapter {
             }
             return (try PretrainedDirectory.config(in: model), model, nil)
         }
-        let lora = try loraSettings(in: model)
+        let settings = try adapterSettings(in: model)
         let configPath = (model as NSString).appendingPathComponent(configFile)
         let named = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as? [String: Any])?
             .flatMap { $0["base_model_name_or_path"] as? String }
@@ -69,7 +69,9 @@ public enum PeftAdapter {
             let data = try Data(contentsOf: URL(fileURLWithPath: configPath))
             let taskType = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?.flatMap { $0["task_type"] as? String }
             let weights = try SafetensorsFile(contentsOfFile: (model as NSString).appendingPathComponent(weightsFile))
-            func outputs(_ module: String) -> Int? { weights.tensorInfo(keyPrefix + module + ".weight")?.shape.first }
+            func outputs(_ module: String) -> Int? {
+                (weights.tensorInfo(keyPrefix + module + ".weight") ?? weights.tensorInfo("base_model." + module + ".weight"))?.shape.first
+            }
             switch taskType {
             case "SEQ_CLS"?, "TOKEN_CLS"?:
                 config.head = taskType == "SEQ_CLS" ? .sequenceClassification : .tokenClassification
@@ -84,8 +86,7 @@ public enum PeftAdapter {
                 break
             }
         }
-        config.lora = lora
-        _ = try lora.adaptedModules(config)
+        try settings.apply(to: &config)
         return (config, baseDirectory, model)
     }
 
@@ -99,19 +100,59 @@ public enum PeftAdapter {
         }
     }
 
-    /// The LoRA settings of `directory`'s adapter_config.json.
-    public static func loraSettings(in directory: String) throws -> LoraSettings {
+    /// The adapter of an adapter_config.json: LoRA or prompt tuning.
+    public enum Settings: Equatable, Sendable {
+        case lora(LoraSettings)
+        case prompt(PromptTuningSettings)
+
+        /// Sets the adapter on `config` after checking it against the model.
+        public func apply(to config: inout BertConfig) throws {
+            switch self {
+            case let .lora(lora):
+                _ = try lora.adaptedModules(config)
+                config.lora = lora
+            case let .prompt(prompt):
+                try prompt.check(config)
+                config.prompt = prompt
+            }
+        }
+    }
+
+    /// The adapter settings of `directory`'s adapter_config.json.
+    public static func adapterSettings(in directory: String) throws -> Settings {
+        let (json, fail) = try configObject(in: directory)
+        switch json["peft_type"] as? String {
+        case "LORA"?: return .lora(try loraSettings(in: directory))
+        case "PROMPT_TUNING"?:
+            guard let count = json["num_virtual_tokens"] as? Int else { throw fail("num_virtual_tokens must be an integer") }
+            let initialization = PromptTuningSettings.Initialization(rawValue: json["prompt_tuning_init"] as? String ?? "RANDOM")
+                ?? .random
+            return .prompt(PromptTuningSettings(
+                virtualTokenCount: count, initialization: initialization,
+                modulesToSave: (json["modules_to_save"] as? [String]).map { Array(NSOrderedSet(array: $0)) as? [String] ?? $0 }))
+        case let other?: throw fail("peft_type \(other) is not supported; SwiftBERT loads LORA and PROMPT_TUNING adapters")
+        case nil: throw fail("has no peft_type")
+        }
+    }
+
+    private static func configObject(in directory: String) throws -> ([String: Any], (String) -> PeftAdapterError) {
         let path = (directory as NSString).appendingPathComponent(configFile)
-        func fail(_ message: String) -> PeftAdapterError { PeftAdapterError("\(path): \(message)") }
+        let fail = { (message: String) in PeftAdapterError("\(path): \(message)") }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw fail("cannot be read; an adapter directory holds adapter_config.json and adapter_model.safetensors")
         }
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw fail("is not a JSON object")
         }
+        return (json, fail)
+    }
+
+    /// The LoRA settings of `directory`'s adapter_config.json.
+    public static func loraSettings(in directory: String) throws -> LoraSettings {
+        let (json, fail) = try configObject(in: directory)
         func value(_ key: String) -> Any? { json[key].flatMap { $0 is NSNull ? nil : $0 } }
         guard let type = value("peft_type") as? String else { throw fail("has no peft_type") }
-        guard type == "LORA" else { throw fail("peft_type \(type) is not supported; SwiftBERT loads LORA adapters") }
+        guard type == "LORA" else { throw fail("peft_type \(type) is not LORA") }
         guard let rank = value("r") as? Int else { throw fail("r must be an integer") }
         guard let alpha = (value("lora_alpha") as? NSNumber)?.doubleValue else { throw fail("lora_alpha must be a number") }
         // Settings peft has that change the computation and SwiftBERT does not implement.
@@ -151,6 +192,10 @@ extension BertModel {
     /// The peft key of a trainable entry: `base_model.model.` + its name, with `base_layer.` before
     /// the parameter name of an adapted module's bias.
     public func adapterKey(_ entry: ParameterTable.Entry) -> String {
+        // The prompt methods wrap the model one level less deep, and name their table plainly.
+        if config.prompt != nil {
+            return entry.name == PromptTuningSettings.entryName ? entry.name : "base_model." + entry.name
+        }
         var name = entry.name
         let adapted = table.adaptedModules.enumerated().flatMap { layer, modules in
             modules.map { "bert.encoder.layer.\(layer).\($0.name)." }
@@ -162,7 +207,7 @@ extension BertModel {
     /// Writes the adapter as peft does: adapter_model.safetensors with every trainable tensor and
     /// adapter_config.json naming `baseModel`.
     public func saveAdapter(to directory: String, baseModel: String) throws {
-        guard let lora = config.lora else { preconditionFailure("saveAdapter needs a model with LoRA") }
+        precondition(config.hasAdapter, "saveAdapter needs a model with an adapter")
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -174,15 +219,28 @@ extension BertModel {
         }
         let path = (directory as NSString).appendingPathComponent(PeftAdapter.weightsFile)
         try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
-        let settings: [String: Any] = [
-            "peft_type": "LORA", "task_type": PeftAdapter.taskType(config.head) ?? NSNull(),
-            "base_model_name_or_path": baseModel, "r": lora.rank, "lora_alpha": lora.alpha,
-            "lora_dropout": lora.dropout, "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
-            "layers_to_transform": lora.layersToTransform ?? NSNull(), "layers_pattern": NSNull(),
-            "bias": lora.bias.rawValue, "modules_to_save": lora.savedModules(head: config.head),
-            "init_lora_weights": true, "inference_mode": true, "fan_in_fan_out": false, "use_dora": false,
-            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](), "revision": NSNull(),
+        var settings: [String: Any] = [
+            "task_type": PeftAdapter.taskType(config.head) ?? NSNull(), "base_model_name_or_path": baseModel,
+            "inference_mode": true, "revision": NSNull(),
         ]
+        if let lora = config.lora {
+            settings.merge([
+                "peft_type": "LORA", "r": lora.rank, "lora_alpha": lora.alpha,
+                "lora_dropout": lora.dropout, "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
+                "layers_to_transform": lora.layersToTransform ?? NSNull(), "layers_pattern": NSNull(),
+                "bias": lora.bias.rawValue, "modules_to_save": lora.savedModules(head: config.head),
+                "init_lora_weights": true, "fan_in_fan_out": false, "use_dora": false,
+                "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
+            ]) { $1 }
+        } else if let prompt = config.prompt {
+            settings.merge([
+                "peft_type": "PROMPT_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
+                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
+                "num_layers": config.hiddenLayerCount, "prompt_tuning_init": prompt.initialization.rawValue,
+                "prompt_tuning_init_text": NSNull(), "tokenizer_name_or_path": NSNull(), "tokenizer_kwargs": NSNull(),
+                "modules_to_save": prompt.modulesToSave ?? ["classifier"],
+            ]) { $1 }
+        }
         let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])
         let configPath = (directory as NSString).appendingPathComponent(PeftAdapter.configFile)
         do {

@@ -246,6 +246,7 @@ extension BertModel {
         for entry in table.entries {
             if let source = sources[entry.name] { try copy(source, into: entry) }
         }
+        if sources[PromptTuningSettings.entryName] == nil { initializePromptFromVocabulary(seed: initializationSeed) }
         if let decoderWeight {
             try checkTied(decoderWeight, to: "bert.embeddings.word_embeddings.weight", storedAs: sources)
         }
@@ -264,7 +265,7 @@ extension BertModel {
 
     /// Whether a table name is one of LoRA's factors (initialised as peft does when a base model is loaded).
     static func isAdapterTensor(_ name: String) -> Bool {
-        name.hasSuffix(".lora_A.weight") || name.hasSuffix(".lora_B.weight")
+        name.hasSuffix(".lora_A.weight") || name.hasSuffix(".lora_B.weight") || name == PromptTuningSettings.entryName
     }
 
     private func copy(_ source: (file: SafetensorsFile, stored: String), into entry: ParameterTable.Entry) throws {

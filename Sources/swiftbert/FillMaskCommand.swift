@@ -240,7 +240,11 @@ struct PretrainedModelOptions: ParsableArguments {
 
     /// The base, the adapter (if any) and the config with its LoRA settings.
     func source() throws -> (config: BertConfig, base: String, adapter: String?) {
-        try PeftAdapter.resolve(model: model, base: base)
+        let source = try PeftAdapter.resolve(model: model, base: base)
+        if source.config.prompt != nil {
+            throw InputError("\(model) is a prompt-tuning adapter, which only the classifier it was trained with reads; use predict or evaluate")
+        }
+        return source
     }
 
     /// The model's config.

@@ -125,7 +125,8 @@ struct Evaluate: ParsableCommand {
             ("batch", .object([
                 ("global_batch_size", .integer(batchSize * size)),
                 ("sequence_length", .integer(
-                    maxLength ?? trained?.batch.sequenceLength ?? min(512, modelConfig.maxPositionEmbeddings))),
+                    maxLength ?? trained?.batch.sequenceLength
+                        ?? min(512, modelConfig.maxPositionEmbeddings - modelConfig.virtualTokenCount))),
             ])),
             ("schedule", .object([("total_steps", .integer(1))])),
         ])
@@ -133,6 +134,7 @@ struct Evaluate: ParsableCommand {
         do {
             config = try TrainingConfig(text: root.compactText(), source: "evaluate")
             config.model.lora = modelConfig.lora
+            config.model.prompt = modelConfig.prompt
         } catch {
             Console.standalone.fail("\(error)")
             throw ExitCode.failure
@@ -200,7 +202,8 @@ struct Predict: ParsableCommand {
             let source = try PeftAdapter.resolve(model: model, base: base)
             let config = source.config
             _ = try taskKind(of: config, model: model)
-            let length = min(maxLength ?? 512, config.maxPositionEmbeddings)
+            // Prompt tuning's virtual tokens take positions of their own.
+            let length = min(maxLength ?? 512, config.maxPositionEmbeddings - config.virtualTokenCount)
             let inputs = try readInputs()
             let tokenizer = try PretrainedTokenizer.load(directory: tokenizerDirectory(source)).tokenizer
             let loaded = try BertModel.load(source, maxSequenceCount: batchSize, sequenceLength: length, inferenceOnly: true)

@@ -173,4 +173,54 @@ final class LoraTests: XCTestCase {
         XCTAssertNotEqual(missingBase.status, 0)
         XCTAssertTrue(missingBase.stderr.contains("is not a model directory here"), missingBase.stderr)
     }
+
+    // MARK: - Prompt tuning
+
+    /// Prompt tuning on the same data: the prompt table and the classifier train, 1 and 2 ranks agree,
+    /// a resume is exact, the checkpoint is peft's PROMPT_TUNING adapter, and `evaluate` of it
+    /// prints the run's last validation record.
+    func testPromptTuningTrainsResumesAndEvaluates() throws {
+        let directory = try newsDirectory("prompt")
+        let config = try loraConfig(directory, peft: ["method": "prompt_tuning", "num_virtual_tokens": 4],
+                                    ["checkpoint": ["every_steps": 1000]])
+        let single = directory + "/run-1"
+        let reference = try FineTuning.train(config, out: single)
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        let losses = try TrainingFixture.losses(single)
+        XCTAssertGreaterThan(Set(losses.values).count, 1, "the prompt trains")
+        let weights = try adapter(single)
+        XCTAssertEqual(Set(weights.keys), ["prompt_embeddings", "base_model.classifier.weight", "base_model.classifier.bias"])
+        XCTAssertEqual(weights["prompt_embeddings"]?.count, 4 * 64)
+        let checkpoint = try TrainingFixture.latestCheckpoint(single)
+        let adapterConfig = try FineTuning.object(checkpoint + "/adapter_config.json")
+        XCTAssertEqual(adapterConfig["peft_type"] as? String, "PROMPT_TUNING")
+        XCTAssertEqual(adapterConfig["num_virtual_tokens"] as? Int, 4)
+        XCTAssertEqual(adapterConfig["token_dim"] as? Int, 64)
+
+        let two = directory + "/run-2"
+        let result = try FineTuning.train(config, out: two, ranks: 2)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        FineTuning.assertSameLosses(losses, try TrainingFixture.losses(two), tolerance: 1e-5, "mpirun 2")
+        XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(weights, try adapter(two)), 1e-5)
+
+        let split = directory + "/split"
+        XCTAssertEqual(try FineTuning.train(config, out: split, ["--steps", "10"]).status, 0)
+        let resumed = try FineTuning.train(config, out: split)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try TrainingFixture.losses(split), losses)
+        XCTAssertEqual(try adapter(split), weights)
+
+        let evaluated = try Tool.swiftbert(["evaluate", "--model", checkpoint, "--data", directory + "/dev.tsv"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.stderr)
+        let printed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(evaluated.stdout.utf8)) as? [String: Any])
+        let last = try XCTUnwrap(try FineTuning.validationRecords(single).last)
+        XCTAssertEqual(try XCTUnwrap(printed["loss"] as? Double), try XCTUnwrap(last["loss"] as? Double), accuracy: 1e-5)
+
+        // Other heads would have their per-token outputs shifted: refused, naming the key.
+        let tagging = try loraConfig(directory, peft: ["method": "prompt_tuning"],
+                                     ["task": ["type": "token_classification", "train_file": directory + "/train.tsv"]])
+        let refused = try FineTuning.train(tagging, out: directory + "/tagging")
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("peft.method: prompt_tuning supports task.type sequence_classification only"), refused.stderr)
+    }
 }

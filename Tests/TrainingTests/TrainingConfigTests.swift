@@ -172,10 +172,16 @@ final class TrainingConfigTests: XCTestCase {
         defer { FileManager.default.changeCurrentDirectoryPath(previous) }
         for name in names {
             XCTAssertNoThrow(try TrainingConfig.load(contentsOfFile: directory + "/" + name), name)
-            // finetune-question-answering.json trains task.type question_answering, and so on.
+            // finetune-question-answering.json trains task.type question_answering, and so on;
+            // finetune-sequence-classification-lora.json with peft.method lora.
             if name.hasPrefix("finetune-"), let config = try? TrainingConfig.load(contentsOfFile: directory + "/" + name) {
-                let kind = name.dropFirst("finetune-".count).dropLast(".json".count).replacingOccurrences(of: "-", with: "_")
-                XCTAssertEqual(config.task.kind.rawValue, kind, name)
+                var stem = String(name.dropFirst("finetune-".count).dropLast(".json".count))
+                if config.peft.method != .none {
+                    let suffix = "-" + config.peft.method.rawValue.replacingOccurrences(of: "_", with: "-")
+                    XCTAssertTrue(stem.hasSuffix(suffix), "\(name) names its peft method")
+                    stem = String(stem.dropLast(suffix.count))
+                }
+                XCTAssertEqual(config.task.kind.rawValue, stem.replacingOccurrences(of: "-", with: "_"), name)
             }
         }
     }

@@ -16,6 +16,10 @@ final class PeftParityTests: XCTestCase {
     /// r 2, rank-stabilised scaling, all six projections of layer 1 only, every bias trainable.
     func testLoraOnEveryProjectionWithBiases() throws { try checkParity("lora_all") }
 
+    /// Prompt tuning, 3 virtual tokens in front of [CLS] (positions 0-2, token type 0, mask 1; the
+    /// pooler reads the first virtual token): the prompt table and the classifier train.
+    func testPromptTuning() throws { try checkParity("prompt") }
+
     /// The adapter directory peft wrote loads onto the base directory transformers wrote, and gives
     /// the fixture's logits.
     func testLoadsAdapterDirectoryWrittenByPeft() throws {
@@ -87,7 +91,7 @@ final class PeftParityTests: XCTestCase {
         try FileManager.default.createDirectory(at: adapterDirectory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: adapterDirectory) }
         try Data(XCTUnwrap(file.metadata["adapter_config"]).utf8).write(to: adapterDirectory.appendingPathComponent(PeftAdapter.configFile))
-        config.lora = try PeftAdapter.loraSettings(in: adapterDirectory.path)
+        try PeftAdapter.adapterSettings(in: adapterDirectory.path).apply(to: &config)
         let shape = try XCTUnwrap(file.tensorInfo("input.input_ids")?.shape)
         func ints(_ key: String) throws -> [Int32] { try file.int64s(key).map { Int32($0) } }
         let inputs = EncoderInputs(
@@ -128,6 +132,10 @@ final class PeftParityTests: XCTestCase {
         let trainable = model.table.entries.filter(\.trainable)
         XCTAssertEqual(model.table.trainableCount, trainable.map(\.count).reduce(0, +))
         XCTAssertLessThan(model.table.trainableCount, model.table.totalCount / 4, "\(name): most of the model is frozen")
+        if let prompts = try? c.file.floats("expect.prompts") {
+            let entry = try XCTUnwrap(model.table.entry(named: "prompt_embeddings"))
+            XCTAssertEqual(Array(model.parameters[entry.range]), prompts, "\(name): the prompt table is what peft feeds")
+        }
         let saved = Parallel.workerCount
         defer { Parallel.workerCount = saved }
         for workers in [1, 2] {
