@@ -96,6 +96,27 @@ def write_examples(path, examples):
         f.writelines(f"{label}\t{text}\n" for label, text in examples)
 
 
+def newsgroups(args, predict_count):
+    """The fixed samples of --train-count training and `predict_count` test examples, and the labels."""
+    rng = random.Random(0)
+    train = read_examples(os.path.join(args.data, "train.tsv"))
+    test = read_examples(os.path.join(args.data, "test.tsv")) if predict_count else []
+    labels = list(dict.fromkeys(label for label, _ in train))
+    train = rng.sample(train, min(args.train_count, len(train)))
+    test = rng.sample(test, min(predict_count, len(test)))
+    print(f"20 Newsgroups: {len(train)} training / {len(test)} test examples, max length {args.max_length}; "
+          f"CPU {cpu_model()}, {len(os.sched_getaffinity(0))} cores, PyTorch threads {args.threads}", flush=True)
+    return train, test, labels
+
+
+def bench_model(args, shape, labels):
+    """The random model of `shape` under --models, written on first use."""
+    model = os.path.join(args.models, f"finetune-bench-{shape}")
+    if not os.path.isdir(model):
+        make_model(model, shape, labels)
+    return model
+
+
 # ---------------------------------------------------------------- workers (PyTorch, one run each)
 
 def train_worker(args):
@@ -284,20 +305,11 @@ def main():
     if args.worker == "predict":
         return predict_worker(args)
 
-    rng = random.Random(0)
-    train = read_examples(os.path.join(args.data, "train.tsv"))
-    test = read_examples(os.path.join(args.data, "test.tsv"))
-    labels = list(dict.fromkeys(label for label, _ in train))
-    train = rng.sample(train, min(args.train_count, len(train)))
-    test = rng.sample(test, min(args.predict_count, len(test)))
-    print(f"20 Newsgroups: {len(train)} training / {len(test)} test examples, max length {args.max_length}; "
-          f"CPU {cpu_model()}, {len(os.sched_getaffinity(0))} cores, PyTorch threads {args.threads}", flush=True)
+    train, test, labels = newsgroups(args, args.predict_count)
     scratch = tempfile.mkdtemp(prefix="finetune-bench-")
     try:
         for shape in args.shapes:
-            model = os.path.join(args.models, f"finetune-bench-{shape}")
-            if not os.path.isdir(model):
-                make_model(model, shape, labels)
+            model = bench_model(args, shape, labels)
             base = shape == "base"
             batch_size = args.base_batch_size if base else args.batch_size
             steps = args.base_steps if base else args.steps

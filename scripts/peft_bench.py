@@ -22,15 +22,13 @@ Run:  venv/bin/python scripts/peft_bench.py --shapes base --rounds 3
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 
-from bench_models import cpu_model
-from finetune_bench import ROOT, make_model, read_examples, run, write_examples
+from finetune_bench import ROOT, bench_model, newsgroups, read_examples, run, write_examples
 
 LORA = {"method": "lora", "r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
 
@@ -144,18 +142,11 @@ def main():
     if args.worker:
         return peft_worker(args)
 
-    rng = random.Random(0)
-    train = read_examples(os.path.join(args.data, "train.tsv"))
-    labels = list(dict.fromkeys(label for label, _ in train))
-    train = rng.sample(train, min(args.train_count, len(train)))
-    print(f"20 Newsgroups: {len(train)} training examples, max length {args.max_length}; CPU {cpu_model()}, "
-          f"{len(os.sched_getaffinity(0))} cores, PyTorch threads {args.threads}", flush=True)
+    train, _, labels = newsgroups(args, 0)
     scratch = tempfile.mkdtemp(prefix="peft-bench-")
     try:
         for shape in args.shapes:
-            model = os.path.join(args.models, f"finetune-bench-{shape}")
-            if not os.path.isdir(model):
-                make_model(model, shape, labels)
+            model = bench_model(args, shape, labels)
             batch_size = args.batch_size or (8 if shape == "base" else 32)
             file = os.path.join(scratch, "train.tsv")
             write_examples(file, train)

@@ -287,15 +287,7 @@ final class HeadParityTests: XCTestCase {
         check(actual, against: try file.floats(key), "\(label) \(key)")
     }
 
-    func check(_ actual: [Float], against expected: [Float], _ label: String) {
-        XCTAssertEqual(actual.count, expected.count, "\(label) size")
-        guard actual.count == expected.count else { return }
-        let scale = expected.map { abs($0) }.max() ?? 0
-        XCTAssertGreaterThan(scale, 0, "\(label) is all zero in the reference")
-        let error = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
-        XCTAssertLessThanOrEqual(error, tolerance * scale, "\(label): max error \(error), max |reference| \(scale)")
-        if ProcessInfo.processInfo.environment["PARITY_VERBOSE"] != nil {
-            print("\(label): relative error \(error / scale)")
-        }
+    func check(_ actual: [Float], against expected: [Float], _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        assertParity(actual, against: expected, tolerance: tolerance, label, file: file, line: line)
     }
 }

@@ -49,7 +49,7 @@ final class PeftParityTests: XCTestCase {
             XCTAssertEqual(Set(written.tensorNames), peftKeys, "\(name): the adapter's tensors are the trainable ones under peft's keys")
             XCTAssertEqual(try PeftAdapter.loraSettings(in: directory).rank, c.config.lora?.rank)
             let copy = BertForSequenceClassification(config: model.config, maxSequenceCount: 1, sequenceLength: 4)
-            copy.parameters.update(from: model.parameters)
+            _ = copy.parameters.update(from: model.parameters)
             for entry in copy.table.entries where entry.trainable {
                 copy.parameters[entry.range].update(repeating: .nan)
             }
@@ -171,12 +171,7 @@ final class PeftParityTests: XCTestCase {
         }
     }
 
-    func check(_ actual: [Float], against expected: [Float], _ label: String) {
-        XCTAssertEqual(actual.count, expected.count, "\(label) size")
-        guard actual.count == expected.count else { return }
-        let scale = expected.map { abs($0) }.max() ?? 0
-        XCTAssertGreaterThan(scale, 0, "\(label) is all zero in the reference")
-        let error = zip(actual, expected).map { abs($0 - $1) }.max() ?? 0
-        XCTAssertLessThanOrEqual(error, tolerance * scale, "\(label): max error \(error), max |reference| \(scale)")
+    func check(_ actual: [Float], against expected: [Float], _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        assertParity(actual, against: expected, tolerance: tolerance, label, file: file, line: line)
     }
 }
