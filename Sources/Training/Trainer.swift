@@ -227,13 +227,18 @@ final class Engine<T: TrainingTask> {
                 } else if let initFrom = config.initFrom {
                     try task.checkInitFrom(initFrom)
                     let files = try PretrainedDirectory.weightFiles(in: initFrom)
-                    let report = try model.loadWeights(from: files, initializationSeed: config.seed)
-                    log("initialised from \(initFrom)" + (report.notice.map { ": \($0)" } ?? ""))
-                    if config.peft.method != .none { state.baseModelSHA256 = try Engine.weightsDigest(files) }
+                    var report = try model.loadWeights(from: files, initializationSeed: config.seed)
+                    var origin = "\(initFrom)"
                     if let adapter = options.adapter {
                         try model.loadAdapter(
                             from: SafetensorsFile(contentsOfFile: (adapter as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+                        // What the adapter holds was not left at its initialisation.
+                        let loaded = Set(model.table.entries.filter(\.trainable).map(\.name))
+                        report.initializedTensors.removeAll(where: loaded.contains)
+                        origin += " with the adapter \(adapter)"
                     }
+                    log("initialised from \(origin)" + (report.notice.map { ": \($0)" } ?? ""))
+                    if config.peft.method != .none { state.baseModelSHA256 = try Engine.weightsDigest(files) }
                 } else {
                     model.initializeParameters(seed: config.seed)
                 }

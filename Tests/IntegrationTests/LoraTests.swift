@@ -212,6 +212,8 @@ final class LoraTests: XCTestCase {
 
         let evaluated = try Tool.swiftbert(["evaluate", "--model", checkpoint, "--data", directory + "/dev.tsv"])
         XCTAssertEqual(evaluated.status, 0, evaluated.stderr)
+        XCTAssertTrue(evaluated.stderr.contains("with the adapter \(checkpoint)"), evaluated.stderr)
+        XCTAssertFalse(evaluated.stderr.contains("newly initialised"), "the adapter holds the classifier: \(evaluated.stderr)")
         let printed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(evaluated.stdout.utf8)) as? [String: Any])
         let last = try XCTUnwrap(try FineTuning.validationRecords(single).last)
         XCTAssertEqual(try XCTUnwrap(printed["loss"] as? Double), try XCTUnwrap(last["loss"] as? Double), accuracy: 1e-5)
