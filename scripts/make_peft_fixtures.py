@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference fixtures for SwiftBERT's parameter-efficient tuning (LoRA, prompt tuning, P-tuning), computed with
+"""Reference fixtures for SwiftBERT's parameter-efficient tuning (LoRA, prompt tuning, P-tuning, prefix tuning), computed with
 Hugging Face peft 0.21 + transformers 5.24 + torch 2.13 on CPU.
 
 Run:  venv/bin/python scripts/make_peft_fixtures.py
@@ -141,15 +141,20 @@ padding in every batch.
                    the same with suffix _l1_reverse (layer 1 reads the concatenated [forward, backward] outputs),
                    encoder.mlp_head.0.weight [48, 48], .0.bias [48], .2.weight [32, 48], .2.bias [32]. B=3, T=13.
                    Adapter and trainable tensors as for ptuning_mlp.
-     prefix, prefix_proj   NOT written: prefix tuning does not run on BERT with transformers 5.24 + peft 0.21.
-                   PrefixTuningConfig(task_type SEQ_CLS, num_virtual_tokens=3) and (..., prefix_projection=True,
-                   encoder_hidden_size=24) both build and save (adapter: prompt_embeddings [3, 128] =
-                   [n, 2 * layers * C], the encoder output, and the classifier), but the forward pass raises
-                       ValueError: Model does not support past key values which are required for prefix tuning.
-                   peft's _prefix_tuning_forward passes the prefix as past_key_values; neither
-                   BertForSequenceClassification.forward nor BertModel.forward has that parameter in transformers 5.24
-                   (BertModel takes `cache`, a Cache, for its decoder use). The script checks that this still fails
-                   and stops if it ever works, so that the cases can be added.
+     prefix        PrefixTuningConfig(task_type SEQ_CLS, num_virtual_tokens=3) (no projection): the trained table is
+                   prompt_encoder.default.embedding.weight [3, 128] = [n, 2 * layers * C], saved as prompt_embeddings.
+                   B=3, T=12 (12 + 3 prefix positions <= 16). Adapter: prompt_embeddings [3, 128] and the classifier.
+                   How peft 0.21 runs it (_prefix_tuning_forward): attention_mask = concat([ones(B, n), mask], 1);
+                   the table viewed as (n, 2 * layers, heads, C / heads) gives, for layer l, the keys (index 2l) and
+                   values (2l + 1), each transposed to (B, heads, n, C / heads), as a DynamicCache of length n;
+                   BertModel then puts the cache's keys and values in front of the layer's own in every self-attention
+                   and numbers the tokens' positions n ..< n + T (cache_length); token types are the inputs'.
+                   transformers 5.24's BertModel takes the cache as `cache` (its decorator renames a past_key_values
+                   argument), but peft looks for a parameter literally named past_key_values in BertModel.forward's
+                   signature and otherwise raises "Model does not support past key values which are required for
+                   prefix tuning." The script therefore wraps BertModel.forward in a function with that parameter
+                   that passes it on as `cache` (accept_past_key_values): the computation is transformers' own.
+                   expect.prompts / prompts_grad are not written for prefix tuning (the prefix enters as a cache).
 
 2. Peft directories for loading tests:
      lora-base/      the lora_qv base model, written by BertForSequenceClassification.save_pretrained:
@@ -180,7 +185,8 @@ padding in every batch.
    and encoder.* into the prompt encoder; forward and backward are run again and compared with expect.* and grad.* (every gradient non-zero);
    the logits are also recomputed without peft's wrappers (LoRA merged into plain weights, W + scaling * B A, with the
    adapter's biases and classifier; prompt methods through BertForSequenceClassification with the inputs_embeds,
-   attention mask and token types described above), and --check-adapter is run on the fixture written out as a
+   attention mask and token types described above; prefix tuning through BertForSequenceClassification with a
+   DynamicCache built from prompt_embeddings as described above), and --check-adapter is run on the fixture written out as a
    base and an adapter directory. The two directories are checked with --check-adapter against lora_qv and
    loaded with AutoPeftModelForSequenceClassification.
 """
@@ -252,14 +258,25 @@ CASES = [
     ("ptuning_lstm", lambda: PromptEncoderConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=3,
                                                  encoder_reparameterization_type="LSTM", encoder_hidden_size=24),
      "P-tuning, 3 virtual tokens, bidirectional 2-layer LSTM encoder (hidden 24) + MLP", [13, 11, 8], 13, 8505),
+    ("prefix", lambda: PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=3),
+     "prefix tuning (P-tuning v2), 3 virtual keys and values per layer", [12, 8, 10], 12, 8606),
 ]
 
-PREFIX_CASES = [
-    ("prefix", lambda: PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=3)),
-    ("prefix_proj", lambda: PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=3, prefix_projection=True,
-                                               encoder_hidden_size=24)),
-]
-PREFIX_ERROR = "Model does not support past key values which are required for prefix tuning."
+
+def accept_past_key_values():
+    """Let peft find the parameter it looks for: BertModel.forward with past_key_values, passed on as `cache`."""
+    original = transformers.models.bert.modeling_bert.BertModel.forward
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+                past_key_values=None, cache=None, **kwargs):
+        return original(self, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        position_ids=position_ids, inputs_embeds=inputs_embeds,
+                        cache=cache if past_key_values is None else past_key_values, **kwargs)
+
+    transformers.models.bert.modeling_bert.BertModel.forward = forward
+
+
+accept_past_key_values()
 
 
 # MARK: - Helpers
@@ -326,7 +343,9 @@ def trainable_key(model, name):
     config = model.active_peft_config
     if name.startswith(ENCODER_PREFIX):
         inner = name[len(ENCODER_PREFIX):]
-        if config.peft_type == peft.PeftType.PROMPT_TUNING and inner == "embedding.weight":
+        direct = config.peft_type == peft.PeftType.PROMPT_TUNING or (
+            config.peft_type == peft.PeftType.PREFIX_TUNING and not config.prefix_projection)
+        if direct and inner == "embedding.weight":
             return "prompt_embeddings"
         return "encoder." + inner
     name = name.replace(".modules_to_save.default.", ".")
@@ -350,7 +369,9 @@ def capture_prompts(model):
 
 def run_peft(model, inputs):
     """Forward + backward of a PeftModel in train mode; prompt methods also return the prompts and their gradient."""
-    captured = capture_prompts(model) if model.active_peft_config.is_prompt_learning else None
+    config = model.active_peft_config
+    captured = capture_prompts(model) if config.is_prompt_learning and config.peft_type != peft.PeftType.PREFIX_TUNING \
+        else None
     model.train()
     outputs, total, normalizer = run_case(model, inputs, LOSS_SUM)
     prompts = None
@@ -403,22 +424,6 @@ def parity_fixture(name, make_config, description, lengths, T, seed):
     print(f"{path}: loss {outputs.loss.item():.6f}, {len(adapter)} adapter tensors, {trainable} trainable, "
           f"{os.path.getsize(path)} bytes")
     return model, peft_model
-
-
-def prefix_status():
-    """Prefix tuning on BERT still fails in the forward pass (the cases are documented as skipped)."""
-    for name, make_config in PREFIX_CASES:
-        peft_model = get_peft_model(base_model(8606), make_config())
-        _, adapter = saved_adapter(peft_model)
-        shapes = {key: list(value.shape) for key, value in adapter.items()}
-        inputs = case_inputs(8606, [12, 8, 10], 12)
-        try:
-            peft_model(**inputs)
-        except ValueError as error:
-            assert str(error) == PREFIX_ERROR, str(error)
-            print(f"{name}: skipped, the forward pass raises ValueError: {error} (adapter would be {shapes})")
-            continue
-        sys.exit(f"{name}: prefix tuning now runs on BERT; add the case to CASES")
 
 
 # MARK: - 2. Peft directories
@@ -583,6 +588,29 @@ def plain_prompt_logits(metadata, tensors):
         return model(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types).logits
 
 
+def plain_prefix_logits(metadata, tensors):
+    """The logits of a prefix fixture with plain BERT: the key/value cache and the mask built as the docstring says."""
+    model = rebuild_base(metadata, tensors)
+    adapter = adapter_tensors(tensors)
+    with torch.no_grad():
+        model.classifier.weight.copy_(adapter["base_model.classifier.weight"])
+        model.classifier.bias.copy_(adapter["base_model.classifier.bias"])
+    inputs = fixture_inputs(tensors)
+    config = model.config
+    table = adapter["prompt_embeddings"]
+    B, n = inputs["input_ids"].shape[0], table.shape[0]
+    heads, L = config.num_attention_heads, config.num_hidden_layers
+    pairs = table.view(n, 2 * L, heads, config.hidden_size // heads).permute(1, 2, 0, 3)  # (2L, heads, n, hs)
+    cache = transformers.DynamicCache(config=config)
+    for layer in range(L):
+        cache.update(pairs[2 * layer].expand(B, -1, -1, -1), pairs[2 * layer + 1].expand(B, -1, -1, -1), layer)
+    mask = torch.cat([torch.ones(B, n, dtype=torch.int64), inputs["attention_mask"]], 1)
+    model.train()
+    with torch.no_grad():
+        return model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"], attention_mask=mask,
+                     cache=cache).logits
+
+
 def expected_unexpected(model):
     """What set_peft_model_state_dict reports as unexpected for peft's own adapter file: with bias="all" the
     duplicate classifier.modules_to_save.bias (the copy is loaded from classifier.bias); for prompt methods
@@ -627,6 +655,9 @@ def verify_parity():
             assert torch.equal(prompts[1], tensors["expect.prompts_grad"]), f"{name}: prompts_grad"
             plain = plain_prompt_logits(metadata, tensors)
             how = "virtual tokens before [CLS] in plain BERT"
+        elif model.active_peft_config.peft_type == peft.PeftType.PREFIX_TUNING:
+            plain = plain_prefix_logits(metadata, tensors)
+            how = "a key/value cache in plain BERT"
         else:
             plain, merged = merged_lora_logits(metadata, tensors)
             how = f"LoRA merged into {len(merged)} Linear layers"
@@ -687,7 +718,6 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     for case in CASES:
         parity_fixture(*case)
-    prefix_status()
     peft_directories()
     verify_parity()
     verify_directories()

@@ -1,21 +1,21 @@
 // Embedding lookups (word + position + token type) and row gathers, with their scatter-add backward.
 
-/// `out[b, t] = wte[ids[b, t]] + wpe[t] + wtt[types[b, t]]`: ids and types are (B, T), wte is
-/// (V, C), wpe is (maxPositions, C) with T <= maxPositions, wtt is (typeCount, C), out is (B, T, C).
+/// `out[b, t] = wte[ids[b, t]] + wpe[firstPosition + t] + wtt[types[b, t]]`: ids and types are (B, T),
+/// wte is (V, C), wpe is (maxPositions, C) with firstPosition + T <= maxPositions, wtt is (typeCount, C), out is (B, T, C).
 /// Ids must be in range (callers validate their inputs once per batch). A negative id -1 - k takes
 /// row k of `prompts` instead of a word (prompt tuning's virtual tokens).
 public func embeddingForward(
     _ out: UnsafeMutablePointer<Float>,
     _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>,
     _ wte: UnsafePointer<Float>, _ wpe: UnsafePointer<Float>, _ wtt: UnsafePointer<Float>,
-    prompts: UnsafePointer<Float>? = nil, batch B: Int, length T: Int, channels C: Int
+    prompts: UnsafePointer<Float>? = nil, firstPosition: Int = 0, batch B: Int, length T: Int, channels C: Int
 ) {
     Parallel.forEachChunk(B * T, minimumChunk: max(1, 16_384 / max(1, C))) { range in
         for n in range {
             let t = n % T
             let id = Int(ids[n])
             let word = id >= 0 ? wte + id * C : prompts! + (-1 - id) * C
-            let position = wpe + t * C, type = wtt + Int(types[n]) * C
+            let position = wpe + (firstPosition + t) * C, type = wtt + Int(types[n]) * C
             let o = out + n * C
             var j = 0
             while j + 16 <= C {
@@ -38,7 +38,7 @@ public func embeddingBackward(
     _ dwte: UnsafeMutablePointer<Float>?, _ dwpe: UnsafeMutablePointer<Float>?, _ dwtt: UnsafeMutablePointer<Float>?,
     dprompts: UnsafeMutablePointer<Float>? = nil,
     _ dout: UnsafePointer<Float>, _ ids: UnsafePointer<Int32>, _ types: UnsafePointer<Int32>, paddingID: Int32?,
-    batch B: Int, length T: Int, channels C: Int
+    firstPosition: Int = 0, batch B: Int, length T: Int, channels C: Int
 ) {
     // Scatter-adds are split over groups of channels, so every destination has one writer and the
     // summation order (batch order) does not depend on the thread count.
@@ -65,7 +65,7 @@ public func embeddingBackward(
             } else {
                 add(ids[n] == paddingID ? nil : dwte.map { $0 + id * C })
             }
-            add(dwpe.map { $0 + (n % T) * C })
+            add(dwpe.map { $0 + (firstPosition + n % T) * C })
             add(dwtt.map { $0 + Int(types[n]) * C })
         }
     }

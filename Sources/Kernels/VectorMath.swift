@@ -121,7 +121,7 @@ public func vectorTanh(_ x: FloatVector) -> FloatVector {
     return large.replacing(with: small, where: magnitude .< 0.625)
 }
 
-/// The three functions and a scaling on a whole buffer.
+/// The three functions, a scaling and a sum on a whole buffer.
 public enum VectorMath {
     public static func exp(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, count: Int) {
         apply(out, inp, count, vectorExp)
@@ -146,6 +146,19 @@ public enum VectorMath {
         }
         while i < count {
             values[i] *= factor
+            i += 1
+        }
+    }
+
+    /// `values += addend`, element by element.
+    public static func add(_ values: UnsafeMutablePointer<Float>, _ addend: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            store(load(values + i) + load(addend + i), values + i)
+            i += 16
+        }
+        while i < count {
+            values[i] += addend[i]
             i += 1
         }
     }

@@ -187,7 +187,7 @@ extension TrainingConfig {
 
         .section("peft", required: false, "Parameter-efficient tuning as Hugging Face peft defines it: the base model (`init_from`) stays frozen and only the adapter (and the modules it names) trains; checkpoints hold the adapter in peft's files.", [
             .choice("method", \.peft.method, default: .none, onResume: .mustMatch,
-                    "`lora`, `prompt_tuning` (sequence classification), or `none` to train every parameter"),
+                    "`lora`, `prefix_tuning` (P-tuning v2: learned keys and values in every layer), `prompt_tuning` (sequence classification), or `none` to train every parameter"),
             .integer("r", \.peft.rank, default: 8, .atLeast(1, else: "must be at least 1, typically 8"), onResume: .mustMatch,
                      "LoRA: rank of the update B A"),
             .number("lora_alpha", \.peft.alpha, default: 8, .above(0, else: "must be positive, typically r or 2 r"),
@@ -207,7 +207,7 @@ extension TrainingConfig {
             .choice("bias", \.peft.bias, default: .none, onResume: .mustMatch,
                     "LoRA: `all` also trains every bias (LayerNorm biases included, as peft does)"),
             .integer("num_virtual_tokens", \.peft.virtualTokenCount, default: 20, .atLeast(1, else: "must be at least 1"),
-                     onResume: .mustMatch, "prompt tuning: learned virtual tokens in front of every sequence"),
+                     onResume: .mustMatch, "prompt tuning: learned virtual tokens in front of every sequence; prefix tuning: learned keys and values in front of every layer's"),
             .choice("prompt_tuning_init", \.peft.promptInitialization, default: .random, onResume: .mustMatch,
                     "prompt tuning: `RANDOM` (N(0, 1), as peft) or `SAMPLE_VOCAB` (word embeddings of random token ids)"),
             .stringList("modules_to_save", \.peft.modulesToSave, accepted: "",
@@ -227,7 +227,7 @@ extension TrainingConfig {
                 + "other heads' per-token outputs); use lora"
         },
         ConfigRule(keyPath: "peft.num_virtual_tokens", help: "fits the model's positions with the sequence") { config in
-            guard config.peft.method == .promptTuning else { return nil }
+            guard config.peft.method == .promptTuning || config.peft.method == .prefixTuning else { return nil }
             let total = config.peft.virtualTokenCount + config.batch.sequenceLength
             return total > config.model.maxPositionEmbeddings
                 ? "is \(config.peft.virtualTokenCount); with batch.sequence_length \(config.batch.sequenceLength) that is "

@@ -83,6 +83,12 @@ public struct TrainingConfig: Equatable, Sendable {
                 virtualTokenCount: virtualTokenCount, initialization: promptInitialization, modulesToSave: modulesToSave)
         }
 
+        /// The model's prefix-tuning settings; nil without prefix tuning.
+        public var prefix: PrefixTuningSettings? {
+            guard method == .prefixTuning else { return nil }
+            return PrefixTuningSettings(virtualTokenCount: virtualTokenCount, modulesToSave: modulesToSave)
+        }
+
         /// The model's LoRA settings; nil without LoRA.
         public var lora: LoraSettings? {
             guard method == .lora else { return nil }
@@ -99,6 +105,7 @@ public struct TrainingConfig: Equatable, Sendable {
         case none
         case lora
         case promptTuning = "prompt_tuning"
+        case prefixTuning = "prefix_tuning"
     }
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
@@ -242,6 +249,7 @@ public struct TrainingConfig: Equatable, Sendable {
         try TrainingConfig.schema.read(root, source: source, into: &self)
         model.lora = peft.lora
         model.prompt = peft.prompt
+        model.prefix = peft.prefix
     }
 
     /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section

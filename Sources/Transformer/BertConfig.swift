@@ -39,11 +39,18 @@ public struct BertConfig: Codable, Equatable, Sendable {
     public var lora: LoraSettings? = nil
     /// Prompt tuning's virtual tokens in front of every sequence (not part of config.json either).
     public var prompt: PromptTuningSettings? = nil
+    /// Prefix tuning's learned keys and values in every layer's attention (not part of config.json).
+    public var prefix: PrefixTuningSettings? = nil
 
     /// Whether a peft adapter trains on this model (its other parameters frozen).
-    public var hasAdapter: Bool { lora != nil || prompt != nil }
+    public var hasAdapter: Bool { lora != nil || prompt != nil || prefix != nil }
+    /// Whether the adapter is one of peft's prompt-learning methods, whose files name their table
+    /// `prompt_embeddings` and wrap the model one level less deep than LoRA's.
+    public var hasPromptLearning: Bool { prompt != nil || prefix != nil }
     /// Positions the virtual tokens of prompt tuning take in front of every sequence.
     public var virtualTokenCount: Int { prompt?.virtualTokenCount ?? 0 }
+    /// Keys and values prefix tuning puts in front of every sequence's in each layer's attention.
+    public var keyPrefixLength: Int { prefix?.virtualTokenCount ?? 0 }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case vocabSize = "vocab_size"

@@ -84,7 +84,8 @@ public class BertModel {
     /// A model for at most `maxSequenceCount` sequences of `sequenceLength` tokens. `inferenceOnly`
     /// allocates only what forward passes without dropout need (no gradients, no buffers for backward
     /// or dropout, one set of attention buffers shared by the layers): `step` cannot run on it.
-    /// `sequenceLength` counts the text's tokens: prompt tuning's virtual tokens come on top.
+    /// `sequenceLength` counts the text's tokens: prompt tuning's virtual tokens come on top (and
+    /// prefix tuning's prefix takes positions in front of them).
     public required init(config: BertConfig, maxSequenceCount: Int, sequenceLength: Int, inferenceOnly: Bool = false) {
         if let head = Self.implementedHead {
             precondition(config.head == head, "\(Self.self) needs a config with its head; the config's head is \(config.head.className)")
@@ -92,7 +93,7 @@ public class BertModel {
         let sequenceLength = sequenceLength + config.virtualTokenCount
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
-            sequenceLength > 0 && sequenceLength <= config.maxPositionEmbeddings,
+            sequenceLength > 0 && sequenceLength + config.keyPrefixLength <= config.maxPositionEmbeddings,
             "sequence length \(sequenceLength) must be in 1...max_position_embeddings (\(config.maxPositionEmbeddings))")
         self.config = config
         self.table = ParameterTable(config: config)
@@ -120,7 +121,7 @@ public class BertModel {
         precondition(sequenceCount > 0 && sequenceLength > 0, "sequence count and length must be positive")
         let sequenceLength = sequenceLength + config.virtualTokenCount
         precondition(
-            sequenceLength <= config.maxPositionEmbeddings,
+            sequenceLength + config.keyPrefixLength <= config.maxPositionEmbeddings,
             "sequence length \(sequenceLength) exceeds max_position_embeddings (\(config.maxPositionEmbeddings))")
         guard sequenceCount > maxSequenceCount || sequenceLength > self.sequenceLength else { return }
         maxSequenceCount = max(maxSequenceCount, sequenceCount)
@@ -144,7 +145,7 @@ public class BertModel {
         let sequenceLength = sequenceLength + source.config.virtualTokenCount
         precondition(maxSequenceCount > 0, "maxSequenceCount must be positive")
         precondition(
-            sequenceLength > 0 && sequenceLength <= source.config.maxPositionEmbeddings,
+            sequenceLength > 0 && sequenceLength + source.config.keyPrefixLength <= source.config.maxPositionEmbeddings,
             "sequence length \(sequenceLength) must be in 1...max_position_embeddings (\(source.config.maxPositionEmbeddings))")
         config = source.config
         table = source.table

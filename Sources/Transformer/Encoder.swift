@@ -19,7 +19,7 @@ extension BertModel {
             embeddingForward(
                 a.embeddingSum, ids, types, param(o.wordEmbeddings), param(o.positionEmbeddings),
                 param(o.tokenTypeEmbeddings), prompts: o.promptEmbeddings < 0 ? nil : param(o.promptEmbeddings),
-                batch: B, length: T, channels: C)
+                firstPosition: config.keyPrefixLength, batch: B, length: T, channels: C)
         }
         timed(.layerNorm) {
             layerNormForward(
@@ -30,9 +30,19 @@ extension BertModel {
             }
         }
         probe("embeddings + LayerNorm", nil, a.embeddingOut, N * C)
+        var keyMask = mask
+        if config.keyPrefixLength > 0 {
+            // Every query attends to the prefix: n ones in front of each sequence's mask.
+            let n = config.keyPrefixLength, S = T + n
+            for b in 0..<B {
+                (a.keyMask + b * S).update(repeating: 1, count: n)
+                (a.keyMask + b * S + n).update(from: mask + b * T, count: T)
+            }
+            keyMask = UnsafePointer(a.keyMask)
+        }
         let L = config.hiddenLayerCount
         for l in 0..<L {
-            layerForward(l, input: layerOutput(l), mask, B, dropout, l == L - 1 ? lastLayerRows : nil)
+            layerForward(l, input: layerOutput(l), keyMask, B, dropout, l == L - 1 ? lastLayerRows : nil)
         }
     }
 
@@ -117,9 +127,11 @@ extension BertModel {
 
     /// Scores, masked softmax (+ dropout) and context for every (sequence, head). Q, K, V of head h of
     /// sequence b are (T, hs) views into qkv with row stride 3C; the context is written straight into
-    /// its (T, hs) slot of the (N, C) context buffer, so no transposing copies are made.
+    /// its (T, hs) slot of the (N, C) context buffer, so no transposing copies are made. With prefix
+    /// tuning each head's S = n + T keys are the prefix's n (a view into its table) and then the
+    /// tokens': the score and probability rows are S long, and `mask` holds S flags per sequence.
     ///
-    /// The B*NH heads are independent small problems (T x T x hs): they are spread over the element-wise
+    /// The B*NH heads are independent small problems (T x S x hs): they are spread over the element-wise
     /// workers with single-threaded GEMMs, so each head's scores stay in that core's cache from the
     /// first GEMM through softmax to the second, and no BLAS thread hand-off happens per call.
     func attentionForward(
@@ -127,30 +139,53 @@ extension BertModel {
         _ kept: KeptRows?
     ) {
         let T = activeLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
+        let n = config.keyPrefixLength, S = T + n
         let scale = 1 / Float(hs).squareRoot()
         let attentionDropout = dropout.attentionMask(layer: l, kept: kept)
         let scratch = activations.attentionScratch
         let weights = attentionDropout == nil ? act.probs : scratch
+        let prefix = prefixKeysAndValues(l)
         // Queries are in qkv, or gathered into keptQueries for the kept rows.
         let (queries, queryStride) = kept == nil ? (act.qkv, 3 * C) : (activations.keptQueries, C)
         overHeads(B * NH) { bh, softmaxPart in
             let b = bh / NH, h = bh % NH
             let (first, count) = queryRows(b, kept)
             let keys = act.qkv + b * T * 3 * C + C + h * hs
+            let headQueries = queries + first * queryStride + h * hs
             let firstRow = NH * first + h * count
-            let block = firstRow * T
-            gemm(
-                .none, .transposed, m: count, n: T, k: hs, alpha: scale, a: queries + first * queryStride + h * hs,
-                lda: queryStride, b: keys, ldb: 3 * C, beta: 0, c: act.probs + block, ldc: T)
-            softmaxPart {
-                attentionSoftmaxForward(
-                    act.probs, attentionDropout == nil ? nil : scratch, mask + b * T, attentionDropout,
-                    rows: firstRow..<(firstRow + count), length: T)
+            let block = firstRow * S
+            let context = act.context + first * C + h * hs
+            if let prefix {
+                gemm(
+                    .none, .transposed, m: count, n: n, k: hs, alpha: scale, a: headQueries, lda: queryStride,
+                    b: prefix.keys + h * hs, ldb: prefix.stride, beta: 0, c: act.probs + block, ldc: S)
             }
             gemm(
-                .none, .none, m: count, n: hs, k: T, a: weights + block, lda: T, b: keys + C, ldb: 3 * C,
-                beta: 0, c: act.context + first * C + h * hs, ldc: C)
+                .none, .transposed, m: count, n: T, k: hs, alpha: scale, a: headQueries,
+                lda: queryStride, b: keys, ldb: 3 * C, beta: 0, c: act.probs + block + n, ldc: S)
+            softmaxPart {
+                attentionSoftmaxForward(
+                    act.probs, attentionDropout == nil ? nil : scratch, mask + b * S, attentionDropout,
+                    rows: firstRow..<(firstRow + count), length: S)
+            }
+            if let prefix {
+                gemm(
+                    .none, .none, m: count, n: hs, k: n, a: weights + block, lda: S, b: prefix.values + h * hs,
+                    ldb: prefix.stride, beta: 0, c: context, ldc: C)
+            }
+            gemm(
+                .none, .none, m: count, n: hs, k: T, a: weights + block + n, lda: S, b: keys + C, ldb: 3 * C,
+                beta: prefix == nil ? 0 : 1, c: context, ldc: C)
         }
+    }
+
+    /// Layer l's prefix keys and values (prefix tuning): (n, C) views into the prefix table, rows
+    /// `stride` apart; nil without prefix tuning.
+    func prefixKeysAndValues(_ l: Int) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int)? {
+        guard offsets.prefixEmbeddings >= 0 else { return nil }
+        let C = config.hiddenSize
+        let keys = UnsafePointer(param(offsets.prefixEmbeddings + 2 * l * C))
+        return (keys, keys + C, PrefixTuningSettings.rowWidth(config))
     }
 
     /// Runs `body(head, softmaxPart)` for every head, spread over the element-wise workers with
@@ -227,7 +262,7 @@ extension BertModel {
             embeddingBackward(
                 grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings),
                 dprompts: o.promptEmbeddings < 0 ? nil : grad(o.promptEmbeddings), a.dResidual,
-                ids, types, paddingID: padding, batch: B, length: T, channels: C)
+                ids, types, paddingID: padding, firstPosition: config.keyPrefixLength, batch: B, length: T, channels: C)
         }
         onGradientsReady?(table.embeddingRange)
     }
@@ -334,48 +369,83 @@ extension BertModel {
 
     /// From d(context) in `dContext` to d(qkv) in `dqkv`, mirroring `attentionForward` head by head.
     /// With `kept`, the kept rows' query gradient is left in `dContext` instead (each head's block
-    /// of d(context) is no longer needed once its dP is computed).
+    /// of d(context) is no longer needed once its dP is computed). With prefix tuning, each sequence's
+    /// gradient of the prefix keys and values goes to `dPrefix`, then into the prefix table's gradient
+    /// in sequence order (heads of different sequences run concurrently).
     func attentionBackward(
         _ l: Int, _ act: Activations.Layer, _ B: Int, _ dropout: DropoutSettings, _ kept: KeptRows?
     ) {
         let T = activeLength, C = config.hiddenSize, NH = config.attentionHeadCount, hs = config.headSize
+        let n = config.keyPrefixLength, S = T + n
         let scale = 1 / Float(hs).squareRoot()
         let a = activations
         let attentionDropout = dropout.attentionMask(layer: l, kept: kept)
         let scratch = a.attentionScratch
+        let prefix = prefixKeysAndValues(l)
         let (queries, queryStride) = kept == nil ? (act.qkv, 3 * C) : (a.keptQueries, C)
         let (dQueries, dQueryStride) = kept == nil ? (a.dqkv, 3 * C) : (a.dContext, C)
         overHeads(B * NH) { bh, softmaxPart in
             let b = bh / NH, h = bh % NH
             let (first, count) = queryRows(b, kept)
             let firstRow = NH * first + h * count
-            let block = firstRow * T
+            let block = firstRow * S
             let rows = firstRow..<(firstRow + count)
             let keys = act.qkv + b * T * 3 * C + C + h * hs
             let dKeys = a.dqkv + b * T * 3 * C + C + h * hs
+            let dPrefixKeys = a.dPrefix + b * n * 2 * C + h * hs
             let dctx = a.dContext + first * C + h * hs
+            let headQueries = queries + first * queryStride + h * hs
             // The dropped probabilities (operand of the context GEMM) are regenerated, not stored.
             var weights = UnsafePointer(act.probs)
             if let attentionDropout {
-                softmaxPart { dropoutForward(scratch, act.probs, attentionDropout, rows: rows, columns: T) }
+                softmaxPart { dropoutForward(scratch, act.probs, attentionDropout, rows: rows, columns: S) }
                 weights = UnsafePointer(scratch)
             }
             // dV = P^T dctx
             gemm(
-                .transposed, .none, m: T, n: hs, k: count, a: weights + block, lda: T, b: dctx, ldb: C,
+                .transposed, .none, m: T, n: hs, k: count, a: weights + block + n, lda: S, b: dctx, ldb: C,
                 beta: 0, c: dKeys + C, ldc: 3 * C)
+            if prefix != nil {
+                gemm(
+                    .transposed, .none, m: n, n: hs, k: count, a: weights + block, lda: S, b: dctx, ldb: C,
+                    beta: 0, c: dPrefixKeys + C, ldc: 2 * C)
+            }
             // dP = dctx V^T (overwrites this head's dropped probabilities, no longer needed)
+            if let prefix {
+                gemm(
+                    .none, .transposed, m: count, n: n, k: hs, a: dctx, lda: C, b: prefix.values + h * hs,
+                    ldb: prefix.stride, beta: 0, c: scratch + block, ldc: S)
+            }
             gemm(
                 .none, .transposed, m: count, n: T, k: hs, a: dctx, lda: C, b: keys + C, ldb: 3 * C,
-                beta: 0, c: scratch + block, ldc: T)
-            softmaxPart { attentionSoftmaxBackward(scratch, act.probs, attentionDropout, rows: rows, length: T) }
+                beta: 0, c: scratch + block + n, ldc: S)
+            softmaxPart { attentionSoftmaxBackward(scratch, act.probs, attentionDropout, rows: rows, length: S) }
             // scores = scale Q K^T: dQ = scale dS K, dK = scale dS^T Q
+            let dHeadQueries = dQueries + first * dQueryStride + h * hs
+            if let prefix {
+                gemm(
+                    .none, .none, m: count, n: hs, k: n, alpha: scale, a: scratch + block, lda: S,
+                    b: prefix.keys + h * hs, ldb: prefix.stride, beta: 0, c: dHeadQueries, ldc: dQueryStride)
+                gemm(
+                    .transposed, .none, m: n, n: hs, k: count, alpha: scale, a: scratch + block, lda: S,
+                    b: headQueries, ldb: queryStride, beta: 0, c: dPrefixKeys, ldc: 2 * C)
+            }
             gemm(
-                .none, .none, m: count, n: hs, k: T, alpha: scale, a: scratch + block, lda: T,
-                b: keys, ldb: 3 * C, beta: 0, c: dQueries + first * dQueryStride + h * hs, ldc: dQueryStride)
+                .none, .none, m: count, n: hs, k: T, alpha: scale, a: scratch + block + n, lda: S,
+                b: keys, ldb: 3 * C, beta: prefix == nil ? 0 : 1, c: dHeadQueries, ldc: dQueryStride)
             gemm(
-                .transposed, .none, m: T, n: hs, k: count, alpha: scale, a: scratch + block, lda: T,
-                b: queries + first * queryStride + h * hs, ldb: queryStride, beta: 0, c: dKeys, ldc: 3 * C)
+                .transposed, .none, m: T, n: hs, k: count, alpha: scale, a: scratch + block + n, lda: S,
+                b: headQueries, ldb: queryStride, beta: 0, c: dKeys, ldc: 3 * C)
+        }
+        if prefix != nil, let dTable = grad(offsets.prefixEmbeddings) {
+            timed(.other) {
+                let width = PrefixTuningSettings.rowWidth(config)
+                for b in 0..<B {
+                    for v in 0..<n {
+                        VectorMath.add(dTable + v * width + 2 * l * C, a.dPrefix + (b * n + v) * 2 * C, count: 2 * C)
+                    }
+                }
+            }
         }
     }
 }

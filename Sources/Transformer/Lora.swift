@@ -42,12 +42,7 @@ public struct LoraSettings: Sendable, Equatable {
     /// The modules trained in full for a model with `head`: `modules_to_save`, or by default the
     /// head's output layer, as peft adds it for its classification and question-answering task types.
     public func savedModules(head: ModelHead) -> [String] {
-        if let modulesToSave { return modulesToSave }
-        switch head {
-        case .preTraining: return []
-        case .sequenceClassification, .tokenClassification, .multipleChoice: return ["classifier"]
-        case .questionAnswering: return ["qa_outputs"]
-        }
+        modulesToSave ?? ParameterTable.headOutputModules(head)
     }
 
     /// peft's module-name rule: the target is the whole name or its dotted suffix.

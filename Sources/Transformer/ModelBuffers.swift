@@ -18,6 +18,8 @@ struct Offsets {
     let embeddingNormWeight, embeddingNormBias: Int
     /// Prompt tuning's (n, C) virtual-token table, -1 without.
     let promptEmbeddings: Int
+    /// Prefix tuning's (n, 2 L C) key/value table (`PrefixTuningSettings`), -1 without.
+    let prefixEmbeddings: Int
     let layers: [Layer]
     /// -1 where the head has no such parameter (pooler, pre-training heads, NSP head, classifier).
     let poolerWeight, poolerBias: Int
@@ -33,7 +35,9 @@ struct Offsets {
         tokenTypeEmbeddings = at("bert.embeddings.token_type_embeddings.weight")
         embeddingNormWeight = at("bert.embeddings.LayerNorm.weight")
         embeddingNormBias = at("bert.embeddings.LayerNorm.bias")
-        promptEmbeddings = table.entry(named: PromptTuningSettings.entryName)?.offset ?? -1
+        let promptTable = table.entry(named: PromptTuningSettings.entryName)?.offset ?? -1
+        promptEmbeddings = config.prompt == nil ? -1 : promptTable
+        prefixEmbeddings = config.prefix == nil ? -1 : promptTable
         let C = config.hiddenSize
         layers = (0..<config.hiddenLayerCount).map { layer in
             let p = "bert.encoder.layer.\(layer)."
@@ -86,7 +90,8 @@ struct Offsets {
 final class Activations {
     struct Layer {
         let qkv: UnsafeMutablePointer<Float>          // (N, 3C) queries | keys | values per token
-        let probs: UnsafeMutablePointer<Float>        // (B, NH, T, T) attention before dropout
+        let probs: UnsafeMutablePointer<Float>        // (B, NH, T, S) attention before dropout (S keys:
+                                                      // prefix tuning's n, then the T tokens')
         let context: UnsafeMutablePointer<Float>      // (N, C) heads side by side
         let residual1: UnsafeMutablePointer<Float>    // (N, C) input + attention output (LayerNorm input)
         let mean1, rstd1: UnsafeMutablePointer<Float> // (N)
@@ -108,7 +113,7 @@ final class Activations {
     let layers: [Layer]
     // Scratch shared by all layers.
     let dense: UnsafeMutablePointer<Float>            // (N, C) dense outputs before bias; their gradients
-    let attentionScratch: UnsafeMutablePointer<Float> // (B, NH, T, T) dropped probabilities; their gradients
+    let attentionScratch: UnsafeMutablePointer<Float> // (B, NH, T, S) dropped probabilities; their gradients
     let dResidual: UnsafeMutablePointer<Float>        // (N, C) gradient flowing down the residual stream
     let dIntermediate: UnsafeMutablePointer<Float>    // (N, I) activation output in forward; its gradient
     let activationDerivative: UnsafeMutablePointer<Float> // (N, I) f'(pre) of the layer in backward
@@ -133,6 +138,10 @@ final class Activations {
     let keptTokenRows, keptMaskedRows: UnsafeMutablePointer<Int32> // (N)
     let keptSequenceStarts: UnsafeMutablePointer<Int32> // (B + 1)
     let keptAttentionRows: UnsafeMutablePointer<Int32>  // (NH N)
+    // Prefix tuning: each sequence's key mask (n ones, then its attention mask), (B, S); the
+    // gradient of one layer's prefix keys and values per sequence, (B, n, 2C), summed in batch order.
+    let keyMask: UnsafeMutablePointer<Int32>
+    let dPrefix: UnsafeMutablePointer<Float>
     // LoRA: each adapted module's u = dropout(x) A^T, (N, r) per layer and module (shared by the
     // layers without training); v = dy B in backward, (N, r); the dropped input, (N, max(C, I)).
     private let loraHiddenBase: UnsafeMutablePointer<Float>
@@ -144,6 +153,7 @@ final class Activations {
     init(config: BertConfig, sequences B: Int, length T: Int, logitsRows: Int, training: Bool = true) {
         let C = config.hiddenSize, I = config.intermediateSize, NH = config.attentionHeadCount
         let N = B * T, V = config.vocabSize, K = max(1, config.nspClassCount)
+        let prefix = config.keyPrefixLength, S = T + prefix
         // Only the pre-training heads use the MLM buffers, only the others the classifier's.
         let preTraining = config.head == .preTraining
         let logitsRows = preTraining ? logitsRows : 0
@@ -169,7 +179,7 @@ final class Activations {
         func trainingIndices(_ count: Int) -> UnsafeMutablePointer<Int32> { indices(training ? count : 0) }
         func layer() -> Layer {
             Layer(
-                qkv: buffer(N * 3 * C), probs: buffer(B * NH * T * T), context: buffer(N * C),
+                qkv: buffer(N * 3 * C), probs: buffer(B * NH * T * S), context: buffer(N * C),
                 residual1: buffer(N * C), mean1: buffer(N), rstd1: buffer(N), hidden1: buffer(N * C),
                 pre: buffer(N * I), residual2: buffer(N * C), mean2: buffer(N),
                 rstd2: buffer(N), output: buffer(N * C))
@@ -190,7 +200,7 @@ final class Activations {
             }
         }
         dense = buffer(N * C)
-        attentionScratch = trainingBuffer(B * NH * T * T)
+        attentionScratch = trainingBuffer(B * NH * T * S)
         dResidual = trainingBuffer(N * C)
         dIntermediate = buffer(N * I)
         activationDerivative = trainingBuffer(N * I)
@@ -220,6 +230,8 @@ final class Activations {
         keptMaskedRows = trainingIndices(N)
         keptSequenceStarts = trainingIndices(B + 1)
         keptAttentionRows = trainingIndices(NH * N)
+        keyMask = indices(prefix > 0 ? B * S : 0)
+        dPrefix = trainingBuffer(B * prefix * 2 * C)
         let rank = config.lora?.rank ?? 0
         let modules = LoraModule.allCases.count
         loraHiddenStride = N * rank
@@ -333,7 +345,7 @@ final class DropoutRecord {
 
     init(config: BertConfig, sequences B: Int, length T: Int) {
         hiddenBytes = B * T * config.hiddenSize
-        attentionBytes = B * config.attentionHeadCount * T * T
+        attentionBytes = B * config.attentionHeadCount * T * (T + config.keyPrefixLength)
         count = hiddenBytes + config.hiddenLayerCount * (attentionBytes + 2 * hiddenBytes)
         bytes = .allocate(capacity: max(1, count))
         bytes.initialize(repeating: 0, count: max(1, count))

@@ -12,7 +12,7 @@
 /// `cls.predictions.bias`.
 ///
 /// With LoRA (`BertConfig.lora`) each adapted projection's `lora_A.weight` and `lora_B.weight` follow
-/// its layer's tensors; prompt tuning's `prompt_embeddings` follow the embeddings. With either, only
+/// its layer's tensors; prompt tuning's and prefix tuning's `prompt_embeddings` follow the embeddings. With any, only
 /// some entries train: the frozen ones come first (in the order above)
 /// and the trainable ones last, so gradients, optimizer moments, the all-reduce, clipping and the
 /// non-finite check cover the suffix `trainableRange` alone. Without LoRA every entry trains and
@@ -83,6 +83,11 @@ public struct ParameterTable: Sendable {
         if let prompt = config.prompt {
             add(PromptTuningSettings.entryName, [prompt.virtualTokenCount, C], decays: true)
         }
+        if let prefix = config.prefix {
+            // Counted with layer 0: its gradient is complete once layer 0's attention is done.
+            part = 0
+            add(PromptTuningSettings.entryName, [prefix.virtualTokenCount, PrefixTuningSettings.rowWidth(config)], decays: true)
+        }
         for layer in 0..<config.hiddenLayerCount {
             part = layer
             let prefix = "bert.encoder.layer.\(layer)."
@@ -122,8 +127,8 @@ public struct ParameterTable: Sendable {
         if let lora {
             entries = Self.frozenFirst(
                 entries, trainable: Self.trainableNames(entries.map(\.name), bias: lora.bias, saved: lora.savedModules(head: config.head)))
-        } else if let prompt = config.prompt {
-            let saved = prompt.modulesToSave ?? (config.head == .preTraining ? [] : ["classifier"])
+        } else if config.hasPromptLearning {
+            let saved = config.prompt?.modulesToSave ?? config.prefix?.modulesToSave ?? Self.headOutputModules(config.head)
             entries = Self.frozenFirst(entries, trainable: Self.trainableNames(entries.map(\.name), bias: .none, saved: saved))
         }
         let trainableStart = entries.first(where: \.trainable)?.offset ?? offset
@@ -144,6 +149,15 @@ public struct ParameterTable: Sendable {
         var index: [String: Int] = [:]
         for (i, entry) in entries.enumerated() { index[entry.name] = i }
         self.indexByName = index
+    }
+
+    /// The modules peft trains in full beside an adapter unless told otherwise: the head's output layer.
+    static func headOutputModules(_ head: ModelHead) -> [String] {
+        switch head {
+        case .preTraining: return []
+        case .sequenceClassification, .tokenClassification, .multipleChoice: return ["classifier"]
+        case .questionAnswering: return ["qa_outputs"]
+        }
     }
 
     /// The names that train with an adapter: its own tensors, the biases `bias` names and the modules

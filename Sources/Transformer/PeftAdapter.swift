@@ -100,10 +100,11 @@ public enum PeftAdapter {
         }
     }
 
-    /// The adapter of an adapter_config.json: LoRA or prompt tuning.
+    /// The adapter of an adapter_config.json: LoRA, prompt tuning or prefix tuning.
     public enum Settings: Equatable, Sendable {
         case lora(LoraSettings)
         case prompt(PromptTuningSettings)
+        case prefix(PrefixTuningSettings)
 
         /// Sets the adapter on `config` after checking it against the model.
         public func apply(to config: inout BertConfig) throws {
@@ -114,6 +115,9 @@ public enum PeftAdapter {
             case let .prompt(prompt):
                 try prompt.check(config)
                 config.prompt = prompt
+            case let .prefix(prefix):
+                try prefix.check(config)
+                config.prefix = prefix
             }
         }
     }
@@ -121,16 +125,28 @@ public enum PeftAdapter {
     /// The adapter settings of `directory`'s adapter_config.json.
     public static func adapterSettings(in directory: String) throws -> Settings {
         let (json, fail) = try configObject(in: directory)
+        func virtualTokenCount() throws -> Int {
+            guard let count = json["num_virtual_tokens"] as? Int else { throw fail("num_virtual_tokens must be an integer") }
+            return count
+        }
+        // peft lists the head's modules twice (once per task-type alias); once is enough.
+        let modulesToSave = (json["modules_to_save"] as? [String]).map { Array(NSOrderedSet(array: $0)) as? [String] ?? $0 }
+        let initialization = PromptTuningSettings.Initialization(rawValue: json["prompt_tuning_init"] as? String ?? "RANDOM")
+            ?? .random
         switch json["peft_type"] as? String {
         case "LORA"?: return .lora(try loraSettings(in: directory))
         case "PROMPT_TUNING"?:
-            guard let count = json["num_virtual_tokens"] as? Int else { throw fail("num_virtual_tokens must be an integer") }
-            let initialization = PromptTuningSettings.Initialization(rawValue: json["prompt_tuning_init"] as? String ?? "RANDOM")
-                ?? .random
             return .prompt(PromptTuningSettings(
-                virtualTokenCount: count, initialization: initialization,
-                modulesToSave: (json["modules_to_save"] as? [String]).map { Array(NSOrderedSet(array: $0)) as? [String] ?? $0 }))
-        case let other?: throw fail("peft_type \(other) is not supported; SwiftBERT loads LORA and PROMPT_TUNING adapters")
+                virtualTokenCount: try virtualTokenCount(), initialization: initialization, modulesToSave: modulesToSave))
+        case "PREFIX_TUNING"?:
+            // With prefix_projection, peft saves the projection's output: the prefix itself, which
+            // is what inference reads (as peft's does), so such an adapter loads like any other.
+            if (json["num_transformer_submodules"] as? Int ?? 1) != 1 {
+                throw fail("num_transformer_submodules must be 1 for BERT, an encoder alone")
+            }
+            return .prefix(PrefixTuningSettings(virtualTokenCount: try virtualTokenCount(), modulesToSave: modulesToSave))
+        case let other?:
+            throw fail("peft_type \(other) is not supported; SwiftBERT loads LORA, PROMPT_TUNING and PREFIX_TUNING adapters")
         case nil: throw fail("has no peft_type")
         }
     }
@@ -193,7 +209,7 @@ extension BertModel {
     /// the parameter name of an adapted module's bias.
     public func adapterKey(_ entry: ParameterTable.Entry) -> String {
         // The prompt methods wrap the model one level less deep, and name their table plainly.
-        if config.prompt != nil {
+        if config.hasPromptLearning {
             return entry.name == PromptTuningSettings.entryName ? entry.name : "base_model." + entry.name
         }
         var name = entry.name
@@ -239,6 +255,13 @@ extension BertModel {
                 "num_layers": config.hiddenLayerCount, "prompt_tuning_init": prompt.initialization.rawValue,
                 "prompt_tuning_init_text": NSNull(), "tokenizer_name_or_path": NSNull(), "tokenizer_kwargs": NSNull(),
                 "modules_to_save": prompt.modulesToSave ?? ["classifier"],
+            ]) { $1 }
+        } else if let prefix = config.prefix {
+            settings.merge([
+                "peft_type": "PREFIX_TUNING", "num_virtual_tokens": prefix.virtualTokenCount, "token_dim": config.hiddenSize,
+                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
+                "num_layers": config.hiddenLayerCount, "encoder_hidden_size": config.hiddenSize, "prefix_projection": false,
+                "init_weights": NSNull(), "modules_to_save": prefix.modulesToSave ?? ParameterTable.headOutputModules(config.head),
             ]) { $1 }
         }
         let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])

@@ -260,10 +260,11 @@ struct PretrainedModelOptions: ParsableArguments {
     func loadModel(sequenceCount: Int, sequenceLength: Int) throws -> (BertForPreTraining, PretrainedLoadReport) {
         var source = try source()
         let config = source.config
-        guard sequenceLength <= config.maxPositionEmbeddings else {
+        let longest = config.maxPositionEmbeddings - config.keyPrefixLength
+        guard sequenceLength <= longest else {
             throw ValidationError(
-                "the text is \(sequenceLength) tokens with [CLS] and [SEP]; the model takes at most "
-                    + "\(config.maxPositionEmbeddings) (max_position_embeddings)")
+                "the text is \(sequenceLength) tokens with [CLS] and [SEP]; the model takes at most \(longest) "
+                    + "(max_position_embeddings\(config.keyPrefixLength > 0 ? " less the prefix's positions" : ""))")
         }
         guard let adapter = source.adapter else {
             return try BertForPreTraining.pretrained(
@@ -272,14 +273,16 @@ struct PretrainedModelOptions: ParsableArguments {
         // The encoder and the pre-training heads, whatever head the adapter was trained with.
         source.config.head = .preTraining
         source.config.labels = []
-        let saved = source.config.lora?.modulesToSave ?? []
-        source.config.lora?.modulesToSave = saved.filter { !["classifier", "qa_outputs"].contains($0) }
+        let heads = ["classifier", "qa_outputs"]
+        let loraSaved = source.config.lora?.modulesToSave ?? [], prefixSaved = source.config.prefix?.modulesToSave ?? []
+        source.config.lora?.modulesToSave = loraSaved.filter { !heads.contains($0) }
+        source.config.prefix?.modulesToSave = prefixSaved.filter { !heads.contains($0) }
         let network = BertForPreTraining(
             config: source.config, maxSequenceCount: sequenceCount, sequenceLength: sequenceLength, inferenceOnly: true)
         let report = try network.loadWeights(from: PretrainedDirectory.weightFiles(in: source.base))
         try network.loadAdapter(
             from: SafetensorsFile(contentsOfFile: (adapter as NSString).appendingPathComponent(PeftAdapter.weightsFile)),
-            ignoring: ["base_model.model.classifier.", "base_model.model.qa_outputs."])
+            ignoring: heads.flatMap { ["base_model.model.\($0).", "base_model.\($0)."] })
         return (network, report)
     }
 }

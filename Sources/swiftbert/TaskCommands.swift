@@ -126,7 +126,7 @@ struct Evaluate: ParsableCommand {
                 ("global_batch_size", .integer(batchSize * size)),
                 ("sequence_length", .integer(
                     maxLength ?? trained?.batch.sequenceLength
-                        ?? min(512, modelConfig.maxPositionEmbeddings - modelConfig.virtualTokenCount))),
+                        ?? min(512, modelConfig.maxPositionEmbeddings - modelConfig.virtualTokenCount - modelConfig.keyPrefixLength))),
             ])),
             ("schedule", .object([("total_steps", .integer(1))])),
         ])
@@ -135,6 +135,7 @@ struct Evaluate: ParsableCommand {
             config = try TrainingConfig(text: root.compactText(), source: "evaluate")
             config.model.lora = modelConfig.lora
             config.model.prompt = modelConfig.prompt
+            config.model.prefix = modelConfig.prefix
         } catch {
             Console.standalone.fail("\(error)")
             throw ExitCode.failure

@@ -20,6 +20,10 @@ final class PeftParityTests: XCTestCase {
     /// pooler reads the first virtual token): the prompt table and the classifier train.
     func testPromptTuning() throws { try checkParity("prompt") }
 
+    /// Prefix tuning, 3 learned keys and values in front of every layer's attention (the text at
+    /// positions 3 ..< 3 + T, the prefix never masked): the prefix table and the classifier train.
+    func testPrefixTuning() throws { try checkParity("prefix") }
+
     /// The adapter directory peft wrote loads onto the base directory transformers wrote, and gives
     /// the fixture's logits.
     func testLoadsAdapterDirectoryWrittenByPeft() throws {
@@ -38,7 +42,7 @@ final class PeftParityTests: XCTestCase {
     /// An adapter written by SwiftBERT holds exactly the trainable tensors under peft's keys and loads
     /// back to the same parameters (peft loading it is checked by the fixture script's --check-adapter).
     func testWrittenAdapterRoundTrips() throws {
-        for name in ["lora_qv", "lora_all"] {
+        for name in ["lora_qv", "lora_all", "prefix"] {
             let c = try loadCase(name)
             let model = try loadModel(c)
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peft-\(name)-\(UUID().uuidString)").path
@@ -47,7 +51,11 @@ final class PeftParityTests: XCTestCase {
             let written = try SafetensorsFile(contentsOfFile: directory + "/" + PeftAdapter.weightsFile)
             let peftKeys = Set(c.file.tensorNames.filter { $0.hasPrefix("grad.") }.map { String($0.dropFirst(5)) })
             XCTAssertEqual(Set(written.tensorNames), peftKeys, "\(name): the adapter's tensors are the trainable ones under peft's keys")
-            XCTAssertEqual(try PeftAdapter.loraSettings(in: directory).rank, c.config.lora?.rank)
+            var reread = c.config
+            reread.lora = nil
+            reread.prefix = nil
+            try PeftAdapter.adapterSettings(in: directory).apply(to: &reread)
+            XCTAssertEqual(reread, c.config, "\(name): adapter_config.json gives the same settings")
             let copy = BertForSequenceClassification(config: model.config, maxSequenceCount: 1, sequenceLength: 4)
             _ = copy.parameters.update(from: model.parameters)
             for entry in copy.table.entries where entry.trainable {
