@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks that a LoRA or prompt-tuning adapter written by SwiftBERT loads in Hugging Face peft and predicts
+"""Checks that a LoRA, prompt-tuning or prefix-tuning adapter written by SwiftBERT loads in Hugging Face peft and predicts
 what SwiftBERT predicts, and that `swiftbert merge` of a LoRA adapter loads in plain transformers with the
 same predictions. Not run
 in CI (it needs the Python reference stack: peft 0.21, transformers 5.24, torch 2.13 CPU).
@@ -28,6 +28,8 @@ import tempfile
 import torch
 from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from peft_compat import accept_past_key_values
 
 TOLERANCE = 1e-5
 
@@ -64,6 +66,7 @@ def main():
     parser.add_argument("--base", help="the base model (default: the adapter's base_model_name_or_path)")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    accept_past_key_values()
 
     with open(os.path.join(args.adapter, "adapter_config.json")) as file:
         adapter_config = json.load(file)

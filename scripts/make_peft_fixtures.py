@@ -3,7 +3,7 @@
 Hugging Face peft 0.21 + transformers 5.24 + torch 2.13 on CPU.
 
 Run:  venv/bin/python scripts/make_peft_fixtures.py
-Writes into Tests/TransformerTests/Fixtures/peft/ (the whole folder stays under 1 MB), then loads every file back
+Writes into Tests/TransformerTests/Fixtures/peft/ (the whole folder stays under 1.1 MB), then loads every file back
 and recomputes it (section 4). Deterministic (fixed torch seeds, one thread, and PYTHONHASHSEED=0: the script
 restarts itself with it, because peft keeps target_modules in a set and writes it into adapter_config.json in the
 set's iteration order); only the order of the metadata keys in a safetensors header may differ between runs.
@@ -153,8 +153,15 @@ padding in every batch.
                    argument), but peft looks for a parameter literally named past_key_values in BertModel.forward's
                    signature and otherwise raises "Model does not support past key values which are required for
                    prefix tuning." The script therefore wraps BertModel.forward in a function with that parameter
-                   that passes it on as `cache` (accept_past_key_values): the computation is transformers' own.
+                   that passes it on as `cache` (peft_compat.accept_past_key_values): the computation is transformers'
+                   own.
                    expect.prompts / prompts_grad are not written for prefix tuning (the prefix enters as a cache).
+     prefix_proj   PrefixTuningConfig(..., prefix_projection=True, encoder_hidden_size=24): the table is
+                   transform(embedding.weight) with transform = Linear(32, 24), Tanh, Linear(24, 128); the trainable
+                   tensors are encoder.embedding.weight [3, 32], encoder.transform.0.weight [24, 32], .0.bias [24],
+                   .2.weight [128, 24], .2.bias [128] and the classifier. B=3, T=12. Adapter: prompt_embeddings
+                   [3, 128] = the projection's output (what peft saves and, in inference mode, reads), and the
+                   classifier.
 
 2. Peft directories for loading tests:
      lora-base/      the lora_qv base model, written by BertForSequenceClassification.save_pretrained:
@@ -219,12 +226,13 @@ from peft.utils import load_peft_weights
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Importing make_head_fixtures only defines functions and sets the same torch/transformers globals as below.
 from make_head_fixtures import encoder_inputs, loss_sum_seqcls, randomize, run_case, small_config  # noqa: E402
+from peft_compat import accept_past_key_values  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "TransformerTests", "Fixtures", "peft")
 BASE_DIR = os.path.join(OUT, "lora-base")
 ADAPTER_DIR = os.path.join(OUT, "lora-adapter")
-SIZE_LIMIT = 1_000_000
+SIZE_LIMIT = 1_100_000
 CHECK_TOLERANCE = 1e-5
 
 torch.set_num_threads(1)
@@ -260,20 +268,10 @@ CASES = [
      "P-tuning, 3 virtual tokens, bidirectional 2-layer LSTM encoder (hidden 24) + MLP", [13, 11, 8], 13, 8505),
     ("prefix", lambda: PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=3),
      "prefix tuning (P-tuning v2), 3 virtual keys and values per layer", [12, 8, 10], 12, 8606),
+    ("prefix_proj", lambda: PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=3, prefix_projection=True,
+                                               encoder_hidden_size=24),
+     "prefix tuning through the projection MLP (hidden 24)", [11, 9, 12], 12, 8707),
 ]
-
-
-def accept_past_key_values():
-    """Let peft find the parameter it looks for: BertModel.forward with past_key_values, passed on as `cache`."""
-    original = transformers.models.bert.modeling_bert.BertModel.forward
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-                past_key_values=None, cache=None, **kwargs):
-        return original(self, input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds,
-                        cache=cache if past_key_values is None else past_key_values, **kwargs)
-
-    transformers.models.bert.modeling_bert.BertModel.forward = forward
 
 
 accept_past_key_values()
@@ -631,7 +629,11 @@ def verify_parity():
         assert (mask == 0).any() and ((mask == 0) | (mask == 1)).all(), f"{name}: the batch must have padding"
         assert (tensors["input.token_type_ids"] == 1).any(), f"{name}: the inputs must be sentence pairs"
         model = get_peft_model(rebuild_base(metadata, tensors), training_peft_config(metadata))
-        result = set_peft_model_state_dict(model, adapter_tensors(tensors))
+        adapter = adapter_tensors(tensors)
+        if getattr(model.active_peft_config, "prefix_projection", False):
+            # Training mode reads the projection's input table there; the saved output is for inference.
+            adapter["prompt_embeddings"] = tensors["encoder.embedding.weight"]
+        result = set_peft_model_state_dict(model, adapter)
         assert result.unexpected_keys == expected_unexpected(model), f"{name}: {result.unexpected_keys}"
         encoder = {key[len("encoder."):]: value for key, value in tensors.items() if key.startswith("encoder.")}
         if encoder:

@@ -48,11 +48,17 @@ enum CheckpointInspection {
     /// The adapter of a parameter-efficient checkpoint: its settings, its base and what trains.
     static func printAdapter(_ path: String, baseSHA256: String?) {
         do {
-            let lora = try PeftAdapter.loraSettings(in: path)
             let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PeftAdapter.weightsFile))
             let trainable = weights.tensorNames.reduce(0) { $0 + (weights.tensorInfo($1)?.shape.reduce(1, *) ?? 0) }
-            print("  adapter        LoRA r \(lora.rank), lora_alpha \(String(format: "%g", lora.alpha)), on \(lora.targetModules.joined(separator: ", "))"
-                + (lora.layersToTransform.map { " of layers \($0.map(String.init).joined(separator: ", "))" } ?? ""))
+            switch try PeftAdapter.adapterSettings(in: path) {
+            case let .lora(lora):
+                print("  adapter        LoRA r \(lora.rank), lora_alpha \(String(format: "%g", lora.alpha)), on \(lora.targetModules.joined(separator: ", "))"
+                    + (lora.layersToTransform.map { " of layers \($0.map(String.init).joined(separator: ", "))" } ?? ""))
+            case let .prompt(prompt):
+                print("  adapter        prompt tuning, \(prompt.virtualTokenCount) virtual tokens (\(prompt.initialization.rawValue) init)")
+            case let .prefix(prefix):
+                print("  adapter        prefix tuning, \(prefix.virtualTokenCount) virtual tokens (keys and values in every layer)")
+            }
             do {
                 let source = try PeftAdapter.resolve(model: path, base: nil)
                 let total = ParameterTable(config: source.config).totalCount

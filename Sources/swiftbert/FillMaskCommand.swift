@@ -260,10 +260,9 @@ struct PretrainedModelOptions: ParsableArguments {
     func loadModel(sequenceCount: Int, sequenceLength: Int) throws -> (BertForPreTraining, PretrainedLoadReport) {
         var source = try source()
         let config = source.config
-        let longest = config.maxPositionEmbeddings - config.keyPrefixLength
-        guard sequenceLength <= longest else {
+        guard sequenceLength <= config.textPositions else {
             throw ValidationError(
-                "the text is \(sequenceLength) tokens with [CLS] and [SEP]; the model takes at most \(longest) "
+                "the text is \(sequenceLength) tokens with [CLS] and [SEP]; the model takes at most \(config.textPositions) "
                     + "(max_position_embeddings\(config.keyPrefixLength > 0 ? " less the prefix's positions" : ""))")
         }
         guard let adapter = source.adapter else {

@@ -126,7 +126,7 @@ struct Evaluate: ParsableCommand {
                 ("global_batch_size", .integer(batchSize * size)),
                 ("sequence_length", .integer(
                     maxLength ?? trained?.batch.sequenceLength
-                        ?? min(512, modelConfig.maxPositionEmbeddings - modelConfig.virtualTokenCount - modelConfig.keyPrefixLength))),
+                        ?? min(512, modelConfig.textPositions))),
             ])),
             ("schedule", .object([("total_steps", .integer(1))])),
         ])
@@ -203,8 +203,7 @@ struct Predict: ParsableCommand {
             let source = try PeftAdapter.resolve(model: model, base: base)
             let config = source.config
             _ = try taskKind(of: config, model: model)
-            // Prompt tuning's virtual tokens take positions of their own.
-            let length = min(maxLength ?? 512, config.maxPositionEmbeddings - config.virtualTokenCount)
+            let length = min(maxLength ?? 512, config.textPositions)
             let inputs = try readInputs()
             let tokenizer = try PretrainedTokenizer.load(directory: tokenizerDirectory(source)).tokenizer
             let loaded = try BertModel.load(source, maxSequenceCount: batchSize, sequenceLength: length, inferenceOnly: true)

@@ -225,4 +225,71 @@ final class LoraTests: XCTestCase {
         XCTAssertNotEqual(refused.status, 0)
         XCTAssertTrue(refused.stderr.contains("peft.method: prompt_tuning supports task.type sequence_classification only"), refused.stderr)
     }
+
+    // MARK: - Prefix tuning
+
+    /// Prefix tuning on the same data: the prefix table and the classifier train, 1, 2 and 4 ranks
+    /// (MPI) and 2 in-process ranks agree, a resume is exact, the checkpoint is peft's PREFIX_TUNING
+    /// adapter that `evaluate` and `inspect` read; token classification trains with a prefix too.
+    func testPrefixTuningTrainsOnAnyRankCountResumesAndEvaluates() throws {
+        let directory = try newsDirectory("prefix")
+        let config = try loraConfig(directory, peft: ["method": "prefix_tuning", "num_virtual_tokens": 5],
+                                    ["checkpoint": ["every_steps": 1000]])
+        let single = directory + "/run-1"
+        let reference = try FineTuning.train(config, out: single)
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        XCTAssertTrue((reference.stdout + reference.stderr).contains(" parameters (prefix_tuning; "), reference.stdout)
+        let losses = try TrainingFixture.losses(single)
+        XCTAssertGreaterThan(Set(losses.values).count, 1, "the prefix trains")
+        let weights = try adapter(single)
+        XCTAssertEqual(Set(weights.keys), ["prompt_embeddings", "base_model.classifier.weight", "base_model.classifier.bias"])
+        XCTAssertEqual(weights["prompt_embeddings"]?.count, 5 * 2 * 2 * 64, "5 rows of a key and a value per layer")
+        let checkpoint = try TrainingFixture.latestCheckpoint(single)
+        let adapterConfig = try FineTuning.object(checkpoint + "/adapter_config.json")
+        XCTAssertEqual(adapterConfig["peft_type"] as? String, "PREFIX_TUNING")
+        XCTAssertEqual(adapterConfig["num_virtual_tokens"] as? Int, 5)
+        XCTAssertEqual(adapterConfig["num_layers"] as? Int, 2)
+        XCTAssertEqual(adapterConfig["prefix_projection"] as? Bool, false)
+
+        for (label, ranks, debugRanks) in [("mpirun 2", 2, nil), ("mpirun 4", 4, nil), ("in-process 2", 1, 2 as Int?)] {
+            let out = directory + "/run-\(ranks)-\(debugRanks ?? 0)"
+            let result = try FineTuning.train(config, out: out, ranks: ranks, debugRanks: debugRanks)
+            XCTAssertEqual(result.status, 0, "\(label): \(result.stderr)")
+            FineTuning.assertSameLosses(losses, try TrainingFixture.losses(out), tolerance: 1e-5, label)
+            XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(weights, try adapter(out)), 1e-5, label)
+        }
+
+        let split = directory + "/split"
+        XCTAssertEqual(try FineTuning.train(config, out: split, ["--steps", "10"]).status, 0)
+        let resumed = try FineTuning.train(config, out: split)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("resumed from"), resumed.stdout)
+        XCTAssertEqual(try TrainingFixture.losses(split), losses)
+        XCTAssertEqual(try adapter(split), weights)
+
+        let inspected = try Tool.swiftbert(["inspect", checkpoint])
+        XCTAssertEqual(inspected.status, 0, inspected.stderr)
+        XCTAssertTrue(inspected.stdout.contains("prefix tuning, 5 virtual tokens"), inspected.stdout)
+        let evaluated = try Tool.swiftbert(["evaluate", "--model", checkpoint, "--data", directory + "/dev.tsv"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.stderr)
+        let printed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(evaluated.stdout.utf8)) as? [String: Any])
+        let last = try XCTUnwrap(try FineTuning.validationRecords(single).last)
+        XCTAssertEqual(try XCTUnwrap(printed["loss"] as? Double), try XCTUnwrap(last["loss"] as? Double), accuracy: 1e-5)
+
+        // The prefix shifts no output row: per-token heads take it as they are.
+        let tagging = try loraConfig(directory, peft: ["method": "prefix_tuning", "num_virtual_tokens": 3], [
+            "task": ["type": "token_classification", "train_file": directory + "/people-daily.txt", "format": "peoples_daily"],
+            "schedule": ["total_steps": 6, "warmup_steps": 1], "logging": ["every_steps": 1],
+        ])
+        try FileManager.default.copyItem(
+            atPath: FineTuning.fixtures + "/people-daily/dev.txt", toPath: directory + "/people-daily.txt")
+        let taggingLosses = try (1...2).map { ranks in
+            let out = directory + "/tagging-\(ranks)"
+            let result = try FineTuning.train(tagging, out: out, ranks: ranks)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return try TrainingFixture.losses(out)
+        }
+        XCTAssertEqual(taggingLosses[0].keys.sorted(), Array(1...6))
+        FineTuning.assertSameLosses(taggingLosses[0], taggingLosses[1], tolerance: 1e-5, "token classification, 2 ranks")
+    }
 }

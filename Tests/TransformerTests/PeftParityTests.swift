@@ -24,6 +24,17 @@ final class PeftParityTests: XCTestCase {
     /// positions 3 ..< 3 + T, the prefix never masked): the prefix table and the classifier train.
     func testPrefixTuning() throws { try checkParity("prefix") }
 
+    /// A prefix peft trained through its projection MLP: the adapter holds the projection's output,
+    /// which SwiftBERT reads as the prefix (as peft's inference does), giving peft's logits and loss.
+    func testLoadsPrefixTrainedThroughTheProjection() throws {
+        let c = try loadCase("prefix_proj")
+        let model = try loadModel(c)
+        let output = model.step(c.inputs, targets: .classes(c.labels), normalizer: c.normalizer, options: PassOptions(training: false, computeGradients: false))
+        check(output.logits, against: try c.file.floats("expect.logits"), "prefix_proj logits")
+        let expectedSum = try c.file.floats("expect.loss_sum")[0]
+        XCTAssertEqual(Float(output.lossSum), expectedSum, accuracy: tolerance * abs(expectedSum))
+    }
+
     /// The adapter directory peft wrote loads onto the base directory transformers wrote, and gives
     /// the fixture's logits.
     func testLoadsAdapterDirectoryWrittenByPeft() throws {
