@@ -187,7 +187,7 @@ extension TrainingConfig {
 
         .section("peft", required: false, "Parameter-efficient tuning as Hugging Face peft defines it: the base model (`init_from`) stays frozen and only the adapter (and the modules it names) trains; checkpoints hold the adapter in peft's files.", [
             .choice("method", \.peft.method, default: .none, onResume: .mustMatch,
-                    "`lora`, `prefix_tuning` (P-tuning v2: learned keys and values in every layer), `prompt_tuning` (sequence classification), or `none` to train every parameter"),
+                    "`lora`, `prefix_tuning` (P-tuning v2: learned keys and values in every layer), `prompt_tuning` or `p_tuning` (virtual tokens, learned directly or through peft's MLP prompt encoder; sequence classification), or `none` to train every parameter"),
             .integer("r", \.peft.rank, default: 8, .atLeast(1, else: "must be at least 1, typically 8"), onResume: .mustMatch,
                      "LoRA: rank of the update B A"),
             .number("lora_alpha", \.peft.alpha, default: 8, .above(0, else: "must be positive, typically r or 2 r"),
@@ -210,6 +210,10 @@ extension TrainingConfig {
                      onResume: .mustMatch, "prompt tuning: learned virtual tokens in front of every sequence; prefix tuning: learned keys and values in front of every layer's"),
             .choice("prompt_tuning_init", \.peft.promptInitialization, default: .random, onResume: .mustMatch,
                     "prompt tuning: `RANDOM` (N(0, 1), as peft) or `SAMPLE_VOCAB` (word embeddings of random token ids)"),
+            .boolean("prefix_projection", \.peft.prefixProjection, default: false, onResume: .mustMatch,
+                     "prefix tuning: compute the prefix with an MLP (Linear, Tanh, Linear) from learned rows while training, as peft's prefix_projection; the adapter holds its output"),
+            .optionalInteger("encoder_hidden_size", \.peft.encoderHiddenSize, .atLeast(1, else: "must be at least 1"), onResume: .mustMatch,
+                             "P-tuning and prefix_projection: width of the prompt encoder's hidden layers; null: the model's hidden_size"),
             .stringList("modules_to_save", \.peft.modulesToSave, accepted: "",
                         check: { _ in nil }, onResume: .mustMatch,
                         "modules trained in full beside the adapter, by module name; null: the task head's output layer (`classifier`, `qa_outputs`; none for pre-training)"),
@@ -222,12 +226,13 @@ extension TrainingConfig {
             return "trains an adapter on a frozen base model; set init_from to that model's directory"
         },
         ConfigRule(keyPath: "peft.method", help: "`prompt_tuning` for sequence classification") { config in
-            guard config.peft.method == .promptTuning, config.task.kind != .sequenceClassification else { return nil }
-            return "prompt_tuning supports task.type sequence_classification only (the virtual tokens would shift "
+            guard config.peft.method == .promptTuning || config.peft.method == .pTuning,
+                config.task.kind != .sequenceClassification else { return nil }
+            return "\(config.peft.method.rawValue) supports task.type sequence_classification only (the virtual tokens would shift "
                 + "other heads' per-token outputs); use lora"
         },
         ConfigRule(keyPath: "peft.num_virtual_tokens", help: "fits the model's positions with the sequence") { config in
-            guard config.peft.method == .promptTuning || config.peft.method == .prefixTuning else { return nil }
+            guard [.promptTuning, .pTuning, .prefixTuning].contains(config.peft.method) else { return nil }
             let total = config.peft.virtualTokenCount + config.batch.sequenceLength
             return total > config.model.maxPositionEmbeddings
                 ? "is \(config.peft.virtualTokenCount); with batch.sequence_length \(config.batch.sequenceLength) that is "

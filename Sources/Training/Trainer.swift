@@ -230,8 +230,7 @@ final class Engine<T: TrainingTask> {
                     var report = try model.loadWeights(from: files, initializationSeed: config.seed)
                     var origin = "\(initFrom)"
                     if let adapter = options.adapter {
-                        try model.loadAdapter(
-                            from: SafetensorsFile(contentsOfFile: (adapter as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+                        try model.loadAdapter(directory: adapter)
                         // What the adapter holds was not left at its initialisation.
                         let loaded = Set(model.table.entries.filter(\.trainable).map(\.name))
                         report.initializedTensors.removeAll(where: loaded.contains)

@@ -147,7 +147,7 @@ extension Engine {
                     + "init_from at that model")
         }
         _ = try model.loadWeights(from: files, initializationSeed: config.seed)
-        try model.loadAdapter(from: SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+        try model.loadAdapter(directory: path)
     }
 
     /// SHA-256 of a model's weight files, in order (one file's digest, or the digest of their digests).

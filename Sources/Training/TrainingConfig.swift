@@ -75,6 +75,9 @@ public struct TrainingConfig: Equatable, Sendable {
         public var modulesToSave: [String]?
         public var virtualTokenCount = 0
         public var promptInitialization = PromptTuningSettings.Initialization.random
+        public var prefixProjection = false
+        /// The prompt encoder's hidden size; nil: the model's hidden size (peft's default).
+        public var encoderHiddenSize: Int?
 
         /// The model's prompt-tuning settings; nil without prompt tuning.
         public var prompt: PromptTuningSettings? {
@@ -83,10 +86,22 @@ public struct TrainingConfig: Equatable, Sendable {
                 virtualTokenCount: virtualTokenCount, initialization: promptInitialization, modulesToSave: modulesToSave)
         }
 
-        /// The model's prefix-tuning settings; nil without prefix tuning.
-        public var prefix: PrefixTuningSettings? {
+        /// The model's P-tuning settings (prompt tuning through an encoder of `encoder_hidden_size`,
+        /// by default the model's `hiddenSize`); nil without P-tuning.
+        public func pTuning(hiddenSize: Int) -> PromptTuningSettings? {
+            guard method == .pTuning else { return nil }
+            return PromptTuningSettings(
+                virtualTokenCount: virtualTokenCount, modulesToSave: modulesToSave,
+                encoder: PromptEncoderSettings(kind: .mlp, hiddenSize: encoderHiddenSize ?? hiddenSize))
+        }
+
+        /// The model's prefix-tuning settings (with `prefix_projection`, through an encoder as for
+        /// `pTuning`); nil without prefix tuning.
+        public func prefix(hiddenSize: Int) -> PrefixTuningSettings? {
             guard method == .prefixTuning else { return nil }
-            return PrefixTuningSettings(virtualTokenCount: virtualTokenCount, modulesToSave: modulesToSave)
+            return PrefixTuningSettings(
+                virtualTokenCount: virtualTokenCount, modulesToSave: modulesToSave,
+                encoder: prefixProjection ? PromptEncoderSettings(kind: .projection, hiddenSize: encoderHiddenSize ?? hiddenSize) : nil)
         }
 
         /// The model's LoRA settings; nil without LoRA.
@@ -106,6 +121,7 @@ public struct TrainingConfig: Equatable, Sendable {
         case lora
         case promptTuning = "prompt_tuning"
         case prefixTuning = "prefix_tuning"
+        case pTuning = "p_tuning"
     }
 
     /// Masking settings; the corpus-derived settings (sequence pairs, NSP mode) come from the data manifest.
@@ -248,8 +264,8 @@ public struct TrainingConfig: Equatable, Sendable {
     private init(root: JSONValue, source: String) throws {
         try TrainingConfig.schema.read(root, source: source, into: &self)
         model.lora = peft.lora
-        model.prompt = peft.prompt
-        model.prefix = peft.prefix
+        model.prompt = peft.prompt ?? peft.pTuning(hiddenSize: model.hiddenSize)
+        model.prefix = peft.prefix(hiddenSize: model.hiddenSize)
     }
 
     /// Hugging Face keys that carry no model settings; accepted (and dropped) so that a model section

@@ -51,6 +51,8 @@ public struct BertConfig: Codable, Equatable, Sendable {
     public var virtualTokenCount: Int { prompt?.virtualTokenCount ?? 0 }
     /// Keys and values prefix tuning puts in front of every sequence's in each layer's attention.
     public var keyPrefixLength: Int { prefix?.virtualTokenCount ?? 0 }
+    /// The network that computes the prompt or prefix table in training (P-tuning, `prefix_projection`).
+    public var promptEncoder: PromptEncoderSettings? { prompt?.encoder ?? prefix?.encoder }
     /// The longest text the model takes: its positions less those the prompt or prefix takes.
     public var textPositions: Int { maxPositionEmbeddings - virtualTokenCount - keyPrefixLength }
 

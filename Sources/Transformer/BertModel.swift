@@ -67,6 +67,8 @@ public class BertModel {
 
     let offsets: Offsets
     private(set) var activations: Activations
+    /// P-tuning's or a projected prefix's encoder, which computes the prompt table each forward pass.
+    let promptEncoder: PromptEncoderNetwork?
     /// Masked positions processed per MLM decoder GEMM: bounds the (rows, V) logits buffer. Each
     /// chunk streams the (V, C) decoder weight and its gradient through memory three times, so one
     /// chunk covers a batch of 32 sequences x 20 predictions (a 78 MB logits buffer at V = 30522).
@@ -107,6 +109,7 @@ public class BertModel {
         gradients = .allocate(capacity: inferenceOnly ? 0 : table.trainableCount)
         gradients.initialize(repeating: 0)
         offsets = Offsets(table: table, config: config)
+        promptEncoder = Self.makePromptEncoder(config: config, table: table)
         let positions = maxSequenceCount * sequenceLength
         logitsChunkRows = min(positions, 640)
         activations = Activations(
@@ -157,6 +160,7 @@ public class BertModel {
         parameterOwner = source
         gradients = .allocate(capacity: 0)
         offsets = source.offsets
+        promptEncoder = Self.makePromptEncoder(config: config, table: table)
         logitsChunkRows = min(maxSequenceCount * sequenceLength, 640)
         activations = Activations(
             config: config, sequences: maxSequenceCount, length: sequenceLength, logitsRows: logitsChunkRows,
@@ -191,9 +195,18 @@ public class BertModel {
                 destination.update(repeating: 0, count: entry.count)
             } else if entry.name.hasSuffix(".lora_A.weight") {
                 // peft's default: Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)).
-                let bound = 1 / Float(entry.shape[1]).squareRoot()
+                Self.fillUniform(destination, count: entry.count, bound: 1 / Float(entry.shape[1]).squareRoot(), Philox(seed: seed, UInt64(index)))
+            } else if PromptEncoderSettings.isEncoderEntry(entry.name) {
+                // torch's defaults, which peft keeps: the rows N(0, 1) (nn.Embedding), each Linear's weight
+                // and bias U(-1/sqrt(in), 1/sqrt(in)).
                 let generator = Philox(seed: seed, UInt64(index))
-                for i in 0..<entry.count { destination[i] = bound * (2 * generator.uniform(at: UInt64(i)) - 1) }
+                guard entry.shape.count == 1 || !entry.name.hasSuffix("embedding.weight") else {
+                    Self.fillNormal(destination, count: entry.count, std: 1, generator)
+                    continue
+                }
+                let weight = entry.name.hasSuffix(".bias") ? String(entry.name.dropLast(4)) + "weight" : entry.name
+                let inputs = table.entry(named: weight)!.shape[1]
+                Self.fillUniform(destination, count: entry.count, bound: 1 / Float(inputs).squareRoot(), generator)
             } else if entry.name.hasSuffix(".bias") {
                 destination.update(repeating: 0, count: entry.count)
             } else if entry.name.contains("LayerNorm") {
@@ -206,6 +219,11 @@ public class BertModel {
             let C = config.hiddenSize
             (parameters.baseAddress! + offsets.wordEmbeddings + config.padTokenID * C).update(repeating: 0, count: C)
         }
+    }
+
+    /// U(-bound, bound) values, element i from the generator's element i.
+    static func fillUniform(_ destination: UnsafeMutablePointer<Float>, count: Int, bound: Float, _ generator: Philox) {
+        for i in 0..<count { destination[i] = bound * (2 * generator.uniform(at: UInt64(i)) - 1) }
     }
 
     /// N(0, std^2) values, element i from the generator's elements 2i and 2i + 1 (independent of threading).
@@ -223,13 +241,32 @@ public class BertModel {
     /// Prompt tuning's SAMPLE_VOCAB start: each virtual token a copy of the word embedding of a token id
     /// drawn uniformly from the vocabulary (after the word embeddings are loaded).
     func initializePromptFromVocabulary(seed: UInt64) {
-        guard let prompt = config.prompt, prompt.initialization == .sampleVocabulary else { return }
+        guard let prompt = config.prompt, prompt.initialization == .sampleVocabulary, offsets.promptTable >= 0 else { return }
         let C = config.hiddenSize, V = config.vocabSize
         let generator = Philox(seed: seed, UInt64(table.entries.count))
         for k in 0..<prompt.virtualTokenCount {
             let id = min(V - 1, Int(generator.uniform(at: UInt64(k)) * Float(V)))
-            param(offsets.promptEmbeddings + k * C).update(from: param(offsets.wordEmbeddings + id * C), count: C)
+            param(offsets.promptTable + k * C).update(from: param(offsets.wordEmbeddings + id * C), count: C)
         }
+    }
+
+    static func makePromptEncoder(config: BertConfig, table: ParameterTable) -> PromptEncoderNetwork? {
+        guard let encoder = config.promptEncoder else { return nil }
+        let (rows, width) = config.prefix.map { ($0.virtualTokenCount, PrefixTuningSettings.rowWidth(config)) }
+            ?? (config.virtualTokenCount, config.hiddenSize)
+        return PromptEncoderNetwork(settings: encoder, config: config, table: table, rows: rows, outputWidth: width)
+    }
+
+    /// The prompt or prefix table: the trained parameter, or the prompt encoder's output of this pass.
+    func promptTable() -> UnsafeMutablePointer<Float>? {
+        if let promptEncoder { return promptEncoder.table }
+        return offsets.promptTable < 0 ? nil : param(offsets.promptTable)
+    }
+
+    /// Where backward adds d(prompt table): the table's gradient, or the prompt encoder's buffer for it.
+    func promptTableGradient() -> UnsafeMutablePointer<Float>? {
+        if let promptEncoder { return promptEncoder.tableGradient }
+        return offsets.promptTable < 0 ? nil : grad(offsets.promptTable)
     }
 
     /// Sets every gradient to zero (once per optimizer step; micro-batches then accumulate).

@@ -16,9 +16,10 @@ extension BertModel {
         lastSequenceCount = B
 
         timed(.embedding) {
+            promptEncoder?.forward(param(0))
             embeddingForward(
                 a.embeddingSum, ids, types, param(o.wordEmbeddings), param(o.positionEmbeddings),
-                param(o.tokenTypeEmbeddings), prompts: o.promptEmbeddings < 0 ? nil : param(o.promptEmbeddings),
+                param(o.tokenTypeEmbeddings), prompts: config.prompt == nil ? nil : promptTable(),
                 firstPosition: config.keyPrefixLength, batch: B, length: T, channels: C)
         }
         timed(.layerNorm) {
@@ -182,9 +183,9 @@ extension BertModel {
     /// Layer l's prefix keys and values (prefix tuning): (n, C) views into the prefix table, rows
     /// `stride` apart; nil without prefix tuning.
     func prefixKeysAndValues(_ l: Int) -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int)? {
-        guard offsets.prefixEmbeddings >= 0 else { return nil }
+        guard config.prefix != nil, let table = promptTable() else { return nil }
         let C = config.hiddenSize
-        let keys = UnsafePointer(param(offsets.prefixEmbeddings + 2 * l * C))
+        let keys = UnsafePointer(table + 2 * l * C)
         return (keys, keys + C, PrefixTuningSettings.rowWidth(config))
     }
 
@@ -239,10 +240,13 @@ extension BertModel {
         // Backward goes down to the lowest layer with a trainable parameter (all of them unless
         // parameters are frozen), and needs that layer's input gradient only when more lies below.
         let lowest = table.embeddingRange.isEmpty ? (0..<L).first { !table.layerRanges[$0].isEmpty } ?? L : -1
+        promptEncoder?.tableGradient.update(repeating: 0, count: promptEncoder!.tableCount)
         for l in stride(from: L - 1, through: 0, by: -1) {
             if l >= lowest {
                 layerBackward(l, input: layerOutput(l), B, dropout, l == L - 1 ? lastLayerRows : nil, needsInputGradient: l > lowest)
             }
+            // Every layer has added to a prefix's gradient by now: on to its encoder's.
+            if l == 0, config.prefix != nil { timed(.other) { promptEncoder?.backward(param(0), gradient: grad) } }
             onGradientsReady?(table.layerRanges[l])
         }
         guard lowest < 0 else {
@@ -261,9 +265,10 @@ extension BertModel {
         timed(.embedding) {
             embeddingBackward(
                 grad(o.wordEmbeddings), grad(o.positionEmbeddings), grad(o.tokenTypeEmbeddings),
-                dprompts: o.promptEmbeddings < 0 ? nil : grad(o.promptEmbeddings), a.dResidual,
+                dprompts: config.prompt == nil ? nil : promptTableGradient(), a.dResidual,
                 ids, types, paddingID: padding, firstPosition: config.keyPrefixLength, batch: B, length: T, channels: C)
         }
+        if config.prompt != nil { timed(.other) { promptEncoder?.backward(param(0), gradient: grad) } }
         onGradientsReady?(table.embeddingRange)
     }
 
@@ -437,7 +442,7 @@ extension BertModel {
                 .transposed, .none, m: T, n: hs, k: count, alpha: scale, a: scratch + block + n, lda: S,
                 b: headQueries, ldb: queryStride, beta: 0, c: dKeys, ldc: 3 * C)
         }
-        if prefix != nil, let dTable = grad(offsets.prefixEmbeddings) {
+        if prefix != nil, let dTable = promptTableGradient() {
             timed(.other) {
                 let width = PrefixTuningSettings.rowWidth(config)
                 for b in 0..<B {

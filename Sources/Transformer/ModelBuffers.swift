@@ -16,10 +16,9 @@ struct Offsets {
 
     let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: Int
     let embeddingNormWeight, embeddingNormBias: Int
-    /// Prompt tuning's (n, C) virtual-token table, -1 without.
-    let promptEmbeddings: Int
-    /// Prefix tuning's (n, 2 L C) key/value table (`PrefixTuningSettings`), -1 without.
-    let prefixEmbeddings: Int
+    /// The trained table of prompt tuning ((n, C) virtual tokens) or prefix tuning ((n, 2 L C) keys and
+    /// values, `PrefixTuningSettings`); -1 without, or when a prompt encoder computes it.
+    let promptTable: Int
     let layers: [Layer]
     /// -1 where the head has no such parameter (pooler, pre-training heads, NSP head, classifier).
     let poolerWeight, poolerBias: Int
@@ -35,9 +34,7 @@ struct Offsets {
         tokenTypeEmbeddings = at("bert.embeddings.token_type_embeddings.weight")
         embeddingNormWeight = at("bert.embeddings.LayerNorm.weight")
         embeddingNormBias = at("bert.embeddings.LayerNorm.bias")
-        let promptTable = table.entry(named: PromptTuningSettings.entryName)?.offset ?? -1
-        promptEmbeddings = config.prompt == nil ? -1 : promptTable
-        prefixEmbeddings = config.prefix == nil ? -1 : promptTable
+        promptTable = table.entry(named: PromptTuningSettings.entryName)?.offset ?? -1
         let C = config.hiddenSize
         layers = (0..<config.hiddenLayerCount).map { layer in
             let p = "bert.encoder.layer.\(layer)."

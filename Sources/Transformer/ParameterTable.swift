@@ -76,17 +76,28 @@ public struct ParameterTable: Sendable {
             add(prefix + ".weight", [C], decays: false)
             add(prefix + ".bias", [C], decays: false)
         }
+        /// The prompt methods' (n, width) table, or the encoder that computes it.
+        func addPromptTable(_ n: Int, width: Int) {
+            guard let encoder = config.promptEncoder else {
+                add(PromptTuningSettings.entryName, [n, width], decays: true)
+                return
+            }
+            add(PromptEncoderSettings.namePrefix + "embedding.weight", [n, C], decays: true)
+            for layer in encoder.layers(config, outputWidth: width) {
+                linear(layer.name, out: layer.outputs, in: layer.inputs)
+            }
+        }
         add("bert.embeddings.word_embeddings.weight", [V, C], decays: true)
         add("bert.embeddings.position_embeddings.weight", [config.maxPositionEmbeddings, C], decays: true)
         add("bert.embeddings.token_type_embeddings.weight", [config.typeVocabSize, C], decays: true)
         layerNorm("bert.embeddings.LayerNorm")
         if let prompt = config.prompt {
-            add(PromptTuningSettings.entryName, [prompt.virtualTokenCount, C], decays: true)
+            addPromptTable(prompt.virtualTokenCount, width: C)
         }
         if let prefix = config.prefix {
             // Counted with layer 0: its gradient is complete once layer 0's attention is done.
             part = 0
-            add(PromptTuningSettings.entryName, [prefix.virtualTokenCount, PrefixTuningSettings.rowWidth(config)], decays: true)
+            addPromptTable(prefix.virtualTokenCount, width: PrefixTuningSettings.rowWidth(config))
         }
         for layer in 0..<config.hiddenLayerCount {
             part = layer
@@ -164,7 +175,10 @@ public struct ParameterTable: Sendable {
     /// of `saved` (matched as peft matches them: the module's name ends with the given one).
     static func trainableNames(_ names: [String], bias: LoraBias, saved: [String]) -> Set<String> {
         Set(names.filter { name in
-            if name.contains(".lora_A.") || name.contains(".lora_B.") || name == PromptTuningSettings.entryName { return true }
+            if name.contains(".lora_A.") || name.contains(".lora_B.") || name == PromptTuningSettings.entryName
+                || PromptEncoderSettings.isEncoderEntry(name) {
+                return true
+            }
             if bias == .all && name.contains("bias") { return true }
             let components = name.split(separator: ".")
             let modules = (1..<components.count).map { components[..<$0].joined(separator: ".") }

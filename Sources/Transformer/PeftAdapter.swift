@@ -138,6 +138,10 @@ public enum PeftAdapter {
         case "PROMPT_TUNING"?:
             return .prompt(PromptTuningSettings(
                 virtualTokenCount: try virtualTokenCount(), initialization: initialization, modulesToSave: modulesToSave))
+        case "P_TUNING"?:
+            // peft saves the prompt encoder's output, which inference reads as the virtual tokens
+            // (MLP and LSTM encoders alike): a prompt table.
+            return .prompt(PromptTuningSettings(virtualTokenCount: try virtualTokenCount(), modulesToSave: modulesToSave))
         case "PREFIX_TUNING"?:
             // With prefix_projection, peft saves the projection's output: the prefix itself, which
             // is what inference reads (as peft's does), so such an adapter loads like any other.
@@ -146,7 +150,7 @@ public enum PeftAdapter {
             }
             return .prefix(PrefixTuningSettings(virtualTokenCount: try virtualTokenCount(), modulesToSave: modulesToSave))
         case let other?:
-            throw fail("peft_type \(other) is not supported; SwiftBERT loads LORA, PROMPT_TUNING and PREFIX_TUNING adapters")
+            throw fail("peft_type \(other) is not supported; SwiftBERT loads LORA, PROMPT_TUNING, P_TUNING and PREFIX_TUNING adapters")
         case nil: throw fail("has no peft_type")
         }
     }
@@ -208,7 +212,9 @@ extension BertModel {
     /// The peft key of a trainable entry: `base_model.model.` + its name, with `base_layer.` before
     /// the parameter name of an adapted module's bias.
     public func adapterKey(_ entry: ParameterTable.Entry) -> String {
-        // The prompt methods wrap the model one level less deep, and name their table plainly.
+        // The prompt methods wrap the model one level less deep, and name their table plainly; a
+        // prompt encoder's tensors keep their PeftModel names (they go to a file of their own).
+        if PromptEncoderSettings.isEncoderEntry(entry.name) { return entry.name }
         if config.hasPromptLearning {
             return entry.name == PromptTuningSettings.entryName ? entry.name : "base_model." + entry.name
         }
@@ -230,8 +236,20 @@ extension BertModel {
             throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
         }
         let base = UnsafeBufferPointer(parameters)
-        let tensors = table.entries.filter(\.trainable).map { entry in
+        func tensor(_ entry: ParameterTable.Entry) -> (name: String, shape: [Int], data: UnsafeBufferPointer<Float>) {
             (name: adapterKey(entry), shape: entry.shape, data: UnsafeBufferPointer(rebasing: base[entry.range]))
+        }
+        let trainable = table.entries.filter(\.trainable)
+        var tensors = trainable.filter { !PromptEncoderSettings.isEncoderEntry($0.name) }.map(tensor)
+        if let promptEncoder {
+            // As peft: the encoder's output in the adapter, its own tensors beside it for training on.
+            promptEncoder.forward(param(0))
+            let rows = promptEncoder.rows, width = promptEncoder.tableCount / rows
+            tensors.insert(
+                (PromptTuningSettings.entryName, [rows, width], UnsafeBufferPointer(start: promptEncoder.table, count: rows * width)), at: 0)
+            try SafetensorsWriter.write(
+                trainable.filter { PromptEncoderSettings.isEncoderEntry($0.name) }.map(tensor), metadata: ["format": "pt"],
+                to: (directory as NSString).appendingPathComponent(PromptEncoderSettings.weightsFile))
         }
         let path = (directory as NSString).appendingPathComponent(PeftAdapter.weightsFile)
         try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
@@ -248,6 +266,14 @@ extension BertModel {
                 "init_lora_weights": true, "fan_in_fan_out": false, "use_dora": false,
                 "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
             ]) { $1 }
+        } else if let prompt = config.prompt, let encoder = prompt.encoder {
+            settings.merge([
+                "peft_type": "P_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
+                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
+                "num_layers": config.hiddenLayerCount, "encoder_reparameterization_type": encoder.kind.rawValue,
+                "encoder_hidden_size": encoder.hiddenSize, "encoder_num_layers": 2, "encoder_dropout": 0.0,
+                "modules_to_save": prompt.modulesToSave ?? ["classifier"],
+            ]) { $1 }
         } else if let prompt = config.prompt {
             settings.merge([
                 "peft_type": "PROMPT_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
@@ -260,7 +286,8 @@ extension BertModel {
             settings.merge([
                 "peft_type": "PREFIX_TUNING", "num_virtual_tokens": prefix.virtualTokenCount, "token_dim": config.hiddenSize,
                 "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
-                "num_layers": config.hiddenLayerCount, "encoder_hidden_size": config.hiddenSize, "prefix_projection": false,
+                "num_layers": config.hiddenLayerCount, "encoder_hidden_size": prefix.encoder?.hiddenSize ?? config.hiddenSize,
+                "prefix_projection": prefix.encoder != nil,
                 "init_weights": NSNull(), "modules_to_save": prefix.modulesToSave ?? ParameterTable.headOutputModules(config.head),
             ]) { $1 }
         }
@@ -277,7 +304,9 @@ extension BertModel {
     /// of its shape; anything else names the tensor and says what the adapter does not fit. Tensors
     /// whose keys start with one of `ignoring` are skipped (another head's, for the encoder alone).
     public func loadAdapter(from file: SafetensorsFile, ignoring: [String] = []) throws {
-        let trainable = table.entries.filter(\.trainable)
+        // A prompt encoder's output is computed, not loaded; its tensors come from their own file.
+        let ignoring = promptEncoder == nil ? ignoring : ignoring + [PromptTuningSettings.entryName]
+        let trainable = table.entries.filter { $0.trainable && !PromptEncoderSettings.isEncoderEntry($0.name) }
         let byKey = Dictionary(uniqueKeysWithValues: trainable.map { (adapterKey($0), $0) })
         var loaded = Set<String>()
         var unexpected: [String] = []
@@ -308,6 +337,29 @@ extension BertModel {
             throw PeftAdapterError(
                 "\(file.path): lacks \(missing.count) tensor(s) the adapter's settings call for, e.g. \(missing[0]); "
                     + "adapter_config.json and the tensors disagree")
+        }
+    }
+}
+
+extension BertModel {
+    /// Loads what an adapter directory trains: adapter_model.safetensors and, for a model with a
+    /// prompt encoder, the encoder's tensors, which only a SwiftBERT checkpoint holds (peft saves the
+    /// encoder's output alone, enough for inference but not to train on).
+    public func loadAdapter(directory: String) throws {
+        try loadAdapter(from: SafetensorsFile(contentsOfFile: (directory as NSString).appendingPathComponent(PeftAdapter.weightsFile)))
+        guard promptEncoder != nil else { return }
+        let path = (directory as NSString).appendingPathComponent(PromptEncoderSettings.weightsFile)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw PeftAdapterError(
+                "\(directory) has no \(PromptEncoderSettings.weightsFile), the prompt encoder's tensors; an adapter peft wrote "
+                    + "holds the encoder's output only, which evaluate and predict read, but training goes on from a SwiftBERT checkpoint")
+        }
+        let file = try SafetensorsFile(contentsOfFile: path)
+        for entry in table.entries where PromptEncoderSettings.isEncoderEntry(entry.name) {
+            guard let info = file.tensorInfo(entry.name), info.shape == entry.shape else {
+                throw PeftAdapterError("\(path): \(entry.name) is missing or not of shape \(entry.shape); the adapter has other settings")
+            }
+            try file.copyFloats(entry.name, into: UnsafeMutableBufferPointer(rebasing: parameters[entry.range]))
         }
     }
 }

@@ -10,10 +10,13 @@ public struct PrefixTuningSettings: Sendable, Equatable {
     public var virtualTokenCount: Int
     /// Modules trained in full beside the prefix; nil: the task head's output layer.
     public var modulesToSave: [String]?
+    /// `prefix_projection`: the prefix is the output of this encoder (kind `.projection`) during training.
+    public var encoder: PromptEncoderSettings?
 
-    public init(virtualTokenCount: Int, modulesToSave: [String]? = nil) {
+    public init(virtualTokenCount: Int, modulesToSave: [String]? = nil, encoder: PromptEncoderSettings? = nil) {
         self.virtualTokenCount = virtualTokenCount
         self.modulesToSave = modulesToSave
+        self.encoder = encoder
     }
 
     /// Columns of one virtual token's row: a key and a value for each layer.
@@ -25,6 +28,7 @@ public struct PrefixTuningSettings: Sendable, Equatable {
         guard virtualTokenCount >= 1 else {
             throw fail("num_virtual_tokens", "is \(virtualTokenCount); prefix tuning needs at least 1 virtual token")
         }
+        try encoder?.check(config)
         if let T = sequenceLength, T + virtualTokenCount > config.maxPositionEmbeddings {
             throw fail("num_virtual_tokens", "is \(virtualTokenCount); with sequences of \(T) tokens that is more than the "
                 + "model's \(config.maxPositionEmbeddings) positions (the text's positions start after the prefix)")

@@ -17,11 +17,17 @@ public struct PromptTuningSettings: Sendable, Equatable {
     public var initialization: Initialization
     /// Modules trained in full beside the prompt; nil: the classifier.
     public var modulesToSave: [String]?
+    /// P-tuning: the prompt is the output of this encoder (kind `.mlp`) during training.
+    public var encoder: PromptEncoderSettings?
 
-    public init(virtualTokenCount: Int, initialization: Initialization = .random, modulesToSave: [String]? = nil) {
+    public init(
+        virtualTokenCount: Int, initialization: Initialization = .random, modulesToSave: [String]? = nil,
+        encoder: PromptEncoderSettings? = nil
+    ) {
         self.virtualTokenCount = virtualTokenCount
         self.initialization = initialization
         self.modulesToSave = modulesToSave
+        self.encoder = encoder
     }
 
     static let entryName = "prompt_embeddings"
@@ -36,6 +42,7 @@ public struct PromptTuningSettings: Sendable, Equatable {
             throw fail("num_virtual_tokens", "is \(virtualTokenCount); with sequences of \(T) tokens that is more than the "
                 + "model's \(config.maxPositionEmbeddings) positions (the virtual tokens take positions too)")
         }
+        try encoder?.check(config)
         guard config.head == .sequenceClassification || config.head == .preTraining else {
             throw fail("method", "prompt_tuning supports sequence classification only (the virtual tokens would shift "
                 + "the per-token outputs of \(config.head.className))")

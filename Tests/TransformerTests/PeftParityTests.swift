@@ -24,6 +24,29 @@ final class PeftParityTests: XCTestCase {
     /// positions 3 ..< 3 + T, the prefix never masked): the prefix table and the classifier train.
     func testPrefixTuning() throws { try checkParity("prefix") }
 
+    /// Prefix tuning through peft's projection (Linear 32-24, Tanh, Linear 24-128): the learned rows,
+    /// the projection and the classifier train; the adapter holds the projection's output.
+    func testPrefixTuningThroughTheProjection() throws {
+        try checkParity("prefix_proj", encoder: PromptEncoderSettings(kind: .projection, hiddenSize: 24))
+    }
+
+    /// P-tuning with peft's MLP prompt encoder (Linear 32-24, ReLU, Linear 24-24, ReLU, Linear 24-32).
+    func testPTuningWithTheMLPEncoder() throws {
+        try checkParity("ptuning_mlp", encoder: PromptEncoderSettings(kind: .mlp, hiddenSize: 24))
+    }
+
+    /// peft's P-tuning adapters hold the encoder's output, which inference reads as virtual tokens:
+    /// the MLP's and the LSTM's give peft's logits without the encoder.
+    func testLoadsPTuningAdaptersForInference() throws {
+        for name in ["ptuning_mlp", "ptuning_lstm"] {
+            let c = try loadCase(name)
+            XCTAssertNil(c.config.promptEncoder)
+            let model = try loadModel(c)
+            let output = model.step(c.inputs, targets: .classes(c.labels), normalizer: c.normalizer, options: PassOptions(training: false, computeGradients: false))
+            check(output.logits, against: try c.file.floats("expect.logits"), "\(name) logits")
+        }
+    }
+
     /// A prefix peft trained through its projection MLP: the adapter holds the projection's output,
     /// which SwiftBERT reads as the prefix (as peft's inference does), giving peft's logits and loss.
     func testLoadsPrefixTrainedThroughTheProjection() throws {
@@ -103,7 +126,9 @@ final class PeftParityTests: XCTestCase {
         let normalizer: Float
     }
 
-    func loadCase(_ name: String) throws -> Case {
+    /// The case's model; with `encoder`, the prompt or prefix is trained through it (the adapter's
+    /// settings alone give the inference model, which reads the saved table).
+    func loadCase(_ name: String, encoder: PromptEncoderSettings? = nil) throws -> Case {
         let file = try SafetensorsFile(contentsOfFile: Self.fixtures.appendingPathComponent(name + ".safetensors").path)
         var config = try JSONDecoder().decode(BertConfig.self, from: Data(XCTUnwrap(file.metadata["config"]).utf8))
         let adapterDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("peft-config-\(UUID().uuidString)")
@@ -111,6 +136,10 @@ final class PeftParityTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: adapterDirectory) }
         try Data(XCTUnwrap(file.metadata["adapter_config"]).utf8).write(to: adapterDirectory.appendingPathComponent(PeftAdapter.configFile))
         try PeftAdapter.adapterSettings(in: adapterDirectory.path).apply(to: &config)
+        if let encoder {
+            config.prompt?.encoder = encoder
+            config.prefix?.encoder = encoder
+        }
         let shape = try XCTUnwrap(file.tensorInfo("input.input_ids")?.shape)
         func ints(_ key: String) throws -> [Int32] { try file.int64s(key).map { Int32($0) } }
         let inputs = EncoderInputs(
@@ -141,17 +170,26 @@ final class PeftParityTests: XCTestCase {
             try SafetensorsWriter.write(tensors, metadata: [:], to: adapter)
         }
         try model.loadAdapter(from: SafetensorsFile(contentsOfFile: adapter))
+        for entry in model.table.entries where entry.name.hasPrefix(PromptEncoderSettings.namePrefix) {
+            let key = Self.fixtureKey(entry.name)
+            try c.file.copyFloats(key, into: UnsafeMutableBufferPointer(rebasing: model.parameters[entry.range]))
+        }
         return model
     }
 
-    func checkParity(_ name: String) throws {
-        let c = try loadCase(name)
+    /// The fixture's name of a trainable tensor's key: `encoder.` + its name inside peft's prompt encoder.
+    static func fixtureKey(_ key: String) -> String {
+        key.hasPrefix(PromptEncoderSettings.namePrefix) ? "encoder." + key.dropFirst(PromptEncoderSettings.namePrefix.count) : key
+    }
+
+    func checkParity(_ name: String, encoder: PromptEncoderSettings? = nil) throws {
+        let c = try loadCase(name, encoder: encoder)
         let model = try loadModel(c)
         let peftKeys = Set(c.file.tensorNames.filter { $0.hasPrefix("grad.") }.map { String($0.dropFirst(5)) })
         let trainable = model.table.entries.filter(\.trainable)
         XCTAssertEqual(model.table.trainableCount, trainable.map(\.count).reduce(0, +))
         XCTAssertLessThan(model.table.trainableCount, model.table.totalCount / 4, "\(name): most of the model is frozen")
-        if let prompts = try? c.file.floats("expect.prompts") {
+        if encoder == nil, let prompts = try? c.file.floats("expect.prompts") {
             let entry = try XCTUnwrap(model.table.entry(named: "prompt_embeddings"))
             XCTAssertEqual(Array(model.parameters[entry.range]), prompts, "\(name): the prompt table is what peft feeds")
         }
@@ -169,7 +207,7 @@ final class PeftParityTests: XCTestCase {
                 check(output.logits, against: try c.file.floats("expect.logits"), "\(label) logits")
                 var compared = Set<String>()
                 for entry in trainable {
-                    let key = model.adapterKey(entry)
+                    let key = Self.fixtureKey(model.adapterKey(entry))
                     compared.insert(key)
                     let range = try XCTUnwrap(model.table.gradientRange(of: entry))
                     let ours = Array(model.gradients[range]), reference = try c.file.floats("grad." + key)
@@ -187,6 +225,17 @@ final class PeftParityTests: XCTestCase {
                 }
                 XCTAssertEqual(compared, peftKeys, "\(label): trainable tensors differ from peft's")
             }
+        }
+        if encoder != nil {
+            // The adapter holds the encoder's output, as peft's does; its tensors go to their own file.
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("peft-\(name)-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try model.saveAdapter(to: directory, baseModel: "base")
+            let written = try SafetensorsFile(contentsOfFile: directory + "/" + PeftAdapter.weightsFile)
+            XCTAssertEqual(Set(written.tensorNames), Set(c.file.tensorNames.filter { $0.hasPrefix("adapter.") }.map { String($0.dropFirst(8)) }))
+            check(try written.floats("prompt_embeddings"), against: try c.file.floats("adapter.prompt_embeddings"), "\(name): the encoder's output")
+            let encoderFile = try SafetensorsFile(contentsOfFile: directory + "/" + PromptEncoderSettings.weightsFile)
+            XCTAssertEqual(Set(encoderFile.tensorNames.map(Self.fixtureKey)), Set(peftKeys.filter { $0.hasPrefix("encoder.") }))
         }
     }
 
