@@ -568,34 +568,32 @@ def merged_lora_logits(metadata, tensors):
         return model(**fixture_inputs(tensors)).logits, merged
 
 
-def plain_prompt_logits(metadata, tensors):
-    """The logits of a prompt fixture with plain BERT: virtual tokens before [CLS], as the docstring says."""
+def plain_prompt_model(metadata, tensors):
+    """(plain BERT with the adapter's classifier, in train mode; the prompt table; the inputs) of a prompt fixture."""
     model = rebuild_base(metadata, tensors)
     adapter = adapter_tensors(tensors)
     with torch.no_grad():
         model.classifier.weight.copy_(adapter["base_model.classifier.weight"])
         model.classifier.bias.copy_(adapter["base_model.classifier.bias"])
-    inputs = fixture_inputs(tensors)
-    prompts = adapter["prompt_embeddings"]
+    model.train()
+    return model, adapter["prompt_embeddings"], fixture_inputs(tensors)
+
+
+def plain_prompt_logits(metadata, tensors):
+    """The logits of a prompt fixture with plain BERT: virtual tokens before [CLS], as the docstring says."""
+    model, prompts, inputs = plain_prompt_model(metadata, tensors)
     B, n = inputs["input_ids"].shape[0], prompts.shape[0]
     embeds = torch.cat([prompts.expand(B, -1, -1), model.bert.embeddings.word_embeddings(inputs["input_ids"])], 1)
     mask = torch.cat([torch.ones(B, n, dtype=torch.int64), inputs["attention_mask"]], 1)
     types = torch.cat([torch.zeros(B, n, dtype=torch.int64), inputs["token_type_ids"]], 1)
-    model.train()
     with torch.no_grad():
         return model(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types).logits
 
 
 def plain_prefix_logits(metadata, tensors):
     """The logits of a prefix fixture with plain BERT: the key/value cache and the mask built as the docstring says."""
-    model = rebuild_base(metadata, tensors)
-    adapter = adapter_tensors(tensors)
-    with torch.no_grad():
-        model.classifier.weight.copy_(adapter["base_model.classifier.weight"])
-        model.classifier.bias.copy_(adapter["base_model.classifier.bias"])
-    inputs = fixture_inputs(tensors)
+    model, table, inputs = plain_prompt_model(metadata, tensors)
     config = model.config
-    table = adapter["prompt_embeddings"]
     B, n = inputs["input_ids"].shape[0], table.shape[0]
     heads, L = config.num_attention_heads, config.num_hidden_layers
     pairs = table.view(n, 2 * L, heads, config.hidden_size // heads).permute(1, 2, 0, 3)  # (2L, heads, n, hs)
@@ -603,7 +601,6 @@ def plain_prefix_logits(metadata, tensors):
     for layer in range(L):
         cache.update(pairs[2 * layer].expand(B, -1, -1, -1), pairs[2 * layer + 1].expand(B, -1, -1, -1), layer)
     mask = torch.cat([torch.ones(B, n, dtype=torch.int64), inputs["attention_mask"]], 1)
-    model.train()
     with torch.no_grad():
         return model(input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"], attention_mask=mask,
                      cache=cache).logits

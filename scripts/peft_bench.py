@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""LoRA fine-tuning against full fine-tuning in SwiftBERT, and against peft + transformers on PyTorch.
+"""LoRA or prefix tuning against full fine-tuning in SwiftBERT, and against peft + transformers on PyTorch.
 
 Same models, texts and step as scripts/finetune_bench.py (its docstring): BertForSequenceClassification of
 BERT-mini's or bert-base's shape, random weights, 20 Newsgroups texts truncated to --max-length, batches
 padded to their longest text. LoRA is peft's LoraConfig(task_type SEQ_CLS, r 8, lora_alpha 16, dropout 0.1,
-target_modules query and value): the adapters and the classifier train, everything else is frozen.
+target_modules query and value): the adapters and the classifier train, everything else is frozen. Prefix tuning
+(--method prefix) is peft's PrefixTuningConfig(task_type SEQ_CLS, num_virtual_tokens 20): the prefix and the
+classifier train (peft runs it on transformers 5.24 through scripts/peft_compat.py).
 
 Systems, each run once per round, in alternating order:
   full 2x1        `swiftbert train`, every parameter trained, 2 ranks x 1 thread (launch/local.sh)
-  lora 2x1        `swiftbert train` with the peft section above, 2 ranks x 1 thread
+  lora 2x1        `swiftbert train` with the peft section above, 2 ranks x 1 thread (prefix 2x1 with --method prefix)
   lora 1x2        the same on 1 rank with 2 BLAS threads
   peft            transformers + peft 0.21 on PyTorch 2.13, torch.set_num_threads(--threads), AdamW over the
                   trainable parameters (weight decay 0.01 except biases and LayerNorm), clip 1.0
@@ -30,12 +32,27 @@ import time
 
 from finetune_bench import ROOT, bench_model, newsgroups, read_examples, run, write_examples
 
-LORA = {"method": "lora", "r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]}
+# SwiftBERT's peft section of each method; peft_config builds peft's equivalent.
+METHODS = {
+    "lora": {"method": "lora", "r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["query", "value"]},
+    "prefix": {"method": "prefix_tuning", "num_virtual_tokens": 20},
+}
+
+
+def peft_config(method):
+    from peft import LoraConfig, PrefixTuningConfig
+    settings = METHODS[method]
+    if method == "lora":
+        return LoraConfig(task_type="SEQ_CLS", r=settings["r"], lora_alpha=settings["lora_alpha"],
+                          lora_dropout=settings["lora_dropout"], target_modules=settings["target_modules"])
+    from peft_compat import accept_past_key_values
+    accept_past_key_values()
+    return PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=settings["num_virtual_tokens"])
 
 
 def peft_worker(args):
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from torch.utils.data import DataLoader
     from transformers import BertForSequenceClassification, BertTokenizerFast, DataCollatorWithPadding
 
@@ -43,8 +60,7 @@ def peft_worker(args):
     torch.manual_seed(0)
     tokenizer = BertTokenizerFast.from_pretrained(args.model)
     model = BertForSequenceClassification.from_pretrained(args.model)
-    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=LORA["r"], lora_alpha=LORA["lora_alpha"],
-                                             lora_dropout=LORA["lora_dropout"], target_modules=LORA["target_modules"]))
+    model = get_peft_model(model, peft_config(args.method))
     label2id = model.config.label2id
     examples = read_examples(args.file)
     encoded = tokenizer([text for _, text in examples], truncation=True, max_length=args.max_length)
@@ -79,26 +95,26 @@ def peft_worker(args):
 def peft_train(args, model, file, batch_size):
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--threads", str(args.threads), "--model", model,
                "--file", file, "--batch-size", str(batch_size), "--max-length", str(args.max_length),
-               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--method", args.method]
     proc, _ = run(command, "peft training")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"tokens/s": result["tokens"] / result["seconds"]}
 
 
-def swiftbert_train(args, model, file, batch_size, ranks, lora, scratch):
+def swiftbert_train(args, model, file, batch_size, ranks, adapter, scratch):
     out = os.path.join(scratch, "run")
     shutil.rmtree(out, ignore_errors=True)
     config = {
         "task": {"type": "sequence_classification", "train_file": file, "format": "label_tab_text"},
         "init_from": model,
         "batch": {"global_batch_size": batch_size, "sequence_length": args.max_length},
-        "optimizer": {"learning_rate": 1e-3 if lora else 5e-5, "weight_decay": 0.01, "max_grad_norm": 1.0},
+        "optimizer": {"learning_rate": 1e-3 if adapter else 5e-5, "weight_decay": 0.01, "max_grad_norm": 1.0},
         "schedule": {"total_steps": args.warmup + args.steps, "warmup_steps": 0},
         "checkpoint": {"every_steps": 100000},
         "logging": {"every_steps": 1, "eval_every_steps": 0},
     }
-    if lora:
-        config["peft"] = LORA
+    if adapter:
+        config["peft"] = METHODS[args.method]
     path = os.path.join(scratch, "train.json")
     with open(path, "w") as f:
         json.dump(config, f)
@@ -134,6 +150,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--method", default="lora", choices=sorted(METHODS))
     parser.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "swiftbert"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -151,10 +168,11 @@ def main():
             file = os.path.join(scratch, "train.tsv")
             write_examples(file, train)
             print(f"\n[{shape}] batch {batch_size}, {args.steps} timed steps after {args.warmup}", flush=True)
+            two, one = f"{args.method} 2x1", f"{args.method} 1x2"
             systems = {
                 "full 2x1": lambda: swiftbert_train(args, model, file, batch_size, 2, False, scratch),
-                "lora 2x1": lambda: swiftbert_train(args, model, file, batch_size, 2, True, scratch),
-                "lora 1x2": lambda: swiftbert_train(args, model, file, batch_size, 1, True, scratch),
+                two: lambda: swiftbert_train(args, model, file, batch_size, 2, True, scratch),
+                one: lambda: swiftbert_train(args, model, file, batch_size, 1, True, scratch),
                 "peft": lambda: peft_train(args, model, file, batch_size),
             }
             rounds = []
@@ -176,10 +194,10 @@ def main():
             print(f"\n[{shape}] medians of {len(rounds)} rounds")
             for name in systems:
                 print(f"  {name:<9} " + ", ".join(f"{k} {median(name, k):.4g}" for k in rounds[0][name]))
-            print(f"  lora 2x1 / full 2x1: all-reduce bytes {ratio('lora 2x1', 'full 2x1', 'all-reduce MB')}, "
-                  f"peak memory {ratio('lora 2x1', 'full 2x1', 'peak MB')}, step time {ratio('lora 2x1', 'full 2x1', 'step s')}")
-            print(f"  throughput against peft: lora 2x1 {ratio('lora 2x1', 'peft', 'tokens/s')}, "
-                  f"lora 1x2 {ratio('lora 1x2', 'peft', 'tokens/s')}", flush=True)
+            print(f"  {two} / full 2x1: all-reduce bytes {ratio(two, 'full 2x1', 'all-reduce MB')}, "
+                  f"peak memory {ratio(two, 'full 2x1', 'peak MB')}, step time {ratio(two, 'full 2x1', 'step s')}")
+            print(f"  throughput against peft: {two} {ratio(two, 'peft', 'tokens/s')}, "
+                  f"{one} {ratio(one, 'peft', 'tokens/s')}", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -36,18 +36,7 @@ public func linearBackward(
 /// `out[n, :] += bias`: out is (N, OC), bias is (OC).
 public func addBias(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows N: Int, columns OC: Int) {
     Parallel.forEachChunk(N, minimumChunk: max(1, 32_768 / max(1, OC))) { range in
-        for n in range {
-            let row = out + n * OC
-            var j = 0
-            while j + 16 <= OC {
-                store(load(row + j) + load(bias + j), row + j)
-                j += 16
-            }
-            while j < OC {
-                row[j] += bias[j]
-                j += 1
-            }
-        }
+        for n in range { VectorMath.add(out + n * OC, bias, count: OC) }
     }
 }
 
