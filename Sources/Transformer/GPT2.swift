@@ -1,0 +1,358 @@
+import Foundation
+import Kernels
+
+/// The shape of a GPT-2 model, read from and written as Hugging Face's `GPT2Config` config.json keys.
+/// Missing keys take transformers' defaults (the 124M model); settings that change the computation
+/// in ways not implemented here are errors naming the key.
+public struct GPT2Config: Codable, Equatable, Sendable {
+    public var vocabSize = 50257
+    public var positionCount = 1024
+    public var hiddenSize = 768
+    public var layerCount = 12
+    public var headCount = 12
+    /// The MLP's width; nil: 4 x hidden size.
+    public var innerSize: Int?
+    public var activation = ActivationFunction.geluTanh
+    public var residualDropout: Float = 0.1
+    public var embeddingDropout: Float = 0.1
+    public var attentionDropout: Float = 0.1
+    public var layerNormEpsilon: Float = 1e-5
+    public var initializerRange: Float = 0.02
+    public var bosTokenID = 50256
+    public var eosTokenID = 50256
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size"
+        case positionCount = "n_positions"
+        case hiddenSize = "n_embd"
+        case layerCount = "n_layer"
+        case headCount = "n_head"
+        case innerSize = "n_inner"
+        case activation = "activation_function"
+        case residualDropout = "resid_pdrop"
+        case embeddingDropout = "embd_pdrop"
+        case attentionDropout = "attn_pdrop"
+        case layerNormEpsilon = "layer_norm_epsilon"
+        case initializerRange = "initializer_range"
+        case bosTokenID = "bos_token_id"
+        case eosTokenID = "eos_token_id"
+    }
+
+    /// Keys whose non-default values this implementation does not compute.
+    enum UnsupportedKeys: String, CodingKey, CaseIterable {
+        case scaleAttentionWeights = "scale_attn_weights"
+        case scaleByInverseLayer = "scale_attn_by_inverse_layer_idx"
+        case tieWordEmbeddings = "tie_word_embeddings"
+        case addCrossAttention = "add_cross_attention"
+    }
+
+    public init(vocabSize: Int = 50257, positionCount: Int = 1024, hiddenSize: Int = 768, layerCount: Int = 12, headCount: Int = 12) {
+        self.vocabSize = vocabSize
+        self.positionCount = positionCount
+        self.hiddenSize = hiddenSize
+        self.layerCount = layerCount
+        self.headCount = headCount
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T { try c.decodeIfPresent(T.self, forKey: key) ?? fallback }
+        vocabSize = try value(.vocabSize, 50257)
+        positionCount = try value(.positionCount, 1024)
+        hiddenSize = try value(.hiddenSize, 768)
+        layerCount = try value(.layerCount, 12)
+        headCount = try value(.headCount, 12)
+        innerSize = try c.decodeIfPresent(Int.self, forKey: .innerSize)
+        activation = try value(.activation, ActivationFunction.geluTanh)
+        residualDropout = try value(.residualDropout, 0.1)
+        embeddingDropout = try value(.embeddingDropout, 0.1)
+        attentionDropout = try value(.attentionDropout, 0.1)
+        layerNormEpsilon = try value(.layerNormEpsilon, 1e-5)
+        initializerRange = try value(.initializerRange, 0.02)
+        bosTokenID = try value(.bosTokenID, 50256)
+        eosTokenID = try value(.eosTokenID, 50256)
+        let other = try decoder.container(keyedBy: UnsupportedKeys.self)
+        for (key, expected) in [(UnsupportedKeys.scaleAttentionWeights, true), (.scaleByInverseLayer, false), (.tieWordEmbeddings, true), (.addCrossAttention, false)] {
+            if let found = try other.decodeIfPresent(Bool.self, forKey: key), found != expected {
+                throw DecodingError.dataCorruptedError(
+                    forKey: key, in: other, debugDescription: "\(key.rawValue) \(found) is not implemented; GPT-2 uses \(expected)")
+            }
+        }
+        guard hiddenSize % max(1, headCount) == 0, headCount > 0, layerCount > 0, vocabSize > 0, positionCount > 0 else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .hiddenSize, in: c, debugDescription: "n_embd \(hiddenSize) must be a multiple of n_head \(headCount), all sizes positive")
+        }
+    }
+
+    public var inner: Int { innerSize ?? 4 * hiddenSize }
+    public var headSize: Int { hiddenSize / headCount }
+}
+
+/// GPT-2 as transformers' `GPT2LMHeadModel` computes it: token and learned position embeddings,
+/// pre-LayerNorm blocks of causal self-attention (fused `c_attn`) and a `gelu_new` MLP, a final
+/// LayerNorm and an LM head tied to the token embeddings. Linear weights are Conv1D's [in, out], as
+/// transformers stores them, so y = x W + b. Dropout is not applied (inference and dropout-free runs).
+///
+/// The loss is the causal LM's: position t predicts token t + 1, positions whose next label is
+/// `ignoredLabel` (padding, prompts) do not count; logits are computed at the counted positions only.
+public final class GPT2Model {
+    public let config: GPT2Config
+    public let table: [(name: String, shape: [Int], offset: Int)]
+    public let parameterCount: Int
+    public var parameters: UnsafeMutableBufferPointer<Float>
+    public var gradients: UnsafeMutableBufferPointer<Float>
+    public static let ignoredLabel: Int32 = -100
+
+    struct Layer {
+        let ln1Weight, ln1Bias, attentionWeight, attentionBias, projectionWeight, projectionBias: Int
+        let ln2Weight, ln2Bias, fcWeight, fcBias, outputWeight, outputBias: Int
+    }
+
+    let wte, wpe, lnfWeight, lnfBias: Int
+    let layers: [Layer]
+
+    public init(config: GPT2Config) {
+        self.config = config
+        let C = config.hiddenSize, I = config.inner
+        var table: [(name: String, shape: [Int], offset: Int)] = []
+        var offset = 0
+        func add(_ name: String, _ shape: [Int]) -> Int {
+            table.append((name, shape, offset))
+            defer { offset += shape.reduce(1, *) }
+            return offset
+        }
+        wte = add("transformer.wte.weight", [config.vocabSize, C])
+        wpe = add("transformer.wpe.weight", [config.positionCount, C])
+        layers = (0..<config.layerCount).map { l in
+            let p = "transformer.h.\(l)."
+            return Layer(
+                ln1Weight: add(p + "ln_1.weight", [C]), ln1Bias: add(p + "ln_1.bias", [C]),
+                attentionWeight: add(p + "attn.c_attn.weight", [C, 3 * C]), attentionBias: add(p + "attn.c_attn.bias", [3 * C]),
+                projectionWeight: add(p + "attn.c_proj.weight", [C, C]), projectionBias: add(p + "attn.c_proj.bias", [C]),
+                ln2Weight: add(p + "ln_2.weight", [C]), ln2Bias: add(p + "ln_2.bias", [C]),
+                fcWeight: add(p + "mlp.c_fc.weight", [C, I]), fcBias: add(p + "mlp.c_fc.bias", [I]),
+                outputWeight: add(p + "mlp.c_proj.weight", [I, C]), outputBias: add(p + "mlp.c_proj.bias", [C]))
+        }
+        lnfWeight = add("transformer.ln_f.weight", [C])
+        lnfBias = add("transformer.ln_f.bias", [C])
+        self.table = table
+        parameterCount = offset
+        parameters = .allocate(capacity: offset)
+        parameters.initialize(repeating: 0)
+        gradients = .allocate(capacity: offset)
+        gradients.initialize(repeating: 0)
+    }
+
+    deinit {
+        parameters.deallocate()
+        gradients.deallocate()
+    }
+
+    func p(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters.baseAddress! + offset }
+    func g(_ offset: Int) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + offset }
+
+    /// The activations of one pass, kept for backward.
+    final class Pass {
+        let B, T, N: Int
+        var buffers: [UnsafeMutablePointer<Float>] = []
+        init(B: Int, T: Int) { (self.B, self.T, self.N) = (B, T, B * T) }
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
+            pointer.initialize(repeating: 0, count: max(1, count))
+            buffers.append(pointer)
+            return pointer
+        }
+        deinit { for pointer in buffers { pointer.deallocate() } }
+        // Per layer: the block's input, LayerNorm 1 output and statistics, qkv, probabilities, context,
+        // the residual after attention, LayerNorm 2 output and statistics, MLP pre-activation and output.
+        var inputs: [UnsafeMutablePointer<Float>] = [], ln1: [UnsafeMutablePointer<Float>] = []
+        var mean1: [UnsafeMutablePointer<Float>] = [], rstd1: [UnsafeMutablePointer<Float>] = []
+        var qkv: [UnsafeMutablePointer<Float>] = [], probs: [UnsafeMutablePointer<Float>] = []
+        var context: [UnsafeMutablePointer<Float>] = [], middle: [UnsafeMutablePointer<Float>] = []
+        var ln2: [UnsafeMutablePointer<Float>] = [], mean2: [UnsafeMutablePointer<Float>] = []
+        var rstd2: [UnsafeMutablePointer<Float>] = [], pre: [UnsafeMutablePointer<Float>] = []
+        var activated: [UnsafeMutablePointer<Float>] = []
+        var output: UnsafeMutablePointer<Float>? = nil, final: UnsafeMutablePointer<Float>? = nil
+        var meanF: UnsafeMutablePointer<Float>? = nil, rstdF: UnsafeMutablePointer<Float>? = nil
+        var mask: [Int32] = [], ids: [Int32] = []
+        /// Rows (b T + t) whose logits count, their targets, the gathered final states and logits.
+        var rows: [Int32] = [], targets: [Int32] = []
+        var gathered: UnsafeMutablePointer<Float>? = nil, logits: UnsafeMutablePointer<Float>? = nil
+    }
+
+    /// The result of `forward`: the loss summed over the counted positions, their number, and the pass.
+    public struct Output {
+        public let lossSum: Double
+        public let count: Int
+        let pass: Pass
+    }
+
+    /// Forward for B sequences of T tokens (`mask` 1 for real tokens, 0 for padding); `labels` (the
+    /// inputs themselves, or with `ignoredLabel` where nothing is to be learned) select the counted
+    /// positions: position t counts when labels[t + 1] is not ignored. With `allLogits`, the logits of
+    /// every position are computed too (returned as (B T, V)).
+    public func forward(
+        ids: [Int32], mask: [Int32], labels: [Int32], sequences B: Int, length T: Int, allLogits: Bool = false
+    ) -> (output: Output, logits: [Float]?) {
+        precondition(ids.count == B * T && mask.count == B * T && labels.count == B * T && T <= config.positionCount)
+        let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
+        let eps = config.layerNormEpsilon
+        let pass = Pass(B: B, T: T)
+        let N = B * T
+        pass.mask = mask
+        pass.ids = ids
+        var h = pass.buffer(N * C)
+        for n in 0..<N {
+            let row = h + n * C, word = p(wte) + Int(ids[n]) * C, position = p(wpe) + (n % T) * C
+            for j in 0..<C { row[j] = word[j] + position[j] }
+        }
+        let scale = 1 / Float(hs).squareRoot()
+        for layer in layers {
+            pass.inputs.append(h)
+            let ln1 = pass.buffer(N * C), mean1 = pass.buffer(N), rstd1 = pass.buffer(N)
+            layerNormForward(ln1, mean1, rstd1, h, p(layer.ln1Weight), p(layer.ln1Bias), rows: N, columns: C, epsilon: eps)
+            let qkv = pass.buffer(N * 3 * C)
+            conv1D(qkv, ln1, layer.attentionWeight, layer.attentionBias, rows: N, inputs: C, outputs: 3 * C)
+            let probs = pass.buffer(B * NH * T * T), context = pass.buffer(N * C)
+            overHeads(B * NH) { bh in
+                let b = bh / NH, head = bh % NH
+                let q = qkv + b * T * 3 * C + head * hs, k = q + C, v = q + 2 * C
+                let block = probs + bh * T * T
+                gemm(.none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: k, ldb: 3 * C, beta: 0, c: block, ldc: T)
+                mask.withUnsafeBufferPointer { m in
+                    for t in 0..<T {
+                        // Keys 0 ... t that are not padding; the rest get probability 0.
+                        let row = block + t * T
+                        attentionSoftmaxForward(row, nil, m.baseAddress! + b * T, nil, rows: 0..<1, length: t + 1)
+                        (row + t + 1).update(repeating: 0, count: T - t - 1)
+                    }
+                }
+                gemm(.none, .none, m: T, n: hs, k: T, a: block, lda: T, b: v, ldb: 3 * C, beta: 0, c: context + b * T * C + head * hs, ldc: C)
+            }
+            let middle = pass.buffer(N * C)
+            conv1D(middle, context, layer.projectionWeight, layer.projectionBias, rows: N, inputs: C, outputs: C)
+            VectorMath.add(middle, h, count: N * C)
+            let ln2 = pass.buffer(N * C), mean2 = pass.buffer(N), rstd2 = pass.buffer(N)
+            layerNormForward(ln2, mean2, rstd2, middle, p(layer.ln2Weight), p(layer.ln2Bias), rows: N, columns: C, epsilon: eps)
+            let pre = pass.buffer(N * I), activated = pass.buffer(N * I)
+            conv1D(pre, ln2, layer.fcWeight, nil, rows: N, inputs: C, outputs: I)
+            biasActivationForward(activated, pre, p(layer.fcBias), config.activation, rows: N, columns: I)
+            let out = pass.buffer(N * C)
+            conv1D(out, activated, layer.outputWeight, layer.outputBias, rows: N, inputs: I, outputs: C)
+            VectorMath.add(out, middle, count: N * C)
+            pass.ln1.append(ln1); pass.mean1.append(mean1); pass.rstd1.append(rstd1); pass.qkv.append(qkv)
+            pass.probs.append(probs); pass.context.append(context); pass.middle.append(middle); pass.ln2.append(ln2)
+            pass.mean2.append(mean2); pass.rstd2.append(rstd2); pass.pre.append(pre); pass.activated.append(activated)
+            h = out
+        }
+        pass.output = h
+        let final = pass.buffer(N * C), meanF = pass.buffer(N), rstdF = pass.buffer(N)
+        layerNormForward(final, meanF, rstdF, h, p(lnfWeight), p(lnfBias), rows: N, columns: C, epsilon: eps)
+        (pass.final, pass.meanF, pass.rstdF) = (final, meanF, rstdF)
+        for b in 0..<B {
+            for t in 0..<(T - 1) where labels[b * T + t + 1] != Self.ignoredLabel {
+                pass.rows.append(Int32(b * T + t))
+                pass.targets.append(labels[b * T + t + 1])
+            }
+        }
+        let P = pass.rows.count
+        let gathered = pass.buffer(P * C), logits = pass.buffer(P * V)
+        gatherRows(gathered, final, pass.rows, count: P, channels: C)
+        gemm(.none, .transposed, m: P, n: V, k: C, a: gathered, b: p(wte), beta: 0, c: logits)
+        let losses = pass.buffer(P)
+        crossEntropyForwardBackward(losses, nil, nil, logits, pass.targets, dloss: 0, rows: P, vocabularySize: V)
+        (pass.gathered, pass.logits) = (gathered, logits)
+        var all: [Float]? = nil
+        if allLogits {
+            var values = [Float](repeating: 0, count: N * V)
+            values.withUnsafeMutableBufferPointer {
+                gemm(.none, .transposed, m: N, n: V, k: C, a: final, b: p(wte), beta: 0, c: $0.baseAddress!)
+            }
+            all = values
+        }
+        return (Output(lossSum: (0..<P).reduce(0.0) { $0 + Double(losses[$1]) }, count: P, pass: pass), all)
+    }
+
+    /// Adds d(dloss * lossSum)/d(parameters) of `output`'s pass to `gradients`.
+    public func backward(_ output: Output, dloss: Float) {
+        let pass = output.pass
+        let B = pass.B, T = pass.T, N = pass.N
+        let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
+        let P = pass.rows.count
+        let scale = 1 / Float(hs).squareRoot()
+        // LM head: dlogits, then the tied embedding's gradient and d(final states) at the counted rows.
+        let dlogits = pass.buffer(P * V), losses = pass.buffer(P)
+        crossEntropyForwardBackward(losses, nil, dlogits, pass.logits!, pass.targets, dloss: dloss, rows: P, vocabularySize: V)
+        gemm(.transposed, .none, m: V, n: C, k: P, a: dlogits, b: pass.gathered!, beta: 1, c: g(wte))
+        let dGathered = pass.buffer(P * C)
+        gemm(.none, .none, m: P, n: C, k: V, a: dlogits, b: p(wte), beta: 0, c: dGathered)
+        let dh = pass.buffer(N * C), scratch = pass.buffer(N * C)
+        expandRows(scratch, dGathered, pass.rows, count: P, rows: N, channels: C)
+        layerNormBackward(dh, g(lnfWeight), g(lnfBias), scratch, pass.output!, p(lnfWeight), pass.meanF!, pass.rstdF!, rows: N, columns: C)
+        let dI = pass.buffer(N * I), dqkv = pass.buffer(N * 3 * C), dctx = pass.buffer(N * C), dS = pass.buffer(B * NH * T * T)
+        for (l, layer) in layers.enumerated().reversed() {
+            // out = middle + c_proj(gelu(c_fc(ln2(middle)))): dh is d(out), and flows to d(middle) as is.
+            conv1DBackward(dI, layer.outputWeight, layer.outputBias, dout: dh, input: pass.activated[l], rows: N, inputs: I, outputs: C)
+            activationBackward(dI, dI, pass.pre[l], config.activation, count: N * I)
+            conv1DBackward(scratch, layer.fcWeight, layer.fcBias, dout: dI, input: pass.ln2[l], rows: N, inputs: C, outputs: I)
+            layerNormBackward(scratch, g(layer.ln2Weight), g(layer.ln2Bias), scratch, pass.middle[l], p(layer.ln2Weight),
+                              pass.mean2[l], pass.rstd2[l], rows: N, columns: C)
+            VectorMath.add(dh, scratch, count: N * C)
+            // middle = input + c_proj(attention(c_attn(ln1(input)))): dh is now d(middle).
+            conv1DBackward(dctx, layer.projectionWeight, layer.projectionBias, dout: dh, input: pass.context[l], rows: N, inputs: C, outputs: C)
+            let qkv = pass.qkv[l], probs = pass.probs[l]
+            overHeads(B * NH) { bh in
+                let b = bh / NH, head = bh % NH
+                let q = qkv + b * T * 3 * C + head * hs, k = q + C, v = q + 2 * C
+                let dq = dqkv + b * T * 3 * C + head * hs, dk = dq + C, dv = dq + 2 * C
+                let block = probs + bh * T * T, dBlock = dS + bh * T * T
+                let dc = dctx + b * T * C + head * hs
+                gemm(.transposed, .none, m: T, n: hs, k: T, a: block, lda: T, b: dc, ldb: C, beta: 0, c: dv, ldc: 3 * C)
+                gemm(.none, .transposed, m: T, n: T, k: hs, a: dc, lda: C, b: v, ldb: 3 * C, beta: 0, c: dBlock, ldc: T)
+                // Masked probabilities are 0, so the full rows give 0 there.
+                attentionSoftmaxBackward(dS, probs, nil, rows: (bh * T)..<((bh + 1) * T), length: T)
+                gemm(.none, .none, m: T, n: hs, k: T, alpha: scale, a: dBlock, lda: T, b: k, ldb: 3 * C, beta: 0, c: dq, ldc: 3 * C)
+                gemm(.transposed, .none, m: T, n: hs, k: T, alpha: scale, a: dBlock, lda: T, b: q, ldb: 3 * C, beta: 0, c: dk, ldc: 3 * C)
+            }
+            conv1DBackward(scratch, layer.attentionWeight, layer.attentionBias, dout: dqkv, input: pass.ln1[l], rows: N, inputs: C, outputs: 3 * C)
+            layerNormBackward(scratch, g(layer.ln1Weight), g(layer.ln1Bias), scratch, pass.inputs[l], p(layer.ln1Weight),
+                              pass.mean1[l], pass.rstd1[l], rows: N, columns: C)
+            VectorMath.add(dh, scratch, count: N * C)
+        }
+        for n in 0..<N {
+            VectorMath.add(g(wte) + Int(pass.ids[n]) * C, dh + n * C, count: C)
+            VectorMath.add(g(wpe) + (n % T) * C, dh + n * C, count: C)
+        }
+    }
+
+    // MARK: - Conv1D
+
+    /// y = x W + b with W [inputs, outputs] (transformers' Conv1D).
+    func conv1D(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: Int, _ bias: Int?, rows: Int, inputs: Int, outputs: Int) {
+        gemm(.none, .none, m: rows, n: outputs, k: inputs, a: x, b: p(weight), beta: 0, c: y)
+        if let bias { addBias(y, p(bias), rows: rows, columns: outputs) }
+    }
+
+    /// dx = dy W^T (written), dW += x^T dy, db += column sums of dy.
+    func conv1DBackward(
+        _ dx: UnsafeMutablePointer<Float>, _ weight: Int, _ bias: Int, dout dy: UnsafePointer<Float>, input x: UnsafePointer<Float>,
+        rows: Int, inputs: Int, outputs: Int
+    ) {
+        gemm(.transposed, .none, m: inputs, n: outputs, k: rows, a: x, b: dy, beta: 1, c: g(weight))
+        biasBackward(g(bias), dy, rows: rows, columns: outputs)
+        gemm(.none, .transposed, m: rows, n: inputs, k: outputs, a: dy, b: p(weight), beta: 0, c: dx)
+    }
+
+    /// `body(head)` for every (sequence, head), spread over the element-wise workers with
+    /// single-threaded BLAS.
+    func overHeads(_ count: Int, _ body: (Int) -> Void) {
+        guard min(Parallel.workerCount, count) > 1 else {
+            for head in 0..<count { body(head) }
+            return
+        }
+        let threads = BLASRuntime.threadCount
+        BLASRuntime.setThreadCount(1)
+        Parallel.forEachChunk(count, minimumChunk: 1) { range in for head in range { body(head) } }
+        BLASRuntime.setThreadCount(threads)
+    }
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Reference fixtures for SwiftBERT's GPT-2, computed with transformers 5.24's GPT2LMHeadModel + torch 2.13 on CPU.
+
+Run:  venv/bin/python scripts/make_gpt2_fixtures.py
+Writes Tests/TransformerTests/Fixtures/gpt2/lm.safetensors, then loads it back and recomputes it.
+
+The model: GPT2LMHeadModel, vocab 61, n_positions 16, n_embd 32, n_layer 2, n_head 4, n_inner null (128),
+gelu_new, every dropout 0, eager attention, float32, in train() mode; every parameter random (biases and
+LayerNorm gains too, so that none can be wrong unnoticed); the LM head is tied to transformer.wte.weight.
+The batch: 3 sequences of T = 12 tokens, right-padded (lengths 12, 9, 6; pad id 0), attention_mask 1 on real
+tokens; labels = input_ids with -100 on the padding. transformers' loss: position t predicts labels[t + 1],
+mean over the counted positions (8 + 5 + 11 = 24 here: (12-1) + (9-1) + (6-1)).
+
+Tensors (little-endian):
+  param.<name>   F32   every parameter as transformers' save_pretrained writes it (transformer.wte.weight,
+                       transformer.h.0.attn.c_attn.weight [32, 96] (Conv1D: [in, out]), ...; lm_head is tied and
+                       not written)
+  input.input_ids, input.attention_mask, input.labels   I64 [3, 12]
+  expect.logits  F32 [3, 12, 61]   (compare at real tokens only: padded rows follow the mask)
+  expect.loss    F32 [1]           the mean loss
+  expect.count   I64 [1]           the counted positions
+  grad.<name>    F32   d(loss)/d(parameter) for every parameter (transformer.wte.weight's includes the head's)
+"""
+
+import os
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import transformers
+from transformers import GPT2Config, GPT2LMHeadModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_transformer_fixtures import randomize  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "Tests", "TransformerTests", "Fixtures", "gpt2")
+LENGTHS = [12, 9, 6]
+T = 12
+
+torch.set_num_threads(1)
+transformers.logging.set_verbosity_error()
+
+
+def model_and_inputs(seed=1624):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=61, n_positions=16, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, attn_implementation="eager")
+    model = GPT2LMHeadModel(config)
+    randomize(model, seed + 1, 0.3)
+    generator = torch.Generator().manual_seed(seed + 2)
+    ids = torch.zeros(len(LENGTHS), T, dtype=torch.int64)
+    mask = torch.zeros(len(LENGTHS), T, dtype=torch.int64)
+    for b, length in enumerate(LENGTHS):
+        ids[b, :length] = torch.randint(1, config.vocab_size, (length,), generator=generator)
+        mask[b, :length] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return model, {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def run(model, inputs):
+    model.train()
+    model.zero_grad(set_to_none=True)
+    outputs = model(**inputs)
+    outputs.loss.backward()
+    return outputs
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    model, inputs = model_and_inputs()
+    outputs = run(model, inputs)
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" and not k.endswith(".attn.bias")}
+    tensors = {"param." + k: v.detach().contiguous() for k, v in state.items()}
+    for name, parameter in model.named_parameters():
+        tensors["grad." + name] = parameter.grad.detach().contiguous()
+    for key, value in inputs.items():
+        tensors["input." + key] = value.contiguous()
+    tensors["expect.logits"] = outputs.logits.detach().contiguous()
+    tensors["expect.loss"] = outputs.loss.detach().reshape(1)
+    tensors["expect.count"] = torch.tensor([sum(length - 1 for length in LENGTHS)])
+    path = os.path.join(OUT, "lm.safetensors")
+    save_file(tensors, path, metadata={"config": model.config.to_json_string()})
+    print(f"{path}: loss {outputs.loss.item():.6f}, {len(state)} parameters, {os.path.getsize(path)} bytes")
+
+    # Verification: the file's parameters give the file's outputs again.
+    loaded = load_file(path)
+    again, inputs = model_and_inputs()
+    with torch.no_grad():
+        for name, parameter in again.named_parameters():
+            parameter.copy_(loaded["param." + name])
+    outputs = run(again, {k[len("input."):]: v for k, v in loaded.items() if k.startswith("input.")})
+    assert torch.equal(outputs.logits, loaded["expect.logits"]) and torch.equal(outputs.loss.reshape(1), loaded["expect.loss"])
+    for name, parameter in again.named_parameters():
+        assert torch.equal(parameter.grad, loaded["grad." + name]), name
+        assert parameter.grad.abs().max() > 0, f"{name}: zero gradient"
+    print("verified: logits, loss and every gradient recomputed")
+
+
+if __name__ == "__main__":
+    main()
