@@ -2,7 +2,14 @@
 """Reference fixtures for SwiftBERT's GPT-2, computed with transformers 5.24's GPT2LMHeadModel + torch 2.13 on CPU.
 
 Run:  venv/bin/python scripts/make_gpt2_fixtures.py
-Writes Tests/TransformerTests/Fixtures/gpt2/lm.safetensors, then loads it back and recomputes it.
+Writes Tests/TransformerTests/Fixtures/gpt2/lm.safetensors, then loads it back and recomputes it; and
+Tests/TransformerTests/Fixtures/gpt2/tiny/ (the same model as GPT2LMHeadModel.save_pretrained writes it, with
+eos_token_id 5) with generate.json: transformers' greedy `generate` on it (GENERATE_PROMPTS, left-padded with
+pad_token_id = eos_token_id and the attention mask, max_new_tokens GENERATE_TOKENS), with the cache and without
+(use_cache=False), which agree: per prompt, the new tokens up to and including the first eos (the rest is padding).
+
+    venv/bin/python scripts/make_gpt2_fixtures.py --check-directory DIR
+checks a directory SwiftBERT wrote instead (see check_directory).
 
 The model: GPT2LMHeadModel, vocab 61, n_positions 16, n_embd 32, n_layer 2, n_head 4, n_inner null (128),
 gelu_new, every dropout 0, eager attention, float32, in train() mode; every parameter random (biases and
@@ -38,6 +45,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "TransformerTests", "Fixtures", "gpt2")
 LENGTHS = [12, 9, 6]
 T = 12
+TINY = os.path.join(OUT, "tiny")
+GENERATE_PROMPTS = [[7, 11, 13], [42], [3, 1, 4, 1, 5, 9], [2, 7, 18, 28]]
+GENERATE_TOKENS = 9
+EOS = 5
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
@@ -96,7 +107,58 @@ def main():
         assert torch.equal(parameter.grad, loaded["grad." + name]), name
         assert parameter.grad.abs().max() > 0, f"{name}: zero gradient"
     print("verified: logits, loss and every gradient recomputed")
+    write_generation(again)
+
+
+def write_generation(model):
+    import json
+    model.config.eos_token_id = EOS
+    model.config.bos_token_id = EOS
+    model.generation_config.eos_token_id = EOS
+    model.generation_config.pad_token_id = EOS
+    model.save_pretrained(TINY)
+    model.eval()
+    longest = max(map(len, GENERATE_PROMPTS))
+    ids = torch.tensor([[EOS] * (longest - len(p)) + p for p in GENERATE_PROMPTS])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in GENERATE_PROMPTS])
+    results = {}
+    for use_cache in [True, False]:
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=GENERATE_TOKENS, do_sample=False,
+                                 use_cache=use_cache, eos_token_id=EOS, pad_token_id=EOS)
+        new = out[:, longest:].tolist()
+        results[use_cache] = [row[:row.index(EOS) + 1] if EOS in row else row for row in new]
+    assert results[True] == results[False], results
+    with open(os.path.join(OUT, "generate.json"), "w") as f:
+        json.dump({"prompts": GENERATE_PROMPTS, "max_new_tokens": GENERATE_TOKENS, "eos_token_id": EOS,
+                   "greedy": results[True]}, f)
+        f.write("\n")
+    print(f"generate.json: {results[True]}")
+
+
+def check_directory(directory):
+    """A directory SwiftBERT wrote (GPT2_SAVE_DIRECTORY=DIR swift test --filter GPT2GenerationTests/testSavedDirectoryLoadsBack)
+    loads in GPT2LMHeadModel.from_pretrained with no missing or unexpected keys and generates generate.json's tokens."""
+    import json
+    model, info = GPT2LMHeadModel.from_pretrained(directory, output_loading_info=True, attn_implementation="eager")
+    problems = {key: info[key] for key in ["missing_keys", "unexpected_keys", "mismatched_keys"] if info[key]}
+    with open(os.path.join(OUT, "generate.json")) as f:
+        expected = json.load(f)
+    prompts, eos = expected["prompts"], expected["eos_token_id"]
+    longest = max(map(len, prompts))
+    ids = torch.tensor([[eos] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=expected["max_new_tokens"],
+                             do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    new = [row[:row.index(eos) + 1] if eos in row else row for row in out[:, longest:].tolist()]
+    print(f"loading info problems: {problems or 'none'}; greedy tokens {'equal' if new == expected['greedy'] else 'DIFFER'}")
+    sys.exit(0 if not problems and new == expected["greedy"] else 1)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-directory":
+        check_directory(sys.argv[2])
+    else:
+        main()
