@@ -8,6 +8,12 @@ eos_token_id 5) with generate.json: transformers' greedy `generate` on it (GENER
 pad_token_id = eos_token_id and the attention mask, max_new_tokens GENERATE_TOKENS), with the cache and without
 (use_cache=False), which agree: per prompt, the new tokens up to and including the first eos (the rest is padding).
 
+And Tests/TransformerTests/Fixtures/gpt2/tiny-bpe/: a random GPT2LMHeadModel (vocab 1200, n_positions 32, n_embd 32,
+2 layers, 4 heads) with the byte-level BPE tokenizer of Tests/DataTests/Fixtures/bpe (tokenizer.json, saved through
+PreTrainedTokenizerFast) and eos_token_id = <|endoftext|>'s id, plus text-generate.json: for each of TEXT_PROMPTS,
+transformers' greedy generate (max_new_tokens TEXT_TOKENS) and the prompt + tokenizer.decode(new tokens,
+skip_special_tokens=True), what `swiftbert generate --json` must print as generated_text.
+
     venv/bin/python scripts/make_gpt2_fixtures.py --check-directory DIR
 checks a directory SwiftBERT wrote instead (see check_directory).
 
@@ -108,6 +114,43 @@ def main():
         assert parameter.grad.abs().max() > 0, f"{name}: zero gradient"
     print("verified: logits, loss and every gradient recomputed")
     write_generation(again)
+    write_text_generation()
+
+
+TEXT_PROMPTS = ["In the beginning God", "def f(x):", "中文 text"]
+TEXT_TOKENS = 12
+
+
+def write_text_generation():
+    import json
+    import shutil
+    from transformers import PreTrainedTokenizerFast
+    directory = os.path.join(OUT, "tiny-bpe")
+    shutil.rmtree(directory, ignore_errors=True)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "bpe", "tokenizer.json"),
+                                        eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(2718)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=eos, eos_token_id=eos, attn_implementation="eager")
+    model = GPT2LMHeadModel(config)
+    randomize(model, 2719, 0.3)
+    model.generation_config.pad_token_id = eos
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    model.eval()
+    results = []
+    for prompt in TEXT_PROMPTS:
+        ids = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=TEXT_TOKENS, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+        new = out[0, ids["input_ids"].shape[1]:].tolist()
+        results.append({"prompt": prompt, "tokens": new,
+                        "generated_text": prompt + tokenizer.decode(new, skip_special_tokens=True)})
+    with open(os.path.join(OUT, "text-generate.json"), "w") as f:
+        json.dump({"max_new_tokens": TEXT_TOKENS, "results": results}, f, ensure_ascii=False)
+        f.write("\n")
+    print(f"tiny-bpe: {sorted(os.listdir(directory))}; text-generate.json: {[r['generated_text'] for r in results]}")
 
 
 def write_generation(model):
