@@ -36,7 +36,8 @@ import sys
 from tokenizers import ByteLevelBPETokenizer, Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_tokenizer_fixtures import ROOT, SHARED_CORPORA, repository_corpus_files, shared_corpus_files  # noqa: E402
+from make_tokenizer_fixtures import (ROOT, SHARED_CORPORA, corpus_lines, repository_corpus_files,  # noqa: E402
+                                     shared_corpus_files)
 
 OUT = os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "bpe")
 VOCAB_SIZE = 1200
@@ -107,9 +108,7 @@ BYTE_TO_CHARACTER = bytes_to_unicode()
 def write_digests(tokenizer, root, relative_paths, name):
     files = []
     for relative in relative_paths:
-        with open(os.path.join(root, relative), "rb") as f:
-            data = f.read()
-        lines = data.decode("utf-8").split("\n")
+        data, lines = corpus_lines(root, relative)
         blocks = []
         for start in range(0, len(lines), BLOCK_LINES):
             digest = hashlib.sha256()

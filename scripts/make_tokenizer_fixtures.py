@@ -427,12 +427,17 @@ def shared_corpus_files():
     return ["kjv/kjv-chapters.txt"] + folder_files(SHARED_CORPORA, "python-docs") + folder_files(SHARED_CORPORA, "zh-handbook")
 
 
+def corpus_lines(root, relative):
+    """(the file's bytes, its lines): what the digests cover, one line after each "\\n"."""
+    with open(os.path.join(root, relative), "rb") as f:
+        data = f.read()
+    return data, data.decode("utf-8").split("\n")
+
+
 def write_corpus_digests(uncased, cased, root, relative_paths, name):
     files = []
     for relative in relative_paths:
-        with open(os.path.join(root, relative), "rb") as f:
-            data = f.read()
-        lines = data.decode("utf-8").split("\n")
+        data, lines = corpus_lines(root, relative)
         blocks = []
         for start in range(0, len(lines), BLOCK_LINES):
             uncased_ids = hashlib.sha256()

@@ -30,6 +30,17 @@ public func gemm(
     precondition(ldb >= max(1, transB == .none ? n : k), "gemm: ldb \(ldb) too small")
     precondition(ldc >= max(1, n), "gemm: ldc \(ldc) too small")
     if m == 0 || n == 0 { return }
+    if m == 1 && k > 0 {
+        // One row (a token being generated, one query): a matrix-vector product, which streams op(b)
+        // once instead of packing it first as sgemm does.
+        let incx = Int32(transA == .none ? 1 : lda)
+        if transB == .none {
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(k), Int32(n), alpha, b, Int32(ldb), a, incx, beta, c, 1)
+        } else {
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), alpha, b, Int32(ldb), a, incx, beta, c, 1)
+        }
+        return
+    }
     cblas_sgemm(
         CblasRowMajor, transA.cblas, transB.cblas,
         Int32(m), Int32(n), Int32(k),
