@@ -52,7 +52,7 @@ HARD_CASES = [
     "naïve café résumé", "e\u0301 a\u0300", "Ελληνικά Русский עברית العربية",
     "中文测试，Debian 手册。", "日本語のテキスト", "한국어", "emoji 😀👍🏽 👨‍👩‍👧",
     "tabs\tand\nnewlines\r\nand\rreturns", "\u00a0nbsp\u2003em\u3000ideographic", "zero\u200bwidth",
-    "a<|endoftext|>b", "<|endoftext|><|endoftext|>", " <|endoftext|> text", "<|endoftext",
+    "a<|endoftext|>b", "<|endoftext|><|endoftext|>", " <|endoftext|> text", "<|endoftext", "x<|endoftext|>\u0301y",
     "def f(x):\n    return x ** 2  # comment\n", "https://example.com/a?b=c&d=e", "$100 @user #tag ~/path",
     "...!!!???", "(parenthesis) [brackets] {braces}", "snake_case camelCase", "\x00\x01\x1f\x7f",
     "".join(chr(c) for c in range(256)),

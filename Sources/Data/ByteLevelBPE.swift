@@ -55,9 +55,8 @@ public final class ByteLevelBPE: @unchecked Sendable {
         }
         var merges: [UInt64: (rank: Int32, merged: Int32)] = [:]
         for (rank, (left, right)) in pairs.enumerated() {
-            guard let l = Self.bytes(ofSpelled: left).flatMap({ idsByBytes[$0] }),
-                let r = Self.bytes(ofSpelled: right).flatMap({ idsByBytes[$0] }),
-                let merged = idsByBytes[Self.bytes(ofSpelled: left)! + Self.bytes(ofSpelled: right)!]
+            guard let leftBytes = Self.bytes(ofSpelled: left), let rightBytes = Self.bytes(ofSpelled: right),
+                let l = idsByBytes[leftBytes], let r = idsByBytes[rightBytes], let merged = idsByBytes[leftBytes + rightBytes]
             else {
                 throw ByteLevelBPEError.invalid(
                     path: mergesSource ?? source, reason: "merge \(rank + 1) (\(left) \(right)) names a token the vocabulary lacks")
@@ -160,22 +159,25 @@ public final class ByteLevelBPE: @unchecked Sendable {
         case added(Int32)
     }
 
-    /// The text cut at every occurrence of an added token (the longest at each position).
+    /// The text cut at every occurrence of an added token (the longest at each position), compared
+    /// scalar by scalar as tokenizers compares bytes (String comparison would join a following
+    /// combining mark to the token's last character).
     func splitOnAddedTokens(_ text: String) -> [Piece] {
         guard !addedTokens.isEmpty else { return [.text(Substring(text))] }
+        let scalars = text.unicodeScalars
         var pieces: [Piece] = []
-        var start = text.startIndex, position = text.startIndex
-        while position < text.endIndex {
-            if let match = addedTokens.first(where: { text[position...].hasPrefix($0.content) && !$0.content.isEmpty }) {
-                if start < position { pieces.append(.text(text[start..<position])) }
+        var start = scalars.startIndex, position = scalars.startIndex
+        while position < scalars.endIndex {
+            if let match = addedTokens.first(where: { !$0.content.isEmpty && scalars[position...].starts(with: $0.content.unicodeScalars) }) {
+                if start < position { pieces.append(.text(Substring(scalars[start..<position]))) }
                 pieces.append(.added(match.id))
-                position = text.index(position, offsetBy: match.content.count)
+                position = scalars.index(position, offsetBy: match.content.unicodeScalars.count)
                 start = position
             } else {
-                position = text.index(after: position)
+                position = scalars.index(after: position)
             }
         }
-        if start < text.endIndex { pieces.append(.text(text[start...])) }
+        if start < scalars.endIndex { pieces.append(.text(Substring(scalars[start...]))) }
         return pieces
     }
 

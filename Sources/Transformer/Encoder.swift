@@ -240,7 +240,7 @@ extension BertModel {
         // Backward goes down to the lowest layer with a trainable parameter (all of them unless
         // parameters are frozen), and needs that layer's input gradient only when more lies below.
         let lowest = table.embeddingRange.isEmpty ? (0..<L).first { !table.layerRanges[$0].isEmpty } ?? L : -1
-        promptEncoder?.tableGradient.update(repeating: 0, count: promptEncoder!.tableCount)
+        if let promptEncoder { promptEncoder.tableGradient.update(repeating: 0, count: promptEncoder.tableCount) }
         for l in stride(from: L - 1, through: 0, by: -1) {
             if l >= lowest {
                 layerBackward(l, input: layerOutput(l), B, dropout, l == L - 1 ? lastLayerRows : nil, needsInputGradient: l > lowest)

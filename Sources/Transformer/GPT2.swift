@@ -177,7 +177,8 @@ public final class GPT2Model {
         var mask: [Int32] = [], ids: [Int32] = []
         /// Rows (b T + t) whose logits count, their targets, the gathered final states and logits.
         var rows: [Int32] = [], targets: [Int32] = []
-        var gathered: UnsafeMutablePointer<Float>? = nil, logits: UnsafeMutablePointer<Float>? = nil
+        /// d(loss sum)/d(logits) of the counted rows, computed with the loss.
+        var gathered: UnsafeMutablePointer<Float>? = nil, dlogits: UnsafeMutablePointer<Float>? = nil
     }
 
     /// The result of `forward`: the loss summed over the counted positions, their number, and the pass.
@@ -256,12 +257,14 @@ public final class GPT2Model {
             }
         }
         let P = pass.rows.count
+        // The head at the counted rows; the softmax gives the gradient of the loss sum in the same pass
+        // (the logits are overwritten by it), which backward scales.
         let gathered = pass.buffer(P * C), logits = pass.buffer(P * V)
         gatherRows(gathered, final, pass.rows, count: P, channels: C)
         gemm(.none, .transposed, m: P, n: V, k: C, a: gathered, b: p(wte), beta: 0, c: logits)
         let losses = pass.buffer(P)
-        crossEntropyForwardBackward(losses, nil, nil, logits, pass.targets, dloss: 0, rows: P, vocabularySize: V)
-        (pass.gathered, pass.logits) = (gathered, logits)
+        crossEntropyForwardBackward(losses, nil, logits, logits, pass.targets, dloss: 1, rows: P, vocabularySize: V)
+        (pass.gathered, pass.dlogits) = (gathered, logits)
         var all: [Float]? = nil
         if allLogits {
             var values = [Float](repeating: 0, count: N * V)
@@ -280,12 +283,12 @@ public final class GPT2Model {
         let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
         let P = pass.rows.count
         let scale = 1 / Float(hs).squareRoot()
-        // LM head: dlogits, then the tied embedding's gradient and d(final states) at the counted rows.
-        let dlogits = pass.buffer(P * V), losses = pass.buffer(P)
-        crossEntropyForwardBackward(losses, nil, dlogits, pass.logits!, pass.targets, dloss: dloss, rows: P, vocabularySize: V)
-        gemm(.transposed, .none, m: V, n: C, k: P, a: dlogits, b: pass.gathered!, beta: 1, c: g(wte))
+        // LM head: the tied embedding's gradient and d(final states) at the counted rows, from forward's
+        // d(loss sum)/d(logits) scaled by dloss.
+        let dlogits = pass.dlogits!
+        gemm(.transposed, .none, m: V, n: C, k: P, alpha: dloss, a: dlogits, b: pass.gathered!, beta: 1, c: g(wte))
         let dGathered = pass.buffer(P * C)
-        gemm(.none, .none, m: P, n: C, k: V, a: dlogits, b: p(wte), beta: 0, c: dGathered)
+        gemm(.none, .none, m: P, n: C, k: V, alpha: dloss, a: dlogits, b: p(wte), beta: 0, c: dGathered)
         let dh = pass.buffer(N * C), scratch = pass.buffer(N * C)
         expandRows(scratch, dGathered, pass.rows, count: P, rows: N, channels: C)
         layerNormBackward(dh, g(lnfWeight), g(lnfBias), scratch, pass.output!, p(lnfWeight), pass.meanF!, pass.rstdF!, rows: N, columns: C)

@@ -106,7 +106,7 @@ final class PromptEncoderNetwork {
                 if let activation = settings.activation {
                     activationForward(out, out, activation, count: count)
                 } else {
-                    VectorMath.tanh(out, out, count: count)
+                    tanhForward(out, out, count: count)
                 }
             }
             input = UnsafePointer(out)
@@ -125,10 +125,12 @@ final class PromptEncoderNetwork {
                 dInput, gradient(layer.weight), gradient(layer.bias), dOutput, input, parameters + layer.weight,
                 rows: rows, inputSize: layer.inputs, outputSize: layer.outputs, accumulateInput: i == 0)
             guard i > 0, let dInput else { break }
-            // Through the previous layer's activation, from its output y: ReLU' = [y > 0], tanh' = 1 - y^2.
-            let y = outputs[i - 1]
-            for j in 0..<(rows * layer.inputs) {
-                dInput[j] *= settings.activation == nil ? 1 - y[j] * y[j] : (y[j] > 0 ? 1 : 0)
+            // Through the previous layer's activation, from its output y (ReLU(x) > 0 exactly where x > 0).
+            let y = outputs[i - 1], count = rows * layer.inputs
+            if let activation = settings.activation {
+                activationBackward(dInput, dInput, y, activation, count: count)
+            } else {
+                tanhBackward(dInput, dInput, y, count: count)
             }
             dOutput = dInput
         }
