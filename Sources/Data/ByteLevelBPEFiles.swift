@@ -9,6 +9,9 @@ extension ByteLevelBPE {
     public static let tokenizerFile = "tokenizer.json"
     public static let vocabularyFile = "vocab.json"
     public static let mergesFile = "merges.txt"
+    public static let configFile = "tokenizer_config.json"
+    /// GPT-2's one special token: end of text, and its beginning, and the unknown token.
+    public static let endOfText = "<|endoftext|>"
 
     /// The tokenizer of a directory: tokenizer.json when present, else vocab.json and merges.txt
     /// (with `<|endoftext|>` as an added token when the vocabulary has it, as GPT-2's tokenizer does).
@@ -102,6 +105,125 @@ extension ByteLevelBPE {
         return try ByteLevelBPE(
             vocabulary: vocabulary, merges: merges, addedTokens: added, ignoreMerges: model["ignore_merges"] == .bool(true),
             source: path)
+    }
+
+    /// The tokenizer `model` stands for, as it would load from the files `write` makes of it.
+    public convenience init(_ model: ByteLevelBPEModel) throws {
+        var vocabulary: [String: Int32] = [:]
+        for (id, token) in model.tokens.enumerated() where ByteLevelBPE.bytes(ofSpelled: token) != nil && vocabulary[token] == nil {
+            vocabulary[token] = Int32(id)
+        }
+        let added = model.specialTokens.compactMap { token in model.tokens.firstIndex(of: token).map { (content: token, id: Int32($0)) } }
+        try self.init(vocabulary: vocabulary, merges: model.merges, addedTokens: added, source: "the learned tokenizer")
+    }
+
+    // MARK: - Writing
+
+    /// Writes `model` into `directory` as `tokenizers` saves a `ByteLevelBPETokenizer`: tokenizer.json,
+    /// vocab.json and merges.txt (the same bytes the library writes), and tokenizer_config.json, which
+    /// makes transformers' `AutoTokenizer` a `GPT2Tokenizer` with `<|endoftext|>` as its bos, eos and
+    /// unk token. The files go to a temporary directory beside `directory`, renamed into place at the
+    /// end, so an error leaves nothing behind. An existing non-empty `directory` is an error unless
+    /// `overwrite`, and is then replaced whole.
+    public static func write(_ model: ByteLevelBPEModel, to directory: String, overwrite: Bool = false) throws {
+        let manager = FileManager.default
+        let target = URL(fileURLWithPath: directory).standardizedFileURL
+        let parent = target.deletingLastPathComponent()
+        var isDirectory: ObjCBool = false
+        let exists = manager.fileExists(atPath: target.path, isDirectory: &isDirectory)
+        if exists {
+            let contents = (try? manager.contentsOfDirectory(atPath: target.path)) ?? ["?"]
+            if !(isDirectory.boolValue && contents.isEmpty) && !overwrite {
+                throw ByteLevelBPEError.invalid(
+                    path: target.path, reason: "already exists; remove it, choose another --out, or pass --overwrite")
+            }
+        }
+        do {
+            try manager.createDirectory(at: parent, withIntermediateDirectories: true)
+        } catch {
+            throw ByteLevelBPEError.invalid(path: parent.path, reason: "cannot create the directory (\(error.localizedDescription))")
+        }
+        let temporary = parent.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())")
+        try? manager.removeItem(at: temporary)
+        var committed = false
+        defer { if !committed { try? manager.removeItem(at: temporary) } }
+        do {
+            try manager.createDirectory(at: temporary, withIntermediateDirectories: false)
+            for (name, text) in files(of: model) {
+                try Foundation.Data(text.utf8).write(to: temporary.appendingPathComponent(name))
+            }
+        } catch {
+            throw ByteLevelBPEError.invalid(path: temporary.path, reason: "cannot write (\(error.localizedDescription))")
+        }
+        if exists {
+            let old = parent.appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
+            do {
+                try manager.moveItem(at: target, to: old)
+                try manager.moveItem(at: temporary, to: target)
+            } catch {
+                throw ByteLevelBPEError.invalid(path: target.path, reason: "cannot replace it (\(error.localizedDescription))")
+            }
+            try? manager.removeItem(at: old)
+        } else {
+            guard rename(temporary.path, target.path) == 0 else {
+                throw ByteLevelBPEError.invalid(path: target.path, reason: String(cString: strerror(errno)))
+            }
+        }
+        committed = true
+    }
+
+    /// The files `write` writes, by name, with their text.
+    public static func files(of model: ByteLevelBPEModel) -> [(name: String, text: String)] {
+        let vocabulary = JSONValue.object(model.tokens.enumerated().map { ($0.element, .integer($0.offset)) })
+        let merges = model.merges.map { "\($0.0) \($0.1)\n" }.joined()
+        var config: [(key: String, value: JSONValue)] = [
+            ("tokenizer_class", .string("GPT2Tokenizer")), ("add_prefix_space", .bool(false)),
+        ]
+        if model.specialTokens.contains(endOfText) {
+            config += [("bos_token", .string(endOfText)), ("eos_token", .string(endOfText)), ("unk_token", .string(endOfText))]
+        }
+        // tokenizers writes tokenizer.json and vocab.json without a final line break.
+        return [
+            (tokenizerFile, String(tokenizerJSON(of: model).prettyText().dropLast())),
+            (vocabularyFile, vocabulary.compactText()),
+            (mergesFile, "#version: 0.2\n" + merges),
+            (configFile, JSONValue.object(config).prettyText()),
+        ]
+    }
+
+    /// tokenizer.json as `tokenizers` serialises a `ByteLevelBPETokenizer`.
+    public static func tokenizerJSON(of model: ByteLevelBPEModel) -> JSONValue {
+        var firstID: [String: Int] = [:]
+        for (id, token) in model.tokens.enumerated() where firstID[token] == nil { firstID[token] = id }
+        let added: [JSONValue] = model.specialTokens.compactMap { token in
+            firstID[token].map { id in
+                .object([
+                    ("id", .integer(id)), ("content", .string(token)), ("single_word", .bool(false)), ("lstrip", .bool(false)),
+                    ("rstrip", .bool(false)), ("normalized", .bool(false)), ("special", .bool(true)),
+                ])
+            }
+        }
+        func byteLevel(addPrefixSpace: Bool, trimOffsets: Bool) -> JSONValue {
+            .object([
+                ("type", .string("ByteLevel")), ("add_prefix_space", .bool(addPrefixSpace)),
+                ("trim_offsets", .bool(trimOffsets)), ("use_regex", .bool(true)),
+            ])
+        }
+        return .object([
+            ("version", .string("1.0")), ("truncation", .null), ("padding", .null), ("added_tokens", .array(added)),
+            ("normalizer", .null),
+            ("pre_tokenizer", byteLevel(addPrefixSpace: false, trimOffsets: true)),
+            // The library's defaults for these two, as ByteLevelBPETokenizer sets them.
+            ("post_processor", byteLevel(addPrefixSpace: true, trimOffsets: false)),
+            ("decoder", byteLevel(addPrefixSpace: true, trimOffsets: true)),
+            ("model", .object([
+                ("type", .string("BPE")), ("dropout", .null), ("unk_token", .null), ("continuing_subword_prefix", .null),
+                ("end_of_word_suffix", .null), ("fuse_unk", .bool(false)), ("byte_fallback", .bool(false)),
+                ("ignore_merges", .bool(false)),
+                ("vocab", .object(model.tokens.enumerated().map { ($0.element, .integer($0.offset)) })),
+                ("merges", .array(model.merges.map { .array([.string($0.0), .string($0.1)]) })),
+            ])),
+        ])
     }
 
     private static func read(_ path: String) throws -> String {
