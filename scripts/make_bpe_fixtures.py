@@ -20,6 +20,10 @@ Outputs, all committed, in Tests/DataTests/Fixtures/bpe/:
                        the SHA-256 of the ids (little-endian int32 per id, then int32 -1 per line).
   shared-corpus-digests.json (--shared-digests)
                        the same over every file of ../shared/corpora, for the whole-corpus check .ci/run adds.
+  shared-corpus-training.json (--shared-digests)
+                       what tokenizers learns from every file of ../shared/corpora with TRAINING_VOCAB_SIZE tokens
+                       (min_frequency 2, <|endoftext|>): the SHA-256 of the vocab.json and merges.txt it saves, for
+                       the whole-corpus check of `swiftbert vocab --bpe` (ByteLevelBPETrainerTests).
 
 A "line" is what text.split("\\n") gives on the UTF-8 file; each line is encoded on its own.
 
@@ -41,6 +45,7 @@ from make_tokenizer_fixtures import (ROOT, SHARED_CORPORA, corpus_lines, reposit
 
 OUT = os.path.join(ROOT, "Tests", "DataTests", "Fixtures", "bpe")
 VOCAB_SIZE = 1200
+TRAINING_VOCAB_SIZE = 8000
 BLOCK_LINES = 200
 END_OF_TEXT = "<|endoftext|>"
 
@@ -123,6 +128,26 @@ def write_digests(tokenizer, root, relative_paths, name):
     print(f"{name}: {len(files)} files, {sum(file['lines'] for file in files)} lines")
 
 
+def write_training_digest():
+    import tempfile
+    files = shared_corpus_files()
+    tokenizer = ByteLevelBPETokenizer()
+    tokenizer.train([os.path.join(SHARED_CORPORA, relative) for relative in files], vocab_size=TRAINING_VOCAB_SIZE,
+                    min_frequency=2, special_tokens=[END_OF_TEXT], show_progress=False)
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer.save_model(directory)
+        digests = {}
+        for name in ["vocab.json", "merges.txt"]:
+            with open(os.path.join(directory, name), "rb") as f:
+                digests[name] = hashlib.sha256(f.read()).hexdigest()
+    record = {"files": files, "vocabSize": TRAINING_VOCAB_SIZE, "minFrequency": 2, "specialTokens": [END_OF_TEXT],
+              "sha256": digests}
+    with open(os.path.join(OUT, "shared-corpus-training.json"), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=0)
+        f.write("\n")
+    print(f"shared-corpus-training.json: {len(files)} files, vocab {TRAINING_VOCAB_SIZE}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared-digests", action="store_true", help="also the digests over ../shared/corpora")
@@ -132,6 +157,7 @@ def main():
     write_digests(tokenizer, ROOT, repository_corpus_files(), "corpus-digests.json")
     if args.shared_digests:
         write_digests(tokenizer, SHARED_CORPORA, shared_corpus_files(), "shared-corpus-digests.json")
+        write_training_digest()
 
 
 if __name__ == "__main__":

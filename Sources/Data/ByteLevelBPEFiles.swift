@@ -126,18 +126,11 @@ extension ByteLevelBPE {
     /// end, so an error leaves nothing behind. An existing non-empty `directory` is an error unless
     /// `overwrite`, and is then replaced whole.
     public static func write(_ model: ByteLevelBPEModel, to directory: String, overwrite: Bool = false) throws {
+        try checkOutput(directory, overwrite: overwrite)
         let manager = FileManager.default
         let target = URL(fileURLWithPath: directory).standardizedFileURL
         let parent = target.deletingLastPathComponent()
-        var isDirectory: ObjCBool = false
-        let exists = manager.fileExists(atPath: target.path, isDirectory: &isDirectory)
-        if exists {
-            let contents = (try? manager.contentsOfDirectory(atPath: target.path)) ?? ["?"]
-            if !(isDirectory.boolValue && contents.isEmpty) && !overwrite {
-                throw ByteLevelBPEError.invalid(
-                    path: target.path, reason: "already exists; remove it, choose another --out, or pass --overwrite")
-            }
-        }
+        let exists = manager.fileExists(atPath: target.path)
         do {
             try manager.createDirectory(at: parent, withIntermediateDirectories: true)
         } catch {
@@ -170,6 +163,20 @@ extension ByteLevelBPE {
             }
         }
         committed = true
+    }
+
+    /// Throws unless `write(_:to:overwrite:)` may write `directory`: it does not exist, is an empty
+    /// directory, or `overwrite`. Checked before a long run, so a user learns it at once.
+    public static func checkOutput(_ directory: String, overwrite: Bool) throws {
+        let manager = FileManager.default
+        let target = URL(fileURLWithPath: directory).standardizedFileURL
+        var isDirectory: ObjCBool = false
+        guard manager.fileExists(atPath: target.path, isDirectory: &isDirectory), !overwrite else { return }
+        let contents = (try? manager.contentsOfDirectory(atPath: target.path)) ?? ["?"]
+        if !(isDirectory.boolValue && contents.isEmpty) {
+            throw ByteLevelBPEError.invalid(
+                path: target.path, reason: "already exists; remove it, choose another --out, or pass --overwrite")
+        }
     }
 
     /// The files `write` writes, by name, with their text.

@@ -74,6 +74,7 @@ struct Vocab: ParsableCommand {
     }
 
     private func runBPE() throws {
+        try ByteLevelBPE.checkOutput(out, overwrite: overwrite)
         let files = try Self.files(in: input)
         var trainer = ByteLevelBPETrainer(minimumPairFrequency: minFrequency)
         let status = StatusLine()

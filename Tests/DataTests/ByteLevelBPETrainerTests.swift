@@ -38,6 +38,33 @@ final class ByteLevelBPETrainerTests: XCTestCase {
         XCTAssertEqual(files[ByteLevelBPE.tokenizerFile], try fixture("tokenizer.json"))
     }
 
+    /// With `SWIFTBERT_SHARED_CORPORA`: the whole of `../shared/corpora` with 8,000 tokens gives the
+    /// vocab.json and merges.txt tokenizers saves (their SHA-256 in shared-corpus-training.json).
+    func testSharedCorporaLearnWhatTokenizersLearns() throws {
+        guard let corpora = try TokenizerFixtures.sharedCorpora() else {
+            throw XCTSkip("set \(TokenizerFixtures.sharedCorporaVariable) to ../shared/corpora for the whole-corpus check")
+        }
+        struct Reference: Decodable {
+            let files: [String]
+            let vocabSize: Int
+            let minFrequency: Int
+            let specialTokens: [String]
+            let sha256: [String: String]
+        }
+        let reference = try JSONDecoder().decode(
+            Reference.self, from: Foundation.Data(contentsOf: Self.fixtures.appendingPathComponent("shared-corpus-training.json")))
+        XCTAssertEqual(reference.files, corpora.files, "regenerate with scripts/make_bpe_fixtures.py --shared-digests")
+        let start = Date()
+        var trainer = ByteLevelBPETrainer(specialTokens: reference.specialTokens, minimumPairFrequency: reference.minFrequency)
+        try trainer.add(contentsOfFiles: reference.files.map { corpora.root.appendingPathComponent($0).path })
+        let model = try trainer.learn(vocabularySize: reference.vocabSize)
+        print("byte-level BPE training: \(model.merges.count) merges in " + String(format: "%.2f s", Date().timeIntervalSince(start)))
+        for (name, text) in ByteLevelBPE.files(of: model) where reference.sha256[name] != nil {
+            let digest = SHA256.hash(data: Foundation.Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+            XCTAssertEqual(digest, reference.sha256[name], name)
+        }
+    }
+
     /// Counting on 1, 2 or 5 threads gives the same words, and so the same tokenizer.
     func testThreadCountDoesNotChangeTheResult() throws {
         let corpora = try TokenizerFixtures.repositoryCorpora()

@@ -43,6 +43,40 @@ final class DataCommandTests: XCTestCase {
         XCTAssertEqual(Array(tokens[100...103]), ["[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     }
 
+    /// `vocab --bpe` writes a directory the byte-level tokenizer loads, refuses to replace it without
+    /// --overwrite, and rejects WordPiece's flags and sizes with no merge.
+    func testVocabBPEWritesATokenizerDirectory() throws {
+        let directory = TrainingFixture.runDirectory("vocab-bpe")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let input = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/corpora/python-docs").path
+        let out = directory + "/tokenizer"
+        let arguments = ["vocab", "--bpe", "--input", input, "--size", "400", "--out", out]
+        let result = try Tool.swiftbert(arguments)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("wrote 400 tokens and 143 merges to \(out)"), result.stdout)
+        XCTAssertEqual(
+            try FileManager.default.contentsOfDirectory(atPath: out).sorted(),
+            ["merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json"])
+        let merges = try String(contentsOfFile: out + "/merges.txt", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(merges.first, "#version: 0.2")
+        XCTAssertEqual(merges.count, 144)
+
+        let again = try Tool.swiftbert(arguments)
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("pass --overwrite"), again.stderr)
+        let replaced = try Tool.swiftbert(["vocab", "--bpe", "--input", input, "--size", "300", "--out", out, "--overwrite"])
+        XCTAssertEqual(replaced.status, 0, replaced.stderr)
+        XCTAssertEqual(try String(contentsOfFile: out + "/merges.txt", encoding: .utf8).split(separator: "\n").count, 44)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: directory), ["tokenizer"])
+
+        for (flags, message) in [(["--size", "400", "--cased"], "--cased is for WordPiece"), (["--size", "257"], "--size must exceed 257")] {
+            let failed = try Tool.swiftbert(["vocab", "--bpe", "--input", input, "--out", directory + "/other"] + flags)
+            XCTAssertNotEqual(failed.status, 0)
+            XCTAssertTrue(failed.stderr.contains(message), failed.stderr)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/other"))
+    }
+
     func testPrepareRejectsBadInputWithoutLeavingOutput() throws {
         let directory = TrainingFixture.runDirectory("bad-input")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
