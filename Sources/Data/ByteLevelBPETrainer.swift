@@ -105,7 +105,7 @@ public struct ByteLevelBPETrainer {
         }
     }
 
-    /// Lines are at most this many bytes past a chunk's nominal size; chunks keep all threads busy.
+    /// Chunks of about this size (up to the next line break) keep every thread busy to the end.
     private static let chunkBytes = 1 << 20
 
     /// The pre-tokens of each line of `text`, its line break included, counted.

@@ -65,7 +65,7 @@ final class ByteLevelBPETrainerTests: XCTestCase {
         }
     }
 
-    /// Counting on 1, 2 or 5 threads gives the same words, and so the same tokenizer.
+    /// Counting on 1, 5 or all cores' threads gives the same words, and so the same tokenizer.
     func testThreadCountDoesNotChangeTheResult() throws {
         let corpora = try TokenizerFixtures.repositoryCorpora()
         let paths = corpora.files.map { corpora.root.appendingPathComponent($0).path }
