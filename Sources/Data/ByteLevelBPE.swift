@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// GPT-2's tokenizer: byte-level byte-pair encoding, as OpenAI's encoder and the `tokenizers`
@@ -102,6 +103,27 @@ public final class ByteLevelBPE: @unchecked Sendable {
     public func id(ofSpelled token: String) -> Int32? {
         if let added = addedTokens.first(where: { $0.content == token }) { return added.id }
         return Self.bytes(ofSpelled: token).flatMap { idsByBytes[$0] }
+    }
+
+    /// Number of ids: vocabulary and added tokens (the embedding rows a model needs).
+    public var idCount: Int { tokenBytes.count }
+
+    /// SHA-256 hex of a canonical description of what the tokenizer does, so the same tokenizer read
+    /// from tokenizer.json or from vocab.json + merges.txt has the same fingerprint. The described
+    /// text is, line by line: "swiftbert-byte-level-bpe 1"; "vocab N", then "id hex" for each entry in
+    /// id order (hex: the token's bytes); "merges M", then "left-id right-id" in rank order; "added K",
+    /// then "id hex" for each added token in id order (hex: its UTF-8); "ignore_merges 0" or "1".
+    public var fingerprint: String {
+        var lines = ["swiftbert-byte-level-bpe 1", "vocab \(idsByBytes.count)"]
+        for (bytes, id) in idsByBytes.sorted(by: { $0.value < $1.value }) { lines.append("\(id) \(hexString(bytes))") }
+        let ranked = merges.sorted { $0.value.rank < $1.value.rank }
+        lines.append("merges \(ranked.count)")
+        for (key, _) in ranked { lines.append("\(Int32(bitPattern: UInt32(key >> 32))) \(Int32(bitPattern: UInt32(key & 0xFFFF_FFFF)))") }
+        let added = addedTokens.sorted { $0.id < $1.id }
+        lines.append("added \(added.count)")
+        for (content, id) in added { lines.append("\(id) \(hexString(content.utf8))") }
+        lines.append("ignore_merges \(ignoreMerges ? 1 : 0)")
+        return hexString(SHA256.hash(data: Array((lines.joined(separator: "\n") + "\n").utf8)))
     }
 
     // MARK: - BPE

@@ -16,8 +16,14 @@ extension ByteLevelBPE {
     /// The tokenizer of a directory: tokenizer.json when present, else vocab.json and merges.txt
     /// (with `<|endoftext|>` as an added token when the vocabulary has it, as GPT-2's tokenizer does).
     public static func load(directory: String) throws -> ByteLevelBPE {
+        let files = try files(inDirectory: directory)
+        return files.count == 1 ? try load(tokenizerJSON: files[0]) : try load(vocabularyJSON: files[0], merges: files[1])
+    }
+
+    /// The files `load(directory:)` reads: [tokenizer.json], or [vocab.json, merges.txt].
+    public static func files(inDirectory directory: String) throws -> [String] {
         let json = (directory as NSString).appendingPathComponent(tokenizerFile)
-        if FileManager.default.fileExists(atPath: json) { return try load(tokenizerJSON: json) }
+        if FileManager.default.fileExists(atPath: json) { return [json] }
         let vocabulary = (directory as NSString).appendingPathComponent(vocabularyFile)
         let merges = (directory as NSString).appendingPathComponent(mergesFile)
         guard FileManager.default.fileExists(atPath: vocabulary), FileManager.default.fileExists(atPath: merges) else {
@@ -25,7 +31,7 @@ extension ByteLevelBPE {
                 path: directory, reason: "has neither \(tokenizerFile) nor \(vocabularyFile) and \(mergesFile); save the "
                     + "tokenizer beside the weights (tokenizer.save_pretrained(DIR) in transformers)")
         }
-        return try load(vocabularyJSON: vocabulary, merges: merges)
+        return [vocabulary, merges]
     }
 
     /// GPT-2's vocab.json (token -> id) and merges.txt (one merge a line, ranks in line order, after an

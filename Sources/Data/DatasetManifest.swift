@@ -7,7 +7,28 @@ public enum DataSplit: String, Codable, CaseIterable, Sendable {
     case validation
 }
 
+/// What a prepared data directory trains.
+public enum PretrainingObjective: String, Codable, CaseIterable, Sendable {
+    /// BERT: `[CLS] A [SEP] B [SEP]` instances, masked at load time, with NSP labels.
+    case mlm
+    /// GPT-2: documents' tokens, each document followed by end-of-text, packed into sequences of
+    /// `max_seq_length` tokens (the last one of a split may be shorter); no special tokens inside.
+    case causalLM = "causal_lm"
+}
+
 /// `manifest.json` of a prepared data directory: what the shards hold and how they were made.
+///
+/// `objective` is "mlm" or "causal_lm"; a manifest without the key was written before causal LM
+/// data existed and is "mlm". Causal LM data differs in:
+/// - `vocabulary`: `file` is `tokenizer.json` (or `vocab.json`, with `merges.txt` beside it), copied
+///   from the tokenizer given; `fingerprint` is `ByteLevelBPE.fingerprint` (the same for the same
+///   tokenizer in either file format); `size` counts every id, added tokens included; `lowercase`
+///   false; `eos_id` is `<|endoftext|>`, which also serves as `pad_id`. GPT-2 has no unknown,
+///   classifier, separator or mask token, so `unk_id`, `cls_id`, `sep_id` and `mask_id` are -1.
+/// - `instances`: `nsp_mode` none, `short_seq_prob` 0; `masking` is unused (defaults).
+/// - `corpus.sentences` counts lines (google format) or paragraphs (documents format): causal LM
+///   data does not split sentences.
+/// - every shard record is a whole sequence: segment A length = its token count, NSP label 0.
 public struct DatasetManifest: Codable, Equatable, Sendable {
     public static let fileName = "manifest.json"
     public static let formatName = "swiftbert-pretraining-data"
@@ -24,10 +45,27 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
         public var classifierID: Int32
         public var separatorID: Int32
         public var maskID: Int32
+        /// `<|endoftext|>` of causal LM data; absent (nil) in MLM data.
+        public var endOfTextID: Int32?
+
+        public init(fingerprint: String, size: Int, file: String, lowercase: Bool, padID: Int32, unknownID: Int32,
+                    classifierID: Int32, separatorID: Int32, maskID: Int32, endOfTextID: Int32? = nil) {
+            self.fingerprint = fingerprint
+            self.size = size
+            self.file = file
+            self.lowercase = lowercase
+            self.padID = padID
+            self.unknownID = unknownID
+            self.classifierID = classifierID
+            self.separatorID = separatorID
+            self.maskID = maskID
+            self.endOfTextID = endOfTextID
+        }
 
         enum CodingKeys: String, CodingKey {
             case fingerprint, size, file, lowercase
             case padID = "pad_id", unknownID = "unk_id", classifierID = "cls_id", separatorID = "sep_id", maskID = "mask_id"
+            case endOfTextID = "eos_id"
         }
     }
 
@@ -84,6 +122,7 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
 
     public var format: String
     public var version: Int
+    public var objective: PretrainingObjective = .mlm
     public var vocabulary: VocabularyInfo
     public var instances: InstanceSettings
     public var masking: MaskingSettings
@@ -91,6 +130,48 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
     public var corpus: CorpusInfo
     public var train: SplitInfo
     public var validation: SplitInfo
+
+    enum CodingKeys: String, CodingKey {
+        case format, version, objective, vocabulary, instances, masking, preparation, corpus, train, validation
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decode(String.self, forKey: .format)
+        version = try container.decode(Int.self, forKey: .version)
+        if let name = try container.decodeIfPresent(String.self, forKey: .objective) {
+            guard let objective = PretrainingObjective(rawValue: name) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .objective, in: container,
+                    debugDescription: "'\(name)' is not one of \(PretrainingObjective.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.objective = objective
+        } else {
+            objective = .mlm
+        }
+        vocabulary = try container.decode(VocabularyInfo.self, forKey: .vocabulary)
+        instances = try container.decode(InstanceSettings.self, forKey: .instances)
+        masking = try container.decode(MaskingSettings.self, forKey: .masking)
+        preparation = try container.decode(PreparationInfo.self, forKey: .preparation)
+        corpus = try container.decode(CorpusInfo.self, forKey: .corpus)
+        train = try container.decode(SplitInfo.self, forKey: .train)
+        validation = try container.decode(SplitInfo.self, forKey: .validation)
+    }
+
+    public init(format: String = formatName, version: Int = currentVersion, objective: PretrainingObjective = .mlm,
+                vocabulary: VocabularyInfo, instances: InstanceSettings, masking: MaskingSettings,
+                preparation: PreparationInfo, corpus: CorpusInfo, train: SplitInfo, validation: SplitInfo) {
+        self.format = format
+        self.version = version
+        self.objective = objective
+        self.vocabulary = vocabulary
+        self.instances = instances
+        self.masking = masking
+        self.preparation = preparation
+        self.corpus = corpus
+        self.train = train
+        self.validation = validation
+    }
 
     public func split(_ split: DataSplit) -> SplitInfo {
         split == .train ? train : validation
@@ -127,9 +208,28 @@ public struct DatasetManifest: Codable, Equatable, Sendable {
         guard v.size >= Vocabulary.specialTokens.count, v.size <= Int(Int32.max) else {
             return "vocabulary.size is \(v.size); it must be between \(Vocabulary.specialTokens.count) and \(Int32.max)"
         }
-        for (key, id) in [("pad_id", v.padID), ("unk_id", v.unknownID), ("cls_id", v.classifierID),
-                          ("sep_id", v.separatorID), ("mask_id", v.maskID)] where !(0..<Int32(v.size)).contains(id) {
-            return "vocabulary.\(key) is \(id), outside the vocabulary of \(v.size) tokens"
+        let ids = 0..<Int32(v.size)
+        switch objective {
+        case .mlm:
+            for (key, id) in [("pad_id", v.padID), ("unk_id", v.unknownID), ("cls_id", v.classifierID),
+                              ("sep_id", v.separatorID), ("mask_id", v.maskID)] where !ids.contains(id) {
+                return "vocabulary.\(key) is \(id), outside the vocabulary of \(v.size) tokens"
+            }
+        case .causalLM:
+            // Sequences are padded with pad_id and separated by eos_id; the BERT ids are unused (-1).
+            guard let eos = v.endOfTextID else {
+                return "vocabulary.eos_id is missing; causal_lm data separates documents with it"
+            }
+            for (key, id) in [("eos_id", eos), ("pad_id", v.padID)] where !ids.contains(id) {
+                return "vocabulary.\(key) is \(id), outside the vocabulary of \(v.size) tokens"
+            }
+            for (key, id) in [("unk_id", v.unknownID), ("cls_id", v.classifierID), ("sep_id", v.separatorID),
+                              ("mask_id", v.maskID)] where id != -1 && !ids.contains(id) {
+                return "vocabulary.\(key) is \(id); causal_lm data has -1 (none) or an id below \(v.size)"
+            }
+            guard instances.nextSentenceMode == .none else {
+                return "instances.nsp_mode is \(instances.nextSentenceMode.rawValue); causal_lm data has none"
+            }
         }
         do {
             try instances.validate()

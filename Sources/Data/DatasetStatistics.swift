@@ -36,7 +36,8 @@ public struct DatasetStatistics: Sendable {
             instances += shard.instanceCount
         }
         if instances == 0 { shortestSequence = 0 }
-        let limit = min(instances, maskingSampleLimit)
+        // Causal LM data is not masked.
+        let limit = dataset.manifest.objective == .mlm ? min(instances, maskingSampleLimit) : 0
         let batchSize = 256
         var start = 0
         while start < limit {

@@ -31,6 +31,8 @@ public struct PretrainingBatch: Sendable {
 /// One split of a prepared data directory, memory-mapped, with masking applied at load time.
 ///
 /// Global sample index `i` is instance `i` of the split in shard order (shards in manifest order).
+/// Causal LM data (`manifest.objective`) opens the same way; its sequences are read with
+/// `location(of:)` and `Shard.tokens(of:)`, since `batch` builds masked MLM batches only.
 /// Opening checks the manifest, each shard's header and size, and that the shards agree with the
 /// manifest and with `expectedVocabularyFingerprint`; `verifyChecksums()` reads everything; `batch`
 /// checks the values of each record it reads.
@@ -61,7 +63,8 @@ public final class PretrainingDataset: @unchecked Sendable {
         var total = 0
         for info in manifest.split(split).shards {
             let path = (directory as NSString).appendingPathComponent(info.file)
-            let shard = try Shard(path: path, expectedVocabularyFingerprint: manifest.vocabulary.fingerprint)
+            let shard = try Shard(
+                path: path, expectedVocabularyFingerprint: manifest.vocabulary.fingerprint, objective: manifest.objective)
             guard shard.header.instanceCount == info.instances, shard.header.tokenCount == info.tokens,
                   hexString(shard.header.payloadSHA256) == info.sha256,
                   shard.header.sequenceLength == manifest.instances.maxSequenceLength else {
@@ -111,6 +114,11 @@ public final class PretrainingDataset: @unchecked Sendable {
 
     /// As `batch(sampleIndices:epoch:seed:)`, adding what masking did to `counts`.
     public func batch(sampleIndices: [Int], epoch: Int, seed: UInt64, counts: inout MaskingCounts) throws -> PretrainingBatch {
+        guard manifest.objective == .mlm else {
+            throw DataError.invalidSetting(
+                name: directory,
+                reason: "the data is \(manifest.objective.rawValue), not mlm; masked batches need data prepared with --objective mlm")
+        }
         let B = sampleIndices.count, T = sequenceLength
         var inputIDs = [Int32](repeating: manifest.vocabulary.padID, count: B * T)
         var tokenTypeIDs = [Int32](repeating: 0, count: B * T)

@@ -3,22 +3,38 @@ import Foundation
 import Kernels
 
 /// What `prepare` needs from a tokenizer: ids for text, the special ids, which ids are WordPiece
-/// continuations (for whole-word masking) and the vocabulary's identity.
+/// continuations (for whole-word masking), the vocabulary's identity and its files.
 public struct PreparationTokenizer: Sendable {
-    public var vocabularyFile: String
+    /// A tokenizer file the data directory carries, so it is complete wherever it is moved.
+    public struct File: Sendable, Equatable {
+        public var source: String
+        /// Its name in the data directory.
+        public var name: String
+
+        public init(source: String, name: String) {
+            self.source = source
+            self.name = name
+        }
+    }
+
+    /// Copied into the data directory; the manifest's `vocabulary.file` names the first.
+    public var files: [File]
     public var fingerprint: String
     public var vocabularySize: Int
     public var lowercase: Bool
+    /// -1 where the tokenizer has no such token (GPT-2 has no [UNK], [CLS], [SEP] or [MASK]).
     public var padID, unknownID, classifierID, separatorID, maskID: Int32
+    /// The token that ends each document of causal LM data; nil for WordPiece.
+    public var endOfTextID: Int32?
     /// [V]: true for "##..." pieces.
     public var isContinuation: [Bool]
     /// Text -> ids, without [CLS]/[SEP]; called from several threads at once.
     public var encode: @Sendable (String) -> [Int32]
 
-    public init(vocabularyFile: String, fingerprint: String, vocabularySize: Int, lowercase: Bool,
+    public init(files: [File], fingerprint: String, vocabularySize: Int, lowercase: Bool,
                 padID: Int32, unknownID: Int32, classifierID: Int32, separatorID: Int32, maskID: Int32,
-                isContinuation: [Bool], encode: @escaping @Sendable (String) -> [Int32]) {
-        self.vocabularyFile = vocabularyFile
+                endOfTextID: Int32? = nil, isContinuation: [Bool], encode: @escaping @Sendable (String) -> [Int32]) {
+        self.files = files
         self.fingerprint = fingerprint
         self.vocabularySize = vocabularySize
         self.lowercase = lowercase
@@ -27,6 +43,7 @@ public struct PreparationTokenizer: Sendable {
         self.classifierID = classifierID
         self.separatorID = separatorID
         self.maskID = maskID
+        self.endOfTextID = endOfTextID
         self.isContinuation = isContinuation
         self.encode = encode
     }
@@ -34,6 +51,7 @@ public struct PreparationTokenizer: Sendable {
 
 /// Settings of `swiftbert prepare`.
 public struct PrepareSettings: Sendable {
+    public var objective: PretrainingObjective = .mlm
     public var inputs: [String]
     public var format: CorpusFormat = .auto
     public var outputDirectory: String
@@ -58,10 +76,13 @@ public struct PrepareSettings: Sendable {
         self.outputDirectory = outputDirectory
     }
 
-    /// Text bytes processed together. A chunk's text, the tokens of two chunks (the random-next
+    /// Text bytes processed together. MLM: a chunk's text, the tokens of two chunks (the random-next
     /// pool) and the instances made from one chunk (dupe_factor copies of its tokens, 4 bytes a
     /// token of about 4 bytes of text) are in memory at once: about (4 + dupe_factor) times the chunk.
-    public var chunkBytes: Int { max(1 << 20, memoryLimitBytes / (4 + dupeFactor)) }
+    /// Causal LM: the text twice (lines and the text as is), its tokens and its sequences: about 4 times.
+    public var chunkBytes: Int {
+        max(1 << 20, memoryLimitBytes / (objective == .mlm ? 4 + dupeFactor : 4))
+    }
 
     public func validate() throws {
         guard !inputs.isEmpty else { throw DataError.invalidSetting(name: "--input", reason: "give at least one file or directory") }
@@ -76,6 +97,9 @@ public struct PrepareSettings: Sendable {
         }
         guard shardBytes >= 1 << 16 else { throw DataError.invalidSetting(name: "--shard-size", reason: "must be at least 64 KB") }
         guard workerCount >= 1 else { throw DataError.invalidSetting(name: "--threads", reason: "must be at least 1") }
+        if objective == .causalLM && instances.nextSentenceMode != .none {
+            throw DataError.invalidSetting(name: "--nsp", reason: "causal LM data has no next sentence prediction; use none")
+        }
     }
 }
 
@@ -87,7 +111,8 @@ public struct PrepareProgress: Sendable {
     public var validationInstances: Int
 }
 
-/// Documents -> pretraining instances -> shards, streaming.
+/// Documents -> pretraining instances -> shards, streaming, for BERT (MLM/NSP instances) or for a
+/// causal LM (packed sequences, see `prepareCausalLM`), by `settings.objective`.
 ///
 /// The corpus is read in chunks of about `chunkBytes` of text (and at least two documents). Each
 /// chunk is tokenized on all cores (one task per document), then every document's instances are
@@ -172,51 +197,119 @@ public final class Preparer {
         var instances = 0
         var tokens = 0
         var nspLabelCounts: [Int]
+        /// Causal LM: tokens not yet in a full sequence, from `packedUpTo` on.
+        var pending: [UInt32] = []
+        var packedUpTo = 0
 
         var info: DatasetManifest.SplitInfo {
             .init(documents: documents, instances: instances, tokens: tokens, nspLabelCounts: nspLabelCounts, shards: shards)
         }
     }
 
+    /// One chunk of the corpus as read.
+    private struct Chunk {
+        var documents: [RawDocument] = []
+        var bytes = 0
+        /// The corpus has no more documents.
+        var exhausted = false
+    }
+
     private func prepare(into directory: String, progress: ((PrepareProgress) -> Void)?) throws -> DatasetManifest {
         let reader = try CorpusReader(inputs: settings.inputs, format: settings.format,
-                                      maxDocumentBytes: settings.chunkBytes / 2)
-        let builder = InstanceBuilder(settings: settings.instances, classifierID: tokenizer.classifierID,
-                                      separatorID: tokenizer.separatorID)
+                                      maxDocumentBytes: settings.chunkBytes / 2, keepsText: settings.objective == .causalLM)
         let labelCount = max(1, settings.instances.nextSentenceMode.classCount)
         var splits = [SplitState(split: .train, nspLabelCounts: Array(repeating: 0, count: labelCount)),
                       SplitState(split: .validation, nspLabelCounts: Array(repeating: 0, count: labelCount))]
         var corpus = DatasetManifest.CorpusInfo(files: reader.files.count, bytes: 0, documents: 0, sentences: 0, tokens: 0)
+        switch settings.objective {
+        case .mlm: try prepareMaskedLM(reader: reader, splits: &splits, corpus: &corpus, directory: directory, progress: progress)
+        case .causalLM: try prepareCausalLM(reader: reader, splits: &splits, corpus: &corpus, directory: directory, progress: progress)
+        }
+        for s in splits.indices { try closeShard(&splits[s]) }
+        if corpus.tokens == 0 { throw DataError.emptyCorpus(paths: settings.inputs) }
+        guard splits[0].instances > 0 else {
+            throw DataError.invalidSetting(
+                name: "--validation-fraction",
+                reason: "no training instances were made from \(corpus.documents) document(s); lower the validation fraction or add text")
+        }
+
+        // The data directory carries its tokenizer files, so that it is complete wherever it is moved
+        // and checkpoints of models trained on it can include them.
+        for file in tokenizer.files {
+            let copy = (directory as NSString).appendingPathComponent(file.name)
+            do {
+                try FileManager.default.copyItem(atPath: file.source, toPath: copy)
+            } catch {
+                throw DataError.writeFailed(path: copy, reason: "cannot copy \(file.source): \(error.localizedDescription)")
+            }
+        }
+        let causal = settings.objective == .causalLM
+        let manifest = DatasetManifest(
+            objective: settings.objective,
+            vocabulary: .init(fingerprint: tokenizer.fingerprint, size: tokenizer.vocabularySize,
+                              file: tokenizer.files[0].name, lowercase: tokenizer.lowercase,
+                              padID: tokenizer.padID, unknownID: tokenizer.unknownID, classifierID: tokenizer.classifierID,
+                              separatorID: tokenizer.separatorID, maskID: tokenizer.maskID,
+                              endOfTextID: causal ? tokenizer.endOfTextID : nil),
+            instances: settings.instances, masking: causal ? MaskingSettings() : settings.masking,
+            preparation: .init(inputs: settings.inputs, inputFormat: settings.format.rawValue,
+                               dupeFactor: causal ? 1 : settings.dupeFactor, seed: settings.seed,
+                               validationFraction: settings.validationFraction, chunkBytes: settings.chunkBytes,
+                               shardBytes: settings.shardBytes),
+            corpus: corpus, train: splits[0].info, validation: splits[1].info)
+        try manifest.write(directory: directory)
+        return manifest
+    }
+
+    private func report(_ corpus: DatasetManifest.CorpusInfo, _ splits: [SplitState], to progress: ((PrepareProgress) -> Void)?) {
+        progress?(PrepareProgress(bytesRead: corpus.bytes, documents: corpus.documents,
+                                  trainInstances: splits[0].instances, validationInstances: splits[1].instances))
+    }
+
+    /// Documents until `chunkBytes` of text (and at least two), or to the end of the corpus.
+    private func readChunk(_ reader: CorpusReader) throws -> Chunk {
+        var chunk = Chunk()
+        while chunk.bytes < settings.chunkBytes || chunk.documents.count < 2 {
+            guard let document = try reader.next() else {
+                chunk.exhausted = true
+                break
+            }
+            chunk.bytes += document.byteCount
+            chunk.documents.append(document)
+        }
+        return chunk
+    }
+
+    // MARK: - Masked LM
+
+    private func prepareMaskedLM(
+        reader: CorpusReader, splits: inout [SplitState], corpus: inout DatasetManifest.CorpusInfo, directory: String,
+        progress: ((PrepareProgress) -> Void)?
+    ) throws {
+        guard tokenizer.endOfTextID == nil, [tokenizer.classifierID, tokenizer.separatorID, tokenizer.maskID].allSatisfy({ $0 >= 0 }) else {
+            throw DataError.invalidSetting(name: "--vocab", reason: "MLM data needs a WordPiece vocabulary with [CLS], [SEP] and [MASK]")
+        }
+        let builder = InstanceBuilder(settings: settings.instances, classifierID: tokenizer.classifierID,
+                                      separatorID: tokenizer.separatorID)
         var previousChunk: [TokenizedDocument] = []
         var firstChunk = true
 
         while true {
-            // Read one chunk.
-            var raw: [RawDocument] = []
-            var chunkBytes = 0
-            var exhausted = false
-            while chunkBytes < settings.chunkBytes || raw.count < 2 {
-                guard let document = try reader.next() else {
-                    exhausted = true
-                    break
-                }
-                chunkBytes += document.byteCount
-                raw.append(document)
-            }
+            var chunk = try readChunk(reader)
             if firstChunk {
-                if raw.isEmpty { throw DataError.emptyCorpus(paths: settings.inputs) }
-                if raw.count < 2 && settings.instances.nextSentenceMode != .none {
-                    throw DataError.tooFewDocuments(paths: settings.inputs, documentCount: raw.count)
+                if chunk.documents.isEmpty { throw DataError.emptyCorpus(paths: settings.inputs) }
+                if chunk.documents.count < 2 && settings.instances.nextSentenceMode != .none {
+                    throw DataError.tooFewDocuments(paths: settings.inputs, documentCount: chunk.documents.count)
                 }
                 firstChunk = false
             }
-            if raw.isEmpty { break }
+            if chunk.documents.isEmpty { break }
 
             // Tokenize on all cores.
             let firstDocumentIndex = corpus.documents
-            let documents = tokenize(raw)
-            raw = []  // the text is no longer needed; free it before building instances
-            corpus.bytes += chunkBytes
+            let documents = tokenize(chunk.documents)
+            chunk.documents = []  // the text is no longer needed; free it before building instances
+            corpus.bytes += chunk.bytes
             corpus.documents += documents.count
             for document in documents {
                 corpus.sentences += document.count
@@ -238,92 +331,157 @@ public final class Preparer {
             for d in documents.indices {
                 let s = isValidation[d] ? 1 : 0
                 if !documents[d].isEmpty { splits[s].documents += 1 }
-                for instance in built[d] { try write(instance, to: &splits[s], directory: directory) }
+                for instance in built[d] {
+                    try instance.tokens.withUnsafeBufferPointer {
+                        try write($0, segmentALength: instance.segmentALength, nspLabel: instance.nspLabel,
+                                  to: &splits[s], directory: directory)
+                    }
+                }
             }
             previousChunk = documents
-            progress?(PrepareProgress(bytesRead: corpus.bytes, documents: corpus.documents,
-                                      trainInstances: splits[0].instances, validationInstances: splits[1].instances))
-            if exhausted { break }
+            report(corpus, splits, to: progress)
+            if chunk.exhausted { break }
         }
-        for s in splits.indices { try closeShard(&splits[s]) }
-        if corpus.tokens == 0 { throw DataError.emptyCorpus(paths: settings.inputs) }
-        guard splits[0].instances > 0 else {
-            throw DataError.invalidSetting(
-                name: "--validation-fraction",
-                reason: "no training instances were made from \(corpus.documents) document(s); lower the validation fraction or add text")
-        }
-
-        // The data directory carries its vocabulary, so that it is complete wherever it is moved and
-        // checkpoints of models trained on it can include vocab.txt.
-        let vocabularyCopy = (directory as NSString).appendingPathComponent("vocab.txt")
-        do {
-            try FileManager.default.copyItem(atPath: tokenizer.vocabularyFile, toPath: vocabularyCopy)
-        } catch {
-            throw DataError.writeFailed(path: vocabularyCopy, reason: "cannot copy \(tokenizer.vocabularyFile): \(error.localizedDescription)")
-        }
-        let manifest = DatasetManifest(
-            format: DatasetManifest.formatName, version: DatasetManifest.currentVersion,
-            vocabulary: .init(fingerprint: tokenizer.fingerprint, size: tokenizer.vocabularySize,
-                              file: "vocab.txt", lowercase: tokenizer.lowercase,
-                              padID: tokenizer.padID, unknownID: tokenizer.unknownID, classifierID: tokenizer.classifierID,
-                              separatorID: tokenizer.separatorID, maskID: tokenizer.maskID),
-            instances: settings.instances, masking: settings.masking,
-            preparation: .init(inputs: settings.inputs, inputFormat: settings.format.rawValue,
-                               dupeFactor: settings.dupeFactor, seed: settings.seed,
-                               validationFraction: settings.validationFraction, chunkBytes: settings.chunkBytes,
-                               shardBytes: settings.shardBytes),
-            corpus: corpus, train: splits[0].info, validation: splits[1].info)
-        try manifest.write(directory: directory)
-        return manifest
     }
 
     /// A document goes to validation with probability `validationFraction`, keyed by its index.
     private func isValidationDocument(_ index: Int) -> Bool {
-        settings.validationFraction > 0
-            && Double(Philox(seed: settings.seed, 0x56414C4944, UInt64(index)).uniform(at: 0)) < settings.validationFraction
+        Self.isValidationDocument(index, seed: settings.seed, validationFraction: settings.validationFraction)
+    }
+
+    static func isValidationDocument(_ index: Int, seed: UInt64, validationFraction: Double) -> Bool {
+        validationFraction > 0
+            && Double(Philox(seed: seed, 0x56414C4944, UInt64(index)).uniform(at: 0)) < validationFraction
     }
 
     /// Sentence splitting and WordPiece tokenization of a chunk, one concurrent task per document.
     private func tokenize(_ raw: [RawDocument]) -> [TokenizedDocument] {
-        var documents = [TokenizedDocument](repeating: [], count: raw.count)
         let splitter = SentenceSplitter()
         let tokenizer = self.tokenizer
-        documents.withUnsafeMutableBufferPointer { output in
-            let output = output
-            runConcurrently(raw.count) { d in
-                var sentences: TokenizedDocument = []
-                for text in raw[d].sentences(splitter: splitter) {
-                    let ids = tokenizer.encode(text)
-                    if ids.isEmpty { continue }
-                    sentences.append(ids.map { id in
-                        tokenizer.isContinuation[Int(id)] ? UInt32(id) | ShardFormat.continuationBit : UInt32(id)
-                    })
-                }
-                output[d] = sentences
+        return mapConcurrently(raw) { document in
+            var sentences: TokenizedDocument = []
+            for text in document.sentences(splitter: splitter) {
+                let ids = tokenizer.encode(text)
+                if ids.isEmpty { continue }
+                sentences.append(ids.map { id in
+                    tokenizer.isContinuation[Int(id)] ? UInt32(id) | ShardFormat.continuationBit : UInt32(id)
+                })
             }
+            return sentences
         }
-        return documents
     }
 
     private func buildInstances(
         documentCount: Int, pool: [TokenizedDocument], poolOffset: Int, firstDocumentIndex: Int,
         isValidation: [Bool], builder: InstanceBuilder
     ) -> [[TrainingInstance]] {
-        var built = [[TrainingInstance]](repeating: [], count: documentCount)
         let dupeFactor = settings.dupeFactor, seed = settings.seed
-        built.withUnsafeMutableBufferPointer { output in
-            let output = output
-            runConcurrently(documentCount) { d in
-                guard !pool[poolOffset + d].isEmpty else { return }
-                var instances: [TrainingInstance] = []
-                for dupe in 0..<(isValidation[d] ? 1 : dupeFactor) {
-                    var rng = RandomStream(Philox(seed: seed, 0x494E5354, UInt64(firstDocumentIndex + d), UInt64(dupe)))
-                    builder.appendInstances(of: poolOffset + d, pool: pool, random: &rng, to: &instances)
-                }
-                output[d] = instances
+        return mapConcurrently(Array(0..<documentCount)) { d in
+            guard !pool[poolOffset + d].isEmpty else { return [] }
+            var instances: [TrainingInstance] = []
+            for dupe in 0..<(isValidation[d] ? 1 : dupeFactor) {
+                var rng = RandomStream(Philox(seed: seed, 0x494E5354, UInt64(firstDocumentIndex + d), UInt64(dupe)))
+                builder.appendInstances(of: poolOffset + d, pool: pool, random: &rng, to: &instances)
             }
+            return instances
         }
-        return built
+    }
+
+    // MARK: - Causal LM
+
+    /// Each document is encoded whole (one concurrent task per document) and followed by end-of-text;
+    /// per split, the documents' tokens are concatenated in corpus order and cut into sequences of
+    /// exactly T tokens, a sequence spanning documents where it falls (as GPT-2 and transformers'
+    /// run_clm pack them). What is left at the end of a split is one shorter sequence if it holds at
+    /// least 2 tokens (a sequence of 1 predicts nothing). Packing runs on one thread, in order, so the
+    /// output is the same for any number of threads.
+    ///
+    /// The pieces of a document longer than half a chunk (see `CorpusReader`) are encoded one by one
+    /// and packed as one document (no end-of-text between them, one validation draw); BPE at a cut
+    /// can differ from whole-text BPE in the white space there.
+    private func prepareCausalLM(
+        reader: CorpusReader, splits: inout [SplitState], corpus: inout DatasetManifest.CorpusInfo, directory: String,
+        progress: ((PrepareProgress) -> Void)?
+    ) throws {
+        guard let endOfText = tokenizer.endOfTextID else {
+            throw DataError.invalidSetting(
+                name: "--tokenizer", reason: "causal LM data needs a tokenizer with <|endoftext|> to end each document")
+        }
+        let T = settings.instances.maxSequenceLength
+        // The split of the document being read, whose end-of-text is still to come.
+        var open: Int?
+        var firstChunk = true
+        while true {
+            var chunk = try readChunk(reader)
+            if firstChunk && chunk.documents.isEmpty { throw DataError.emptyCorpus(paths: settings.inputs) }
+            firstChunk = false
+            if chunk.documents.isEmpty { break }
+            let tokenizer = self.tokenizer
+            let encoded = mapConcurrently(chunk.documents) { tokenizer.encode($0.wholeText) }
+            corpus.bytes += chunk.bytes
+            for (document, ids) in zip(chunk.documents, encoded) {
+                if !document.continuesPrevious || open == nil {
+                    if let s = open { try pack([endOfText], into: &splits[s], sequenceLength: T, directory: directory) }
+                    let s = isValidationDocument(corpus.documents) ? 1 : 0
+                    corpus.documents += 1
+                    splits[s].documents += 1
+                    open = s
+                }
+                corpus.sentences += document.texts.count
+                corpus.tokens += ids.count
+                try pack(ids, into: &splits[open!], sequenceLength: T, directory: directory)
+            }
+            chunk.documents = []
+            report(corpus, splits, to: progress)
+            if chunk.exhausted { break }
+        }
+        if let s = open { try pack([endOfText], into: &splits[s], sequenceLength: T, directory: directory) }
+        for s in splits.indices {
+            let rest = splits[s].pending.count - splits[s].packedUpTo
+            if rest >= 2 {
+                try writePending(count: rest, of: &splits[s], directory: directory)
+            }
+            splits[s].pending = []
+            splits[s].packedUpTo = 0
+        }
+        report(corpus, splits, to: progress)
+    }
+
+    /// Appends `ids` to the split's token stream and writes every full sequence of T tokens.
+    private func pack(_ ids: [Int32], into state: inout SplitState, sequenceLength T: Int, directory: String) throws {
+        state.pending.append(contentsOf: ids.lazy.map { UInt32(bitPattern: $0) })
+        while state.pending.count - state.packedUpTo >= T {
+            try writePending(count: T, of: &state, directory: directory)
+        }
+        // Drop what is written once it outweighs what is left, so appending stays amortised O(1).
+        if state.packedUpTo > 0 && state.packedUpTo >= state.pending.count - state.packedUpTo {
+            state.pending.removeFirst(state.packedUpTo)
+            state.packedUpTo = 0
+        }
+    }
+
+    /// Writes the next `count` pending tokens as one sequence: all of it segment A, NSP label 0.
+    private func writePending(count: Int, of state: inout SplitState, directory: String) throws {
+        let start = state.packedUpTo
+        state.packedUpTo += count
+        let pending = state.pending
+        try pending.withUnsafeBufferPointer { all in
+            try write(UnsafeBufferPointer(rebasing: all[start..<(start + count)]), segmentALength: count, nspLabel: 0,
+                      to: &state, directory: directory)
+        }
+    }
+
+    // MARK: - Shared
+
+    /// `transform` of every element, on `workerCount` threads taking indices dynamically (documents
+    /// differ a lot in size); the results in input order.
+    private func mapConcurrently<Element, Result>(_ elements: [Element], _ transform: @escaping (Element) -> Result) -> [Result] {
+        var results = [Result?](repeating: nil, count: elements.count)
+        results.withUnsafeMutableBufferPointer { output in
+            let output = output
+            runConcurrently(elements.count) { i in output[i] = transform(elements[i]) }
+        }
+        return results.map { $0! }
     }
 
     /// Runs `body(i)` for `0..<count` on `workerCount` threads, taking indices dynamically, since
@@ -348,17 +506,20 @@ public final class Preparer {
         }
     }
 
-    private func write(_ instance: TrainingInstance, to state: inout SplitState, directory: String) throws {
+    private func write(
+        _ tokens: UnsafeBufferPointer<UInt32>, segmentALength: Int, nspLabel: Int, to state: inout SplitState,
+        directory: String
+    ) throws {
         if state.writer == nil {
             let name = String(format: "%@-%05d.shard", state.split.rawValue, state.shards.count)
             state.writer = try ShardWriter(
                 path: (directory as NSString).appendingPathComponent(name),
                 sequenceLength: settings.instances.maxSequenceLength, vocabularyFingerprint: tokenizer.fingerprint)
         }
-        try state.writer!.append(instance)
+        try state.writer!.append(tokens: tokens, segmentALength: segmentALength, nspLabel: nspLabel)
         state.instances += 1
-        state.tokens += instance.tokens.count
-        state.nspLabelCounts[instance.nspLabel] += 1
+        state.tokens += tokens.count
+        state.nspLabelCounts[nspLabel] += 1
         if state.writer!.byteCount >= settings.shardBytes { try closeShard(&state) }
     }
 
@@ -377,10 +538,46 @@ extension PreparationTokenizer {
         let vocabulary = try Vocabulary(contentsOfFile: path)
         let tokenizer = BertTokenizer(vocabulary: vocabulary, lowercase: lowercase)
         self.init(
-            vocabularyFile: path, fingerprint: vocabulary.fingerprint, vocabularySize: vocabulary.count,
-            lowercase: lowercase, padID: vocabulary.padID, unknownID: vocabulary.unknownID,
+            files: [File(source: path, name: "vocab.txt")], fingerprint: vocabulary.fingerprint,
+            vocabularySize: vocabulary.count, lowercase: lowercase, padID: vocabulary.padID, unknownID: vocabulary.unknownID,
             classifierID: vocabulary.classifierID, separatorID: vocabulary.separatorID, maskID: vocabulary.maskID,
             isContinuation: vocabulary.tokens.map { $0.hasPrefix("##") },
             encode: { tokenizer.encode($0) })
+    }
+
+    /// GPT-2's byte-level BPE for causal LM data, from a tokenizer.json file or a directory holding
+    /// tokenizer.json or vocab.json + merges.txt. `<|endoftext|>` ends every document and pads; GPT-2
+    /// has no other special token, so the BERT ids are -1.
+    public init(byteLevelBPE path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ByteLevelBPEError.invalid(
+                path: path, reason: "does not exist; give a tokenizer.json file or a directory holding tokenizer.json or vocab.json and merges.txt")
+        }
+        let sources: [String]
+        if isDirectory.boolValue {
+            sources = try ByteLevelBPE.files(inDirectory: path)
+        } else if [ByteLevelBPE.vocabularyFile, ByteLevelBPE.mergesFile].contains((path as NSString).lastPathComponent) {
+            throw ByteLevelBPEError.invalid(
+                path: path, reason: "is half of a vocab.json + merges.txt pair; give the directory holding both")
+        } else {
+            sources = [path]
+        }
+        let bpe = sources.count == 1
+            ? try ByteLevelBPE.load(tokenizerJSON: sources[0])
+            : try ByteLevelBPE.load(vocabularyJSON: sources[0], merges: sources[1])
+        guard let endOfText = bpe.id(ofSpelled: "<|endoftext|>") else {
+            throw ByteLevelBPEError.invalid(
+                path: sources[0], reason: "has no <|endoftext|> token (neither an added token nor a vocabulary entry); causal LM "
+                    + "data ends every document with it: add it to the tokenizer (in transformers, "
+                    + "tokenizer.add_special_tokens({\"eos_token\": \"<|endoftext|>\"}) then save_pretrained) or use GPT-2's")
+        }
+        let names = sources.count == 1
+            ? [ByteLevelBPE.tokenizerFile] : [ByteLevelBPE.vocabularyFile, ByteLevelBPE.mergesFile]
+        self.init(
+            files: zip(sources, names).map { File(source: $0, name: $1) }, fingerprint: bpe.fingerprint,
+            vocabularySize: bpe.idCount, lowercase: false, padID: endOfText, unknownID: -1, classifierID: -1,
+            separatorID: -1, maskID: -1, endOfTextID: endOfText, isContinuation: [],
+            encode: { bpe.encode($0) })
     }
 }

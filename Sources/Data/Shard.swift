@@ -32,7 +32,9 @@ import Glibc
 ///                   segment A lengths: N x UInt16 (tokens between [CLS] and the first [SEP])
 ///                   NSP labels: N x UInt8
 ///
-/// An instance is `[CLS] A [SEP] B [SEP]`, or `[CLS] A [SEP]` when B is empty (no NSP).
+/// An MLM instance is `[CLS] A [SEP] B [SEP]`, or `[CLS] A [SEP]` when B is empty (no NSP). A causal
+/// LM instance is a plain run of at least 2 tokens, its segment A length its token count, label 0;
+/// the header does not say which, the manifest's `objective` does.
 public enum ShardFormat {
     public static let magic: [UInt8] = Array("SBRTSHRD".utf8)
     public static let version: UInt32 = 1
@@ -150,7 +152,7 @@ public final class ShardWriter {
 
     /// Appends one instance: stored tokens (ids with the continuation bit), length of segment A.
     public func append(tokens: UnsafeBufferPointer<UInt32>, segmentALength: Int, nspLabel: Int) throws {
-        precondition(tokens.count <= sequenceLength && segmentALength < tokens.count)
+        precondition(tokens.count <= sequenceLength && segmentALength <= tokens.count && segmentALength <= Int(UInt16.max))
         buffer.append(contentsOf: tokens)
         tokenCount += tokens.count
         instanceCount += 1
@@ -240,7 +242,8 @@ public final class Shard: @unchecked Sendable {
     /// [N] NSP labels.
     public let nspLabels: UnsafeBufferPointer<UInt8>
 
-    public init(path: String, expectedVocabularyFingerprint: String? = nil) throws {
+    /// Opens the shard at `path`, checking its records as `objective` lays them out.
+    public init(path: String, expectedVocabularyFingerprint: String? = nil, objective: PretrainingObjective = .mlm) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else {
@@ -293,7 +296,7 @@ public final class Shard: @unchecked Sendable {
         do {
             try Shard.checkTable(
                 offsets: offsets, segmentALengths: segmentALengths, tokenCount: k,
-                sequenceLength: header.sequenceLength, path: path)
+                sequenceLength: header.sequenceLength, objective: objective, path: path)
         } catch {
             munmap(base, size)
             throw error
@@ -302,7 +305,7 @@ public final class Shard: @unchecked Sendable {
 
     private static func checkTable(
         offsets: UnsafeBufferPointer<UInt64>, segmentALengths: UnsafeBufferPointer<UInt16>, tokenCount k: Int,
-        sequenceLength: Int, path: String
+        sequenceLength: Int, objective: PretrainingObjective, path: String
     ) throws {
         let n = segmentALengths.count
         guard offsets[0] == 0 && offsets[n] == UInt64(k) else {
@@ -319,10 +322,19 @@ public final class Shard: @unchecked Sendable {
                 throw DataError.invalidRecord(
                     path: path, record: i, reason: "\(length) tokens, longer than the sequence length \(sequenceLength)")
             }
-            guard aLength + 2 <= length else {
-                throw DataError.invalidRecord(
-                    path: path, record: i,
-                    reason: "segment A of \(aLength) tokens does not fit with [CLS] and [SEP] in its \(length) tokens")
+            switch objective {
+            case .mlm:
+                guard aLength + 2 <= length else {
+                    throw DataError.invalidRecord(
+                        path: path, record: i,
+                        reason: "segment A of \(aLength) tokens does not fit with [CLS] and [SEP] in its \(length) tokens")
+                }
+            case .causalLM:
+                guard length >= 2, aLength == length else {
+                    throw DataError.invalidRecord(
+                        path: path, record: i,
+                        reason: "\(length) tokens with segment A of \(aLength); a causal LM sequence has at least 2 tokens, all in segment A")
+                }
             }
         }
     }

@@ -19,6 +19,10 @@ extension PreTrainingTask {
         return try comm.collectively {
             let directory = config.data.directory
             let train = try PretrainingDataset(directory: directory, split: .train)
+            guard train.manifest.objective == .mlm else {
+                throw TrainingError("\(directory) holds \(train.manifest.objective.rawValue) data; BERT pretraining reads data "
+                    + "made by `swiftbert prepare --objective mlm`")
+            }
             var validation: PretrainingDataset?
             if train.manifest.validation.shards.isEmpty {
                 log("notice: \(directory) has no validation split (prepared with --validation-fraction 0, or too few "

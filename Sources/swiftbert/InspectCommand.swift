@@ -89,6 +89,10 @@ struct Inspect: ParsableCommand {
             print("  tokens             \(stats.tokens)")
             print("  sequence length    mean \(format(stats.meanSequenceLength, 1)), min \(stats.shortestSequence), "
                   + "max \(stats.longestSequence) (T = \(dataset.sequenceLength))")
+            if manifest.objective == .causalLM {
+                print("  objective          causal_lm (packed sequences, <|endoftext|> id \(manifest.vocabulary.endOfTextID ?? -1); not masked)")
+                continue
+            }
             let nsp = stats.nspLabelCounts.enumerated().map { label, count in
                 "\(label < labels.count ? labels[label] : "\(label)") \(percent(count, stats.instances))"
             }

@@ -98,4 +98,70 @@ final class DataCommandTests: XCTestCase {
             XCTAssertEqual(left, [], "\(testCase.expected): output left behind")
         }
     }
+
+    // MARK: - Causal LM
+
+    let bpeTokenizer = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/bpe/tokenizer.json").path
+
+    func testPrepareCausalLMPacksSequencesAndSaysHowMany() throws {
+        let out = TrainingFixture.runDirectory("causal-lm")
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: out) }
+        let result = try Tool.swiftbert([
+            "prepare", "--objective", "causal_lm", "--tokenizer", bpeTokenizer,
+            "--input", Tool.root.appendingPathComponent("corpus/kjv.txt").path, "--out", out, "--max-seq-length", "256",
+            "--validation-fraction", "0.05", "--overwrite",
+        ])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("sequences of 256 tokens"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("336 documents"), result.stdout)
+        let manifest = try XCTUnwrap(JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: out + "/manifest.json"))) as? [String: Any])
+        XCTAssertEqual(manifest["objective"] as? String, "causal_lm")
+        let vocabulary = try XCTUnwrap(manifest["vocabulary"] as? [String: Any])
+        XCTAssertEqual(vocabulary["eos_id"] as? Int, 0)
+        XCTAssertEqual(vocabulary["file"] as? String, "tokenizer.json")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/tokenizer.json"))
+        let train = try XCTUnwrap(manifest["train"] as? [String: Any])
+        XCTAssertTrue(result.stdout.contains("\(train["instances"] as! Int) train"), result.stdout)
+
+        let inspect = try Tool.swiftbert(["inspect", out])
+        XCTAssertEqual(inspect.status, 0, inspect.stderr)
+        XCTAssertTrue(inspect.stdout.contains("checksums          OK"), inspect.stdout)
+    }
+
+    func testPrepareCausalLMRefusesBERTOptionsAndAMissingTokenizer() throws {
+        let directory = TrainingFixture.runDirectory("causal-lm-options")
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let kjv = Tool.root.appendingPathComponent("corpus/kjv.txt").path
+        let noEndOfText = directory + "/tokenizer.json"
+        let text = try String(contentsOfFile: bpeTokenizer, encoding: .utf8)
+        try text.replacingOccurrences(of: "<|endoftext|>", with: "<|other|>").write(toFile: noEndOfText, atomically: true, encoding: .utf8)
+        let causal = ["prepare", "--objective", "causal_lm", "--input", kjv, "--max-seq-length", "64"]
+        let cases: [(arguments: [String], expected: String)] = [
+            (causal + ["--tokenizer", bpeTokenizer, "--vocab", vocab], "--vocab is an --objective mlm option"),
+            (causal + ["--tokenizer", bpeTokenizer, "--dupe-factor", "5"], "--dupe-factor is an --objective mlm option"),
+            (causal + ["--tokenizer", bpeTokenizer, "--whole-word-masking"], "--whole-word-masking is an --objective mlm option"),
+            (causal + ["--tokenizer", bpeTokenizer, "--nsp", "none"], "--nsp is an --objective mlm option"),
+            (causal, "--tokenizer is required with --objective causal_lm"),
+            (["prepare", "--objective", "causal_lm", "--input", kjv, "--tokenizer", bpeTokenizer], "--max-seq-length is required"),
+            (["prepare", "--input", kjv, "--vocab", vocab, "--tokenizer", bpeTokenizer], "--tokenizer is for --objective causal_lm"),
+            (["prepare", "--input", kjv], "--vocab is required"),
+            (["prepare", "--objective", "gpt", "--input", kjv, "--vocab", vocab], "--objective must be one of mlm, causal_lm"),
+            (causal + ["--tokenizer", noEndOfText], "has no <|endoftext|> token"),
+            (causal + ["--tokenizer", directory + "/missing.json"], "missing.json"),
+            (causal + ["--tokenizer", Tool.root.appendingPathComponent("corpus/vocab.txt").path], "vocab.txt"),
+        ]
+        for (index, testCase) in cases.enumerated() {
+            let out = directory + "/out-\(index)"
+            let result = try Tool.swiftbert(testCase.arguments + ["--out", out])
+            XCTAssertNotEqual(result.status, 0, testCase.expected)
+            XCTAssertTrue(result.stderr.contains(testCase.expected), "\(testCase.expected): \(result.stderr)")
+            if testCase.expected.contains("<|endoftext|>") {
+                XCTAssertTrue(result.stderr.contains(noEndOfText), "names the file: \(result.stderr)")
+            }
+            let left = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.contains("out-\(index)") }
+            XCTAssertEqual(left, [], "\(testCase.expected): output left behind")
+        }
+    }
 }
