@@ -101,11 +101,10 @@ public final class Benchmark {
             maskedLMProbability: config.data.maskedLMProbability,
             maxPredictionsPerSequence: config.data.maxPredictionsPerSequence
         ).predictionCount(sequenceLength: T)
+        let task = PreTrainingTask(syntheticDataFor: config, sequenceLength: T)
         try Replica<PreTrainingTask>.checkMemory(
-            config: config, model: config.model, microBatchSize: layout.microBatchSize, sequenceLength: T)
-        replica = Replica(
-            config: config, task: PreTrainingTask(syntheticDataFor: config, sequenceLength: T), communicator: communicator,
-            microBatchSize: layout.microBatchSize)
+            task.memoryFloor(sequences: layout.microBatchSize), microBatchSize: layout.microBatchSize, sequenceLength: T)
+        replica = Replica(config: config, task: task, communicator: communicator, microBatchSize: layout.microBatchSize)
         replica.model.initializeParameters(seed: config.seed)
     }
 

@@ -10,13 +10,13 @@ import Transformer
 /// A new section is a property of `TrainingConfig` (a settings struct) and one more `.section(...)` here.
 extension TrainingConfig {
     static let schema = ConfigSchema<TrainingConfig>(keys: [
-        .custom("model", \.model, type: "object", required: .when(preTrainingOrNoInitFrom), onResume: .mustMatch,
-                "the model: Hugging Face `BertConfig` keys, plus `num_nsp_labels` (2, 3 or 0), as described above; "
-                    + "a fine-tuning run without it takes `init_from`'s `config.json`",
+        .custom("model", \.modelSection, type: "object", required: .when(preTrainingOrNoInitFrom), onResume: .mustMatch,
+                "the model: Hugging Face `BertConfig` keys, plus `num_nsp_labels` (2, 3 or 0), or for `causal_lm` `GPT2Config` "
+                    + "keys, as described above; a run without it takes `init_from`'s `config.json`",
                 read: { try readModel(&$0, $1) }, write: { modelJSON($0) }),
 
-        .section("data", required: .when(preTraining), "The prepared data and how it is masked; sequence pairs and the NSP mode come from the data's manifest.", [
-            .string("directory", \.data.directory, required: .when(preTraining),
+        .section("data", required: .when(preparedData), "The prepared data and how it is masked; sequence pairs and the NSP mode come from the data's manifest.", [
+            .string("directory", \.data.directory, required: .when(preparedData),
                     ifEmpty: "must not be empty; give the shard directory", onResume: .mayChange,
                     "directory of the shards and their manifest (`--data` overrides); data may move, the shards carry their own fingerprint"),
             .number("masked_lm_prob", \.data.maskedLMProbability, default: 0.15,
@@ -43,10 +43,11 @@ extension TrainingConfig {
                 guard let micro = config.batch.microBatchSize, micro > config.batch.globalBatchSize else { return nil }
                 return "is \(micro), larger than global_batch_size \(config.batch.globalBatchSize); lower it"
             },
-            ConfigRule(keyPath: "batch.sequence_length", help: "at most `model.max_position_embeddings`") { config in
-                guard config.batch.sequenceLength > config.model.maxPositionEmbeddings else { return nil }
-                return "is \(config.batch.sequenceLength) but model.max_position_embeddings is "
-                    + "\(config.model.maxPositionEmbeddings); use a shorter sequence or a model with more positions"
+            ConfigRule(keyPath: "batch.sequence_length", help: "at most `model.max_position_embeddings` (GPT-2: `n_positions`)") { config in
+                guard config.batch.sequenceLength > config.maxPositions else { return nil }
+                let key = config.gpt2 == nil ? "max_position_embeddings" : "n_positions"
+                return "is \(config.batch.sequenceLength) but model.\(key) is "
+                    + "\(config.maxPositions); use a shorter sequence or a model with more positions"
             },
             ConfigRule(keyPath: "data.max_predictions_per_seq", help: "at most `batch.sequence_length` (pre-training)") { config in
                 // Masking settings mean nothing to a fine-tuning run, whose sequences may be short.
@@ -175,8 +176,9 @@ extension TrainingConfig {
                     "question answering: predict no answer when its score exceeds the best answer's by more than this"),
         ], rules: fineTuningOnly.map { key, isSet in
             ConfigRule(keyPath: "task." + key, help: "only for fine-tuning") { config in
-                config.task.kind == .pretraining && isSet(config.task)
-                    ? "is for fine-tuning; pre-training reads data.directory (set task.type)" : nil
+                config.task.readsPreparedData && isSet(config.task)
+                    ? "is for fine-tuning; \(config.task.kind == .pretraining ? "pre-training" : "causal_lm") reads data.directory (set task.type)"
+                    : nil
             }
         } + [
             ConfigRule(keyPath: "task.early_stopping_patience", help: "needs `task.metric_for_best_model`") { config in
@@ -221,6 +223,10 @@ extension TrainingConfig {
     ], readFirst: ["task"])
 
     private static let peftRules: [ConfigRule<TrainingConfig>] = [
+        ConfigRule(keyPath: "peft.method", help: "BERT tasks only") { config in
+            guard config.peft.method != .none, config.task.kind == .causalLM else { return nil }
+            return "\(config.peft.method.rawValue) is not available for causal_lm (GPT-2 trains every parameter); use \"none\""
+        },
         ConfigRule(keyPath: "peft.method", help: "needs `init_from`, the frozen base model") { config in
             guard config.peft.method != .none, config.initFrom == nil else { return nil }
             return "trains an adapter on a frozen base model; set init_from to that model's directory"
@@ -269,9 +275,10 @@ extension TrainingConfig {
     private static let preTraining = ConfigCondition<TrainingConfig>(help: "`task.type` is `\"pretraining\"`") {
         $0.task.kind == .pretraining
     }
-    private static let fineTuning = ConfigCondition<TrainingConfig>(help: "`task.type` is not `\"pretraining\"`") {
-        $0.task.kind != .pretraining
-    }
+    private static let preparedData = ConfigCondition<TrainingConfig>(
+        help: "`task.type` is `\"pretraining\"` or `\"causal_lm\"`") { $0.task.readsPreparedData }
+    private static let fineTuning = ConfigCondition<TrainingConfig>(
+        help: "`task.type` is a fine-tuning task (not `\"pretraining\"` or `\"causal_lm\"`)") { !$0.task.readsPreparedData }
     /// Documents `readModel(_:_:)`, which sees `init_from` before it is read.
     private static let preTrainingOrNoInitFrom = ConfigCondition<TrainingConfig>(
         help: "`task.type` is `\"pretraining\"` or `init_from` is null") { $0.task.kind == .pretraining || $0.initFrom == nil }

@@ -37,8 +37,8 @@ final class OpMonitor {
     func gradients(_ range: Range<Int>, _ gradients: UnsafeMutableBufferPointer<Float>) {
         let names = table.entries.filter { $0.range.overlaps(range) }
         let part = names.first.map { entry -> String in
-            if entry.name.contains("encoder.layer.") { return "encoder layers" }
-            return entry.name.contains("embeddings") ? "embeddings" : "heads (logits, losses)"
+            if entry.name.contains("encoder.layer.") || entry.name.hasPrefix("transformer.h.") { return "encoder layers" }
+            return entry.name.contains("embeddings") || entry.name.hasPrefix("transformer.w") ? "embeddings" : "heads (logits, losses)"
         }
         lap("backward: " + (part ?? "heads (logits, losses)"))
         guard failure == nil else { return }

@@ -49,23 +49,19 @@ final class Replica<T: TrainingTask> {
     deinit { moments.deallocate() }
 
     /// Refuses a model or micro-batch that cannot fit in this machine's memory, before anything is
-    /// allocated: weights, gradients and both Adam moments (16 B per parameter) plus the activations
-    /// backward keeps for one micro-batch are the least any rank needs.
-    static func checkMemory(config: TrainingConfig, model: BertConfig, microBatchSize: Int, sequenceLength: Int) throws {
-        let parameters = Double(model.parameterCount ?? Int.max)
-        // A frozen base needs its weights alone (the adapter's own 16 B per parameter are a rounding error).
-        let bytesPerParameter: Double = model.hasAdapter ? 4 : 16
-        let needed = bytesPerParameter * parameters
-            + Benchmark.activationFloor(model, sequences: microBatchSize, length: sequenceLength)
+    /// allocated.
+    static func checkMemory(_ floor: MemoryFloor, microBatchSize: Int, sequenceLength: Int) throws {
+        let parameters = Double(floor.parameters)
+        let needed = floor.bytesPerParameter * parameters + floor.activationBytes
         let available = Double(ProcessInfo.processInfo.physicalMemory)
         guard needed > available else { return }
         func gigabytes(_ bytes: Double) -> String { String(format: "%.1f GB", bytes / 1e9) }
-        let modelAloneFits = bytesPerParameter * parameters < available / 2
+        let modelAloneFits = floor.bytesPerParameter * parameters < available / 2
         throw ConfigError(
             source: "config", keyPath: modelAloneFits ? "batch.micro_batch_size" : "model",
-            message: "a rank needs at least \(gigabytes(needed)) (\(Int(parameters).formatted()) parameters at \(Int(bytesPerParameter)) bytes "
-                + "each, plus the activations of a micro-batch of \(microBatchSize) x \(sequenceLength)) but this "
-                + "machine has \(gigabytes(available)); use a smaller model or batch.micro_batch_size")
+            message: "a rank needs at least \(gigabytes(needed)) (\(floor.parameters.formatted()) parameters at "
+                + "\(Int(floor.bytesPerParameter)) bytes each, plus the activations of a micro-batch of \(microBatchSize) x "
+                + "\(sequenceLength)) but this machine has \(gigabytes(available)); use a smaller model or batch.micro_batch_size")
     }
 
     var m: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: moments[0..<model.table.trainableCount]) }

@@ -10,10 +10,13 @@ public enum TaskKind: String, CaseIterable, Sendable {
     case tokenClassification = "token_classification"
     case questionAnswering = "question_answering"
     case multipleChoice = "multiple_choice"
+    /// GPT-2's causal language modelling on a prepared data directory.
+    case causalLM = "causal_lm"
 
-    /// The model head the task trains.
-    public var head: ModelHead {
+    /// The BERT head the task trains; nil for GPT-2's causal LM.
+    public var head: ModelHead? {
         switch self {
+        case .causalLM: return nil
         case .pretraining: return .preTraining
         case .sequenceClassification: return .sequenceClassification
         case .tokenClassification: return .tokenClassification
@@ -71,6 +74,9 @@ public enum LabelScheme: String, CaseIterable, Sendable {
 /// ```
 public struct TaskSettings: Equatable, Sendable {
     public var kind: TaskKind = .pretraining
+
+    /// Whether the task reads a prepared data directory (`data.directory`) rather than labelled files.
+    public var readsPreparedData: Bool { kind == .pretraining || kind == .causalLM }
     /// Labelled training data (CSV/TSV with a header, JSON lines, ...); required for fine-tuning.
     public var trainFile: String?
     /// Labelled validation data; without it, evaluation and best-checkpoint selection are off.
@@ -114,6 +120,8 @@ public struct TaskSettings: Equatable, Sendable {
             return try TokenClassificationTask(config: config, communicator: communicator, log: log)
         case .multipleChoice:
             return try MultipleChoiceTask(config: config, communicator: communicator, log: log)
+        case .causalLM:
+            return try CausalLMTask(config: config, communicator: communicator, log: log)
         }
     }
 }

@@ -181,8 +181,7 @@ final class Engine<T: TrainingTask> {
 
         sampler = Sampler(sampleCount: task.trainCount, globalBatchSize: config.batch.globalBatchSize, seed: config.seed)
         let sequences = layout.microBatchSize * task.sequencesPerExample
-        try Replica<T>.checkMemory(
-            config: config, model: task.modelConfig, microBatchSize: sequences, sequenceLength: task.sequenceLength)
+        try Replica<T>.checkMemory(task.memoryFloor(sequences: sequences), microBatchSize: sequences, sequenceLength: task.sequenceLength)
         replica = Replica(
             config: config, task: task, communicator: comm, microBatchSize: layout.microBatchSize,
             evaluationOnly: evaluationOnly)

@@ -28,10 +28,10 @@ extension Engine {
             do {
                 let started = Date()
                 let checkpoint = try store.commit(step: state.step, state: state) { directory in
-                    if let base = config.initFrom, model.config.hasAdapter {
+                    if let base = config.initFrom, model.hasAdapter {
                         try model.saveAdapter(to: directory, baseModel: base)
                         // The head and labels, for the commands that run the adapter.
-                        try model.config.write(to: (directory as NSString).appendingPathComponent(PretrainedDirectory.configFile))
+                        try model.writeConfig(toDirectory: directory)
                     } else {
                         try model.savePretrained(to: directory)
                     }
@@ -117,7 +117,7 @@ extension Engine {
                     + "\(state.dataFingerprint.prefix(12))..., now \(task.dataFingerprint.prefix(12))...); use the same "
                     + "data directory contents")
         }
-        if let base = config.initFrom, model.config.hasAdapter {
+        if let base = config.initFrom, model.hasAdapter {
             try restoreAdapter(from: path, base: base, state: state)
         } else {
             let weights = try SafetensorsFile(contentsOfFile: (path as NSString).appendingPathComponent(PretrainedDirectory.weightsFile))

@@ -37,8 +37,32 @@ public struct ConfigError: Error, LocalizedError, CustomStringConvertible {
 ///
 /// The property values below are only where reading starts: the defaults are those of the declarations.
 public struct TrainingConfig: Equatable, Sendable {
-    /// The model, from Hugging Face `config.json` keys.
-    public var model = BertConfig()
+    /// The model section: BERT for every task but `causal_lm`, which trains GPT-2.
+    public enum ModelSection: Equatable, Sendable {
+        case bert(BertConfig)
+        case gpt2(GPT2Config)
+    }
+
+    public var modelSection = ModelSection.bert(BertConfig())
+
+    /// The BERT model, from Hugging Face `BertConfig` keys (a run of `causal_lm` has none: this is
+    /// then a default that nothing reads; setting it makes the run a BERT run).
+    public var model: BertConfig {
+        get {
+            guard case let .bert(config) = modelSection else { return BertConfig() }
+            return config
+        }
+        set { modelSection = .bert(newValue) }
+    }
+
+    /// The GPT-2 model of a `causal_lm` run, from Hugging Face `GPT2Config` keys.
+    public var gpt2: GPT2Config? {
+        guard case let .gpt2(config) = modelSection else { return nil }
+        return config
+    }
+
+    /// Positions the model holds, whichever it is.
+    public var maxPositions: Int { gpt2?.positionCount ?? model.maxPositionEmbeddings }
     public var data = DataSettings()
     public var batch = BatchSettings()
     public var optimizer = OptimizerSettings()
@@ -263,6 +287,7 @@ public struct TrainingConfig: Equatable, Sendable {
 
     private init(root: JSONValue, source: String) throws {
         try TrainingConfig.schema.read(root, source: source, into: &self)
+        guard case .bert = modelSection else { return }
         model.lora = peft.lora
         model.prompt = peft.prompt ?? peft.pTuning(hiddenSize: model.hiddenSize)
         model.prefix = peft.prefix(hiddenSize: model.hiddenSize)
@@ -283,59 +308,84 @@ public struct TrainingConfig: Equatable, Sendable {
     }()
 
     /// The `model` key: the section, or for a fine-tuning run that gives none, `init_from`'s config.json.
-    static func readModel(_ reader: inout ObjectReader, _ config: TrainingConfig) throws -> BertConfig {
+    static func readModel(_ reader: inout ObjectReader, _ config: TrainingConfig) throws -> ModelSection {
         let section = reader.take("model")
         if section == nil, config.task.kind != .pretraining {
             guard case let .string(directory)? = reader.peek("init_from") else {
                 // Without either, name what a fine-tuning run lacks rather than the model section.
-                throw ConfigError(source: reader.source, keyPath: "init_from", message:
-                    "missing; fine-tuning starts from a pre-trained model directory (a SwiftBERT checkpoint or a Hugging Face "
+                throw ConfigError(source: reader.source, keyPath: "init_from", message: config.task.kind == .causalLM
+                    ? "missing; give a model section of GPT2Config keys (n_embd, n_layer, ...) or a GPT-2 directory to start from"
+                    : "missing; fine-tuning starts from a pre-trained model directory (a SwiftBERT checkpoint or a Hugging Face "
                         + "BERT directory), whose config.json and tokenizer it uses")
             }
-            return try readModel(directory: directory, source: reader.source)
+            return try readModel(directory: directory, kind: config.task.kind, source: reader.source)
         }
-        return try readModel(section, source: reader.source)
+        if config.task.kind == .causalLM {
+            return .gpt2(try readModel(section, source: reader.source, decode: GPT2Config.self, keys: gpt2Keys, family: "GPT2Config"))
+        }
+        return .bert(try readModel(section, source: reader.source, decode: BertConfig.self, keys: modelKeys, family: "BertConfig"))
     }
 
-    /// The model section of a fine-tuning run that gives none: `init_from`'s config.json, without its head.
-    static func readModel(directory: String, source: String) throws -> BertConfig {
+    /// The model section of a run that gives none: `init_from`'s config.json, without a BERT head.
+    static func readModel(directory: String, kind: TaskKind, source: String) throws -> ModelSection {
         do {
+            if kind == .causalLM { return .gpt2(try GPT2Model.config(in: directory)) }
             var config = try PretrainedDirectory.config(in: directory)
             config.head = .preTraining
             config.labels = []
-            return config
+            return .bert(config)
         } catch {
             throw ConfigError(source: source, keyPath: "init_from", message: "\(error)")
         }
     }
 
-    /// The `model` section, read by `BertConfig` with its errors given the key path.
-    static func readModel(_ value: JSONValue?, source: String) throws -> BertConfig {
+    /// The keys `GPT2Config` reads and the ones it checks, and transformers' GPT-2 bookkeeping.
+    private static let gpt2Keys: Set<String> = Set(GPT2Config.CodingKeys.allCases.map(\.rawValue))
+        .union(GPT2Config.UnsupportedKeys.allCases.map(\.rawValue))
+        .union(["architectures", "model_type", "n_ctx", "summary_type", "summary_use_proj", "summary_activation",
+                "summary_proj_to_labels", "summary_first_dropout", "task_specific_params", "reorder_and_upcast_attn",
+                "pad_token_id"])
+
+    /// The `model` section, read by the model's config type with its errors given the key path.
+    static func readModel<Config: Decodable>(
+        _ value: JSONValue?, source: String, decode: Config.Type, keys: Set<String>, family: String
+    ) throws -> Config {
         guard case let .object(members)? = value else {
             throw ConfigError(source: source, keyPath: "model", message: value == nil
-                ? "missing; give the Hugging Face BertConfig keys (hidden_size, num_hidden_layers, ...)"
-                : "must be an object of Hugging Face BertConfig keys, not \(value!.kindDescription)")
+                ? "missing; give the Hugging Face \(family) keys (\(family == "BertConfig" ? "hidden_size, num_hidden_layers" : "n_embd, n_layer"), ...)"
+                : "must be an object of Hugging Face \(family) keys, not \(value!.kindDescription)")
         }
-        if let unknown = members.first(where: { !modelKeys.contains($0.key) && !ignoredModelKeys.contains($0.key) }) {
+        if let unknown = members.first(where: { !keys.contains($0.key) && !ignoredModelKeys.contains($0.key) }) {
             throw ConfigError(source: source, keyPath: "model." + unknown.key,
                               message: "unknown key; check the spelling or remove it (model keys: "
-                                  + modelKeys.sorted().joined(separator: ", ") + ")")
+                                  + keys.sorted().joined(separator: ", ") + ")")
         }
         do {
-            return try JSONDecoder().decode(BertConfig.self, from: Data(value!.compactText().utf8))
+            return try JSONDecoder().decode(Config.self, from: Data(value!.compactText().utf8))
         } catch let BertConfigError.invalidValue(key, reason, _) {
             throw ConfigError(source: source, keyPath: "model." + key, message: reason)
+        } catch let DecodingError.dataCorrupted(context) {
+            throw ConfigError(source: source, keyPath: (["model"] + context.codingPath.map(\.stringValue)).joined(separator: "."),
+                              message: context.debugDescription)
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw ConfigError(source: source, keyPath: (["model"] + context.codingPath.map(\.stringValue)).joined(separator: "."),
+                              message: "has the wrong type: \(context.debugDescription)")
         } catch {
             throw ConfigError(source: source, keyPath: "model", message: "\(error)")
         }
     }
 
     /// The model section as JSON, keys sorted (the order `BertConfig.write(to:)` uses).
-    static func modelJSON(_ model: BertConfig) -> JSONValue {
+    static func modelJSON(_ section: ModelSection) -> JSONValue {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        guard let data = try? encoder.encode(model), let value = try? JSONValue.parse(String(decoding: data, as: UTF8.self))
-        else { preconditionFailure("BertConfig must encode to a JSON object") }
+        let data: Data?
+        switch section {
+        case let .bert(model): data = try? encoder.encode(model)
+        case let .gpt2(model): data = try? encoder.encode(model)
+        }
+        guard let data, let value = try? JSONValue.parse(String(decoding: data, as: UTF8.self))
+        else { preconditionFailure("a model config must encode to a JSON object") }
         return value
     }
 

@@ -7,11 +7,12 @@ import Transformer
 ///
 /// The engine (`Engine`) owns everything tasks share: ranks and the gradient all-reduce, sampling,
 /// the optimizer and schedule, non-finite steps, logging, evaluation rounds, checkpoints, resume,
-/// signals and the watchdog. A task supplies what differs: its model (a `BertModel` subclass), its
-/// batches, one pass over a micro-batch, the sums that pass produces and its evaluation metrics.
-/// Adding a task is one file with a type conforming to this protocol, plus its case in `TaskKind`.
+/// signals and the watchdog. A task supplies what differs: its model (a `BertModel` subclass, or
+/// `GPT2Model`), its batches, one pass over a micro-batch, the sums that pass produces and its
+/// evaluation metrics. Adding a task is one file with a type conforming to this protocol, plus its
+/// case in `TaskKind`.
 protocol TrainingTask: AnyObject {
-    associatedtype Model: BertModel
+    associatedtype Model: TrainableModel
     associatedtype Batch: TaskBatch
     associatedtype Sums: TaskSums
     /// The global counts a step's loss sums are divided by (so ranks and micro-batches add up to
@@ -20,8 +21,9 @@ protocol TrainingTask: AnyObject {
     /// One example's prediction, gathered from all ranks for the validation metrics.
     associatedtype Output: Codable
 
-    /// The model's config: its head and labels set.
-    var modelConfig: BertConfig { get }
+    /// The least memory a rank needs for micro-batches of `sequences` sequences (checked before
+    /// anything is allocated).
+    func memoryFloor(sequences: Int) -> MemoryFloor
     /// Examples of the training split; global batches are drawn from `0 ..< trainCount`.
     var trainCount: Int { get }
     /// Examples of the validation split; 0 turns evaluation off.
@@ -54,6 +56,29 @@ protocol TrainingTask: AnyObject {
     func checkInitFrom(_ directory: String) throws
     /// Writes the tokenizer files beside a checkpoint's weights.
     func writeTokenizer(to directory: String) throws
+}
+
+/// A task whose model is BERT with a head.
+protocol BertTrainingTask: TrainingTask where Model: BertModel {
+    /// The model's config: its head and labels set.
+    var modelConfig: BertConfig { get }
+}
+
+extension BertTrainingTask {
+    func memoryFloor(sequences: Int) -> MemoryFloor {
+        // A frozen base needs its weights alone (the adapter's own 16 B per parameter are a rounding error).
+        MemoryFloor(
+            parameters: modelConfig.parameterCount ?? Int.max, bytesPerParameter: modelConfig.hasAdapter ? 4 : 16,
+            activationBytes: Benchmark.activationFloor(modelConfig, sequences: sequences, length: sequenceLength))
+    }
+}
+
+/// What a rank needs at least: weights (with gradients and both Adam moments, 16 B per parameter,
+/// when they all train) and the activations backward keeps for one micro-batch.
+struct MemoryFloor {
+    var parameters: Int
+    var bytesPerParameter: Double
+    var activationBytes: Double
 }
 
 /// A micro-batch of any task.

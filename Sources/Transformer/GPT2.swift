@@ -21,7 +21,7 @@ public struct GPT2Config: Codable, Equatable, Sendable {
     public var bosTokenID = 50256
     public var eosTokenID = 50256
 
-    enum CodingKeys: String, CodingKey {
+    public enum CodingKeys: String, CodingKey, CaseIterable {
         case vocabSize = "vocab_size"
         case positionCount = "n_positions"
         case hiddenSize = "n_embd"
@@ -39,7 +39,7 @@ public struct GPT2Config: Codable, Equatable, Sendable {
     }
 
     /// Keys whose non-default values this implementation does not compute.
-    enum UnsupportedKeys: String, CodingKey, CaseIterable {
+    public enum UnsupportedKeys: String, CodingKey, CaseIterable {
         case scaleAttentionWeights = "scale_attn_weights"
         case scaleByInverseLayer = "scale_attn_by_inverse_layer_idx"
         case tieWordEmbeddings = "tie_word_embeddings"
@@ -85,6 +85,13 @@ public struct GPT2Config: Codable, Equatable, Sendable {
     }
 
     public var inner: Int { innerSize ?? 4 * hiddenSize }
+
+    /// Parameters of `GPT2LMHeadModel` (the head is tied: no parameters of its own).
+    public var parameterCount: Int {
+        let C = hiddenSize, I = inner
+        let block = 4 * C + (C * 3 * C + 3 * C) + (C * C + C) + (C * I + I) + (I * C + C)
+        return (vocabSize + positionCount) * C + layerCount * block + 2 * C
+    }
     public var headSize: Int { hiddenSize / headCount }
 }
 
@@ -97,11 +104,16 @@ public struct GPT2Config: Codable, Equatable, Sendable {
 /// `ignoredLabel` (padding, prompts) do not count; logits are computed at the counted positions only.
 public final class GPT2Model {
     public let config: GPT2Config
-    public let table: [(name: String, shape: [Int], offset: Int)]
-    public let parameterCount: Int
+    /// transformers' names and shapes; parts: -1 the embeddings, l block l, L the final LayerNorm.
+    public let table: ParameterTable
+    public var parameterCount: Int { table.totalCount }
     public var parameters: UnsafeMutableBufferPointer<Float>
     public var gradients: UnsafeMutableBufferPointer<Float>
     public static let ignoredLabel: Int32 = -100
+    /// The engine's op-timing hook; `swiftbert bench` profiles BERT only, so GPT-2's passes leave it unread.
+    public var profile: OpProfile?
+    /// Debug mode: called after each forward op with its name, its block (nil outside them) and its output.
+    public var forwardProbe: ((_ op: String, _ layer: Int?, _ output: UnsafeBufferPointer<Float>) -> Void)?
 
     struct Layer {
         let ln1Weight, ln1Bias, attentionWeight, attentionBias, projectionWeight, projectionBias: Int
@@ -114,16 +126,21 @@ public final class GPT2Model {
     public init(config: GPT2Config) {
         self.config = config
         let C = config.hiddenSize, I = config.inner
-        var table: [(name: String, shape: [Int], offset: Int)] = []
+        var entries: [ParameterTable.Entry] = []
         var offset = 0
+        var part = -1
         func add(_ name: String, _ shape: [Int]) -> Int {
-            table.append((name, shape, offset))
-            defer { offset += shape.reduce(1, *) }
+            let count = shape.reduce(1, *)
+            // Weight decay as transformers' Trainer applies it: not to biases and LayerNorm weights.
+            let decays = !name.hasSuffix(".bias") && !name.contains(".ln_")
+            entries.append(ParameterTable.Entry(name: name, shape: shape, offset: offset, count: count, decays: decays, part: part))
+            defer { offset += count }
             return offset
         }
         wte = add("transformer.wte.weight", [config.vocabSize, C])
         wpe = add("transformer.wpe.weight", [config.positionCount, C])
         layers = (0..<config.layerCount).map { l in
+            part = l
             let p = "transformer.h.\(l)."
             return Layer(
                 ln1Weight: add(p + "ln_1.weight", [C]), ln1Bias: add(p + "ln_1.bias", [C]),
@@ -133,10 +150,11 @@ public final class GPT2Model {
                 fcWeight: add(p + "mlp.c_fc.weight", [C, I]), fcBias: add(p + "mlp.c_fc.bias", [I]),
                 outputWeight: add(p + "mlp.c_proj.weight", [I, C]), outputBias: add(p + "mlp.c_proj.bias", [C]))
         }
+        part = config.layerCount
         lnfWeight = add("transformer.ln_f.weight", [C])
         lnfBias = add("transformer.ln_f.bias", [C])
-        self.table = table
-        parameterCount = offset
+        table = ParameterTable(
+            laidOut: entries, layerCount: config.layerCount, adaptedModules: Array(repeating: [], count: config.layerCount))
         parameters = .allocate(capacity: offset)
         parameters.initialize(repeating: 0)
         gradients = .allocate(capacity: offset)
@@ -162,7 +180,10 @@ public final class GPT2Model {
             buffers.append(pointer)
             return pointer
         }
-        deinit { for pointer in buffers { pointer.deallocate() } }
+        deinit {
+            for pointer in buffers { pointer.deallocate() }
+            samples?.deallocate()
+        }
         // Per layer: the block's input, LayerNorm 1 output and statistics, qkv, probabilities, context,
         // the residual after attention, LayerNorm 2 output and statistics, MLP pre-activation and output.
         var inputs: [UnsafeMutablePointer<Float>] = [], ln1: [UnsafeMutablePointer<Float>] = []
@@ -175,10 +196,46 @@ public final class GPT2Model {
         var output: UnsafeMutablePointer<Float>? = nil, final: UnsafeMutablePointer<Float>? = nil
         var meanF: UnsafeMutablePointer<Float>? = nil, rstdF: UnsafeMutablePointer<Float>? = nil
         var mask: [Int32] = [], ids: [Int32] = []
+        /// Training passes: the dropout keys and each sequence's global sample index.
+        var dropout: Dropout? {
+            didSet {
+                samples?.deallocate()
+                samples = dropout.map { dropout in
+                    let samples = UnsafeMutablePointer<Int>.allocate(capacity: max(1, dropout.sampleIndices.count))
+                    samples.initialize(from: dropout.sampleIndices, count: dropout.sampleIndices.count)
+                    return samples
+                }
+            }
+        }
+        /// `dropout`'s sample indices where the masks can point at them.
+        private(set) var samples: UnsafeMutablePointer<Int>?
+        /// Per layer, the attention probabilities after dropout (the probabilities themselves without it).
+        var dropped: [UnsafeMutablePointer<Float>] = []
         /// Rows (b T + t) whose logits count, their targets, the gathered final states and logits.
         var rows: [Int32] = [], targets: [Int32] = []
         /// d(loss sum)/d(logits) of the counted rows, computed with the loss.
         var gathered: UnsafeMutablePointer<Float>? = nil, dlogits: UnsafeMutablePointer<Float>? = nil
+    }
+
+    /// Dropout of a training pass: each mask is keyed by (seed, step, global sample index, layer, site),
+    /// as BERT's are (layer 0 the embeddings, l + 1 block l; sites `DropoutSite`), so a sample gets
+    /// the same masks on any rank and in any micro-batch; backward draws them again.
+    public struct Dropout {
+        public var seed: UInt64
+        public var step: UInt64
+        public var sampleIndices: [Int]
+
+        public init(seed: UInt64, step: UInt64, sampleIndices: [Int]) {
+            (self.seed, self.step, self.sampleIndices) = (seed, step, sampleIndices)
+        }
+    }
+
+    /// The mask of one site, or nil when `probability` is 0 or the pass has no dropout.
+    func dropoutMask(_ pass: Pass, _ probability: Float, layer: Int, site: UInt64, rowsPerSample: Int) -> DropoutMask? {
+        guard let dropout = pass.dropout, let samples = pass.samples, probability > 0 else { return nil }
+        return DropoutMask(
+            probability: probability, seed: dropout.seed, step: dropout.step, layer: UInt64(layer), site: site,
+            sampleIndices: samples, rowsPerSample: rowsPerSample)
     }
 
     /// The result of `forward`: the loss summed over the counted positions, their number, and the pass.
@@ -193,28 +250,37 @@ public final class GPT2Model {
     /// positions: position t counts when labels[t + 1] is not ignored. With `allLogits`, the logits of
     /// every position are computed too (returned as (B T, V)).
     public func forward(
-        ids: [Int32], mask: [Int32], labels: [Int32], sequences B: Int, length T: Int, allLogits: Bool = false
+        ids: [Int32], mask: [Int32], labels: [Int32], sequences B: Int, length T: Int, allLogits: Bool = false,
+        dropout: Dropout? = nil
     ) -> (output: Output, logits: [Float]?) {
         precondition(ids.count == B * T && mask.count == B * T && labels.count == B * T && T <= config.positionCount)
+        precondition(dropout.map { $0.sampleIndices.count == B } ?? true, "one sample index per sequence")
         let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
         let eps = config.layerNormEpsilon
         let pass = Pass(B: B, T: T)
         let N = B * T
         pass.mask = mask
         pass.ids = ids
+        pass.dropout = dropout
         var h = pass.buffer(N * C)
         for n in 0..<N {
             let row = h + n * C, word = p(wte) + Int(ids[n]) * C, position = p(wpe) + (n % T) * C
             for j in 0..<C { row[j] = word[j] + position[j] }
         }
+        if let drop = dropoutMask(pass, config.embeddingDropout, layer: 0, site: DropoutSite.embeddings, rowsPerSample: T) {
+            dropoutForward(h, h, drop, rows: N, columns: C)
+        }
+        probe("embeddings", nil, h, N * C)
         let scale = 1 / Float(hs).squareRoot()
-        for layer in layers {
+        for (l, layer) in layers.enumerated() {
             pass.inputs.append(h)
             let ln1 = pass.buffer(N * C), mean1 = pass.buffer(N), rstd1 = pass.buffer(N)
             layerNormForward(ln1, mean1, rstd1, h, p(layer.ln1Weight), p(layer.ln1Bias), rows: N, columns: C, epsilon: eps)
             let qkv = pass.buffer(N * 3 * C)
             conv1D(qkv, ln1, layer.attentionWeight, layer.attentionBias, rows: N, inputs: C, outputs: 3 * C)
             let probs = pass.buffer(B * NH * T * T), context = pass.buffer(N * C)
+            let attentionDrop = dropoutMask(pass, config.attentionDropout, layer: l + 1, site: DropoutSite.attentionProbabilities, rowsPerSample: NH * T)
+            let dropped = attentionDrop == nil ? probs : pass.buffer(B * NH * T * T)
             overHeads(B * NH) { bh in
                 let b = bh / NH, head = bh % NH
                 let q = qkv + b * T * 3 * C + head * hs, k = q + C, v = q + 2 * C
@@ -228,11 +294,17 @@ public final class GPT2Model {
                         (row + t + 1).update(repeating: 0, count: T - t - 1)
                     }
                 }
-                gemm(.none, .none, m: T, n: hs, k: T, a: block, lda: T, b: v, ldb: 3 * C, beta: 0, c: context + b * T * C + head * hs, ldc: C)
+                if let attentionDrop { dropoutForward(dropped, probs, attentionDrop, rows: (bh * T)..<((bh + 1) * T), columns: T) }
+                gemm(.none, .none, m: T, n: hs, k: T, a: dropped + bh * T * T, lda: T, b: v, ldb: 3 * C, beta: 0,
+                     c: context + b * T * C + head * hs, ldc: C)
             }
             let middle = pass.buffer(N * C)
             conv1D(middle, context, layer.projectionWeight, layer.projectionBias, rows: N, inputs: C, outputs: C)
+            if let drop = dropoutMask(pass, config.residualDropout, layer: l + 1, site: DropoutSite.attentionOutput, rowsPerSample: T) {
+                dropoutForward(middle, middle, drop, rows: N, columns: C)
+            }
             VectorMath.add(middle, h, count: N * C)
+            probe("attention", l, middle, N * C)
             let ln2 = pass.buffer(N * C), mean2 = pass.buffer(N), rstd2 = pass.buffer(N)
             layerNormForward(ln2, mean2, rstd2, middle, p(layer.ln2Weight), p(layer.ln2Bias), rows: N, columns: C, epsilon: eps)
             let pre = pass.buffer(N * I), activated = pass.buffer(N * I)
@@ -240,9 +312,13 @@ public final class GPT2Model {
             biasActivationForward(activated, pre, p(layer.fcBias), config.activation, rows: N, columns: I)
             let out = pass.buffer(N * C)
             conv1D(out, activated, layer.outputWeight, layer.outputBias, rows: N, inputs: I, outputs: C)
+            if let drop = dropoutMask(pass, config.residualDropout, layer: l + 1, site: DropoutSite.feedForwardOutput, rowsPerSample: T) {
+                dropoutForward(out, out, drop, rows: N, columns: C)
+            }
             VectorMath.add(out, middle, count: N * C)
+            probe("mlp", l, out, N * C)
             pass.ln1.append(ln1); pass.mean1.append(mean1); pass.rstd1.append(rstd1); pass.qkv.append(qkv)
-            pass.probs.append(probs); pass.context.append(context); pass.middle.append(middle); pass.ln2.append(ln2)
+            pass.probs.append(probs); pass.dropped.append(dropped); pass.context.append(context); pass.middle.append(middle); pass.ln2.append(ln2)
             pass.mean2.append(mean2); pass.rstd2.append(rstd2); pass.pre.append(pre); pass.activated.append(activated)
             h = out
         }
@@ -250,6 +326,7 @@ public final class GPT2Model {
         let final = pass.buffer(N * C), meanF = pass.buffer(N), rstdF = pass.buffer(N)
         layerNormForward(final, meanF, rstdF, h, p(lnfWeight), p(lnfBias), rows: N, columns: C, epsilon: eps)
         (pass.final, pass.meanF, pass.rstdF) = (final, meanF, rstdF)
+        probe("ln_f", nil, final, N * C)
         for b in 0..<B {
             for t in 0..<(T - 1) where labels[b * T + t + 1] != Self.ignoredLabel {
                 pass.rows.append(Int32(b * T + t))
@@ -276,8 +353,10 @@ public final class GPT2Model {
         return (Output(lossSum: (0..<P).reduce(0.0) { $0 + Double(losses[$1]) }, count: P, pass: pass), all)
     }
 
-    /// Adds d(dloss * lossSum)/d(parameters) of `output`'s pass to `gradients`.
-    public func backward(_ output: Output, dloss: Float) {
+    /// Adds d(dloss * lossSum)/d(parameters) of `output`'s pass to `gradients`; `onGradientsReady`
+    /// receives the gradient ranges as they become final: the final LayerNorm, blocks L-1 ... 0, then
+    /// the embeddings (the tied token embedding is final only then).
+    public func backward(_ output: Output, dloss: Float, onGradientsReady: ((Range<Int>) -> Void)? = nil) {
         let pass = output.pass
         let B = pass.B, T = pass.T, N = pass.N
         let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
@@ -292,26 +371,41 @@ public final class GPT2Model {
         let dh = pass.buffer(N * C), scratch = pass.buffer(N * C)
         expandRows(scratch, dGathered, pass.rows, count: P, rows: N, channels: C)
         layerNormBackward(dh, g(lnfWeight), g(lnfBias), scratch, pass.output!, p(lnfWeight), pass.meanF!, pass.rstdF!, rows: N, columns: C)
+        onGradientsReady?(table.headRange)
         let dI = pass.buffer(N * I), dqkv = pass.buffer(N * 3 * C), dctx = pass.buffer(N * C), dS = pass.buffer(B * NH * T * T)
+        let dBranch = pass.dropout == nil ? nil : pass.buffer(N * C)
+        /// d(branch output) from d(residual sum): dh itself, or through the site's dropout.
+        func branchGradient(_ site: UInt64, layer l: Int) -> UnsafePointer<Float> {
+            guard let dBranch, let drop = dropoutMask(pass, config.residualDropout, layer: l + 1, site: site, rowsPerSample: T) else {
+                return UnsafePointer(dh)
+            }
+            dropoutBackward(dBranch, dh, drop, rows: N, columns: C)
+            return UnsafePointer(dBranch)
+        }
         for (l, layer) in layers.enumerated().reversed() {
-            // out = middle + c_proj(gelu(c_fc(ln2(middle)))): dh is d(out), and flows to d(middle) as is.
-            conv1DBackward(dI, layer.outputWeight, layer.outputBias, dout: dh, input: pass.activated[l], rows: N, inputs: I, outputs: C)
+            // out = middle + dropout(c_proj(gelu(c_fc(ln2(middle))))): dh is d(out), and flows to d(middle) as is.
+            conv1DBackward(dI, layer.outputWeight, layer.outputBias, dout: branchGradient(DropoutSite.feedForwardOutput, layer: l),
+                           input: pass.activated[l], rows: N, inputs: I, outputs: C)
             activationBackward(dI, dI, pass.pre[l], config.activation, count: N * I)
             conv1DBackward(scratch, layer.fcWeight, layer.fcBias, dout: dI, input: pass.ln2[l], rows: N, inputs: C, outputs: I)
             layerNormBackward(scratch, g(layer.ln2Weight), g(layer.ln2Bias), scratch, pass.middle[l], p(layer.ln2Weight),
                               pass.mean2[l], pass.rstd2[l], rows: N, columns: C)
             VectorMath.add(dh, scratch, count: N * C)
-            // middle = input + c_proj(attention(c_attn(ln1(input)))): dh is now d(middle).
-            conv1DBackward(dctx, layer.projectionWeight, layer.projectionBias, dout: dh, input: pass.context[l], rows: N, inputs: C, outputs: C)
-            let qkv = pass.qkv[l], probs = pass.probs[l]
+            // middle = input + dropout(c_proj(attention(c_attn(ln1(input))))): dh is now d(middle).
+            conv1DBackward(dctx, layer.projectionWeight, layer.projectionBias, dout: branchGradient(DropoutSite.attentionOutput, layer: l),
+                           input: pass.context[l], rows: N, inputs: C, outputs: C)
+            let qkv = pass.qkv[l], probs = pass.probs[l], dropped = pass.dropped[l]
+            let attentionDrop = dropoutMask(pass, config.attentionDropout, layer: l + 1, site: DropoutSite.attentionProbabilities, rowsPerSample: NH * T)
             overHeads(B * NH) { bh in
                 let b = bh / NH, head = bh % NH
                 let q = qkv + b * T * 3 * C + head * hs, k = q + C, v = q + 2 * C
                 let dq = dqkv + b * T * 3 * C + head * hs, dk = dq + C, dv = dq + 2 * C
                 let block = probs + bh * T * T, dBlock = dS + bh * T * T
                 let dc = dctx + b * T * C + head * hs
-                gemm(.transposed, .none, m: T, n: hs, k: T, a: block, lda: T, b: dc, ldb: C, beta: 0, c: dv, ldc: 3 * C)
+                gemm(.transposed, .none, m: T, n: hs, k: T, a: dropped + bh * T * T, lda: T, b: dc, ldb: C, beta: 0, c: dv, ldc: 3 * C)
                 gemm(.none, .transposed, m: T, n: T, k: hs, a: dc, lda: C, b: v, ldb: 3 * C, beta: 0, c: dBlock, ldc: T)
+                // Dropout's backward is its forward on the gradient (the mask drawn again).
+                if let attentionDrop { dropoutForward(dS, dS, attentionDrop, rows: (bh * T)..<((bh + 1) * T), columns: T) }
                 // Masked probabilities are 0, so the full rows give 0 there.
                 attentionSoftmaxBackward(dS, probs, nil, rows: (bh * T)..<((bh + 1) * T), length: T)
                 gemm(.none, .none, m: T, n: hs, k: T, alpha: scale, a: dBlock, lda: T, b: k, ldb: 3 * C, beta: 0, c: dq, ldc: 3 * C)
@@ -321,11 +415,21 @@ public final class GPT2Model {
             layerNormBackward(scratch, g(layer.ln1Weight), g(layer.ln1Bias), scratch, pass.inputs[l], p(layer.ln1Weight),
                               pass.mean1[l], pass.rstd1[l], rows: N, columns: C)
             VectorMath.add(dh, scratch, count: N * C)
+            onGradientsReady?(table.layerRanges[l])
+        }
+        if let drop = dropoutMask(pass, config.embeddingDropout, layer: 0, site: DropoutSite.embeddings, rowsPerSample: T) {
+            dropoutBackward(dh, dh, drop, rows: N, columns: C)
         }
         for n in 0..<N {
             VectorMath.add(g(wte) + Int(pass.ids[n]) * C, dh + n * C, count: C)
             VectorMath.add(g(wpe) + (n % T) * C, dh + n * C, count: C)
         }
+        onGradientsReady?(table.embeddingRange)
+    }
+
+    @inline(__always)
+    func probe(_ op: String, _ layer: Int?, _ output: UnsafePointer<Float>, _ count: Int) {
+        forwardProbe?(op, layer, UnsafeBufferPointer(start: output, count: count))
     }
 
     // MARK: - Conv1D

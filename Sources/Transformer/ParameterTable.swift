@@ -142,7 +142,15 @@ public struct ParameterTable: Sendable {
             let saved = config.prompt?.modulesToSave ?? config.prefix?.modulesToSave ?? Self.headOutputModules(config.head)
             entries = Self.frozenFirst(entries, trainable: Self.trainableNames(entries.map(\.name), bias: .none, saved: saved))
         }
-        let trainableStart = entries.first(where: \.trainable)?.offset ?? offset
+        self.init(laidOut: entries, layerCount: config.hiddenLayerCount, adaptedModules: adaptedModules)
+    }
+
+    /// A table of `entries` already laid out (offsets contiguous from 0, frozen ones first); parts
+    /// -1 (embeddings), 0 ..< `layerCount` (layers) and `layerCount` (the rest) give the gradient
+    /// ranges backward reports.
+    init(laidOut entries: [Entry], layerCount: Int, adaptedModules: [[LoraModule]]) {
+        let total = entries.last.map { $0.range.upperBound } ?? 0
+        let trainableStart = entries.first(where: \.trainable)?.offset ?? total
         // Each part's trainable entries are contiguous (they keep the model's order), in the gradient buffer.
         func gradientRange(part: Int) -> Range<Int> {
             let mine = entries.filter { $0.trainable && $0.part <= part }
@@ -151,11 +159,11 @@ public struct ParameterTable: Sendable {
             return end(before)..<end(mine)
         }
         self.entries = entries
-        self.totalCount = offset
-        self.trainableRange = trainableStart..<offset
-        self.layerRanges = (0..<config.hiddenLayerCount).map(gradientRange(part:))
+        self.totalCount = total
+        self.trainableRange = trainableStart..<total
+        self.layerRanges = (0..<layerCount).map(gradientRange(part:))
         self.embeddingRange = gradientRange(part: -1)
-        self.headRange = gradientRange(part: config.hiddenLayerCount)
+        self.headRange = gradientRange(part: layerCount)
         self.adaptedModules = adaptedModules
         var index: [String: Int] = [:]
         for (i, entry) in entries.enumerated() { index[entry.name] = i }

@@ -225,8 +225,10 @@ struct Train: ParsableCommand {
             return "swiftbert merge --adapter \(checkpoint) --out <directory> (a plain Hugging Face model)"
                 + (config.task.kind == .pretraining ? "" : "; swiftbert evaluate --model \(checkpoint) --data <labelled file>")
         }
-        guard config.task.kind != .pretraining else {
-            return "swiftbert fill-mask --model \(checkpoint) \"the lord is my [MASK].\""
+        switch config.task.kind {
+        case .pretraining: return "swiftbert fill-mask --model \(checkpoint) \"the lord is my [MASK].\""
+        case .causalLM: return "swiftbert generate --model \(checkpoint) \"In the beginning\""
+        default: break
         }
         let best = (options.runDirectory as NSString).appendingPathComponent("best")
         let model = FileManager.default.fileExists(atPath: best) ? best : checkpoint

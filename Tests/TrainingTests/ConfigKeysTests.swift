@@ -283,7 +283,7 @@ final class ConfigKeysTests: XCTestCase {
         }
         expect(#"{"type": "sequence_classification"}"#, "ft.json: task.train_file: missing; this key is required")
         expect(#"{"type": "classify"}"#, #"ft.json: task.type: is "classify"; must be one of "pretraining", "#
-            + #""sequence_classification", "token_classification", "question_answering", "multiple_choice""#)
+            + #""sequence_classification", "token_classification", "question_answering", "multiple_choice", "causal_lm""#)
         expect(#"{"train_file": "a.tsv"}"#, data: true,
                "ft.json: task.train_file: is for fine-tuning; pre-training reads data.directory (set task.type)")
         expect(#"{"metric_for_best_model": "f1"}"#, data: true,

@@ -75,7 +75,7 @@ final class GPT2GenerationTests: XCTestCase {
         let kept = ProcessInfo.processInfo.environment["GPT2_SAVE_DIRECTORY"]
         let directory = kept ?? FileManager.default.temporaryDirectory.appendingPathComponent("gpt2-\(UUID().uuidString)").path
         defer { if kept == nil { try? FileManager.default.removeItem(atPath: directory) } }
-        try model.save(to: directory)
+        try model.savePretrained(to: directory)
         let again = try GPT2Model.load(directory: directory)
         XCTAssertEqual(again.config, model.config)
         XCTAssertTrue(zip(again.parameters, model.parameters).allSatisfy { $0 == $1 })

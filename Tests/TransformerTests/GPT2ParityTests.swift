@@ -15,7 +15,7 @@ final class GPT2ParityTests: XCTestCase {
         let config = try JSONDecoder().decode(GPT2Config.self, from: Data(XCTUnwrap(file.metadata["config"]).utf8))
         XCTAssertEqual(config.inner, 128)
         let model = GPT2Model(config: config)
-        for entry in model.table {
+        for entry in model.table.entries {
             let values = try file.floats("param." + entry.name)
             XCTAssertEqual(values.count, entry.shape.reduce(1, *), entry.name)
             _ = UnsafeMutableBufferPointer(rebasing: model.parameters[entry.offset..<(entry.offset + values.count)]).update(from: values)
@@ -40,7 +40,7 @@ final class GPT2ParityTests: XCTestCase {
             check(real.flatMap { Array(logits![($0 * V)..<(($0 + 1) * V)]) }, real.flatMap { Array(reference[($0 * V)..<(($0 + 1) * V)]) },
                   "logits (\(workers) workers)")
             model.backward(output, dloss: 1 / Float(count))
-            for entry in model.table {
+            for entry in model.table.entries {
                 let ours = Array(model.gradients[entry.offset..<(entry.offset + entry.shape.reduce(1, *))])
                 check(ours, try file.floats("grad." + entry.name), "grad \(entry.name) (\(workers) workers)")
             }

@@ -95,7 +95,7 @@ struct FineTuningBatch: TaskBatch {
 
 /// A fine-tuning task: a head on `FineTuningData`. What every such task answers the same way is
 /// written once here; a task with several sequences per example (multiple choice) says so itself.
-protocol FineTuningTask: TrainingTask {
+protocol FineTuningTask: BertTrainingTask {
     var config: TrainingConfig { get }
     var data: FineTuningData { get }
 }

@@ -6,7 +6,7 @@ import Transformer
 
 /// BERT pre-training as a task: masked LM and next-sentence prediction on a prepared data directory
 /// (`swiftbert prepare`), masking applied as batches are read.
-final class PreTrainingTask: TrainingTask {
+final class PreTrainingTask: BertTrainingTask {
     typealias Model = BertForPreTraining
     typealias Batch = PretrainingBatch
 

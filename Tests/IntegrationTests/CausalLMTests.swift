@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+
+/// GPT-2 causal LM training as a user runs it: `prepare --objective causal_lm`, `train` with
+/// configs/gpt2-debug.json standalone, under mpirun and in the debug mode, resume, and `generate`
+/// from what it wrote; files read back independently.
+final class CausalLMTests: XCTestCase {
+    static let tokenizer = Tool.root.appendingPathComponent("Tests/DataTests/Fixtures/bpe/tokenizer.json").path
+    static let config = Tool.root.appendingPathComponent("configs/gpt2-debug.json").path
+
+    /// The bundled corpus packed into sequences of 64 tokens, once per test process.
+    static let dataDirectory: Result<String, Error> = Result {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("swiftbert-causal-data-\(getpid())").path
+        let result = try Tool.swiftbert(
+            ["prepare", "--objective", "causal_lm", "--tokenizer", tokenizer,
+             "--input", Tool.root.appendingPathComponent("corpus/kjv.txt").path,
+             "--out", directory, "--max-seq-length", "64", "--overwrite"], timeout: 600)
+        guard result.status == 0 else { throw TrainingFailure("prepare failed: \(result.stderr)") }
+        return directory
+    }
+
+    /// The fixture tokenizer has 1200 ids; sequences of 64 tokens.
+    let shape = ["--set", "model.vocab_size=1200", "--set", "batch.sequence_length=64"]
+
+    func train(ranks: Int = 1, debugRanks: Int? = nil, _ extra: [String], data: String? = nil, out: String) throws -> Tool.Result {
+        let arguments = ["train", "--config", Self.config, "--data", try data ?? Self.dataDirectory.get(), "--out", out] + shape + extra
+        if let debugRanks {
+            return try Tool.swiftbert(arguments + ["--debug", "--ranks", "\(debugRanks)"], timeout: 600)
+        }
+        return ranks == 1 ? try Tool.swiftbert(arguments, timeout: 600) : try Tool.mpirun(ranks: ranks, arguments, timeout: 600)
+    }
+
+    /// Dropout on (the config's 0.1 everywhere): its masks follow the samples, not the ranks.
+    func testLossAndWeightsDoNotDependOnTheNumberOfRanks() throws {
+        let steps = ["--set", "schedule.total_steps=12", "--set", "checkpoint.every_steps=12", "--set", "logging.every_steps=1"]
+        let single = TrainingFixture.runDirectory("causal-ranks1")
+        let reference = try train(steps, out: single)
+        XCTAssertEqual(reference.status, 0, reference.stderr)
+        let referenceLosses = try TrainingFixture.losses(single)
+        XCTAssertEqual(referenceLosses.keys.sorted(), Array(1...12))
+        let referenceWeights = try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(single) + "/model.safetensors")
+        XCTAssertEqual(referenceWeights.count, 4 + 12 * 2, "wte, wpe, ln_f and 12 tensors a block")
+
+        for (label, ranks, debugRanks) in [("mpirun 2", 2, nil), ("mpirun 4", 4, nil), ("in-process 2", 1, 2 as Int?)] {
+            let out = TrainingFixture.runDirectory("causal-ranks-\(ranks)-\(debugRanks ?? 0)")
+            let result = try train(ranks: ranks, debugRanks: debugRanks, steps, out: out)
+            XCTAssertEqual(result.status, 0, "\(label): \(result.stderr)")
+            let losses = try TrainingFixture.losses(out)
+            XCTAssertEqual(losses.keys.sorted(), Array(1...12), label)
+            for (step, loss) in referenceLosses {
+                let other = losses[step] ?? .nan
+                XCTAssertLessThanOrEqual(abs(other - loss) / abs(loss), 1e-5, "\(label), step \(step): \(other) vs \(loss)")
+            }
+            let weights = try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(out) + "/model.safetensors")
+            XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(weights, referenceWeights), 1e-5, label)
+        }
+    }
+
+    func testResumeContinuesTheLossCurveExactly() throws {
+        let total = ["--set", "schedule.total_steps=20", "--set", "checkpoint.every_steps=10", "--set", "logging.every_steps=1"]
+        let straight = TrainingFixture.runDirectory("causal-straight")
+        XCTAssertEqual(try train(total, out: straight).status, 0)
+        let interrupted = TrainingFixture.runDirectory("causal-interrupted")
+        let first = try train(total + ["--steps", "10"], out: interrupted)
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let second = try train(total + ["--resume", "auto"], out: interrupted)
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stdout.contains("resumed from"), second.stdout)
+        XCTAssertEqual(try TrainingFixture.losses(interrupted), try TrainingFixture.losses(straight))
+        let a = try Data(contentsOf: URL(fileURLWithPath: try TrainingFixture.latestCheckpoint(straight) + "/model.safetensors"))
+        let b = try Data(contentsOf: URL(fileURLWithPath: try TrainingFixture.latestCheckpoint(interrupted) + "/model.safetensors"))
+        XCTAssertEqual(a, b, "final weights differ after resume")
+    }
+
+    /// Real text: validation loss and perplexity fall far below their start, and the checkpoint is a
+    /// GPT-2 directory `generate` runs with the tokenizer it carries.
+    func testLearnsRealTextAndItsCheckpointGenerates() throws {
+        let out = TrainingFixture.runDirectory("causal-learn")
+        let result = try train(
+            ["--set", "schedule.total_steps=600", "--set", "schedule.warmup_steps=20", "--set", "logging.eval_every_steps=200",
+             "--set", "checkpoint.every_steps=600", "--set", "optimizer.learning_rate=0.003"], out: out)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let validation = try TrainingFixture.records(out).filter { $0["split"] as? String == "validation" }
+        let losses = validation.compactMap { $0["loss"] as? Double }
+        let perplexities = validation.compactMap { $0["perplexity"] as? Double }
+        XCTAssertEqual(losses.count, 3, "evaluations at steps 200, 400 and 600")
+        XCTAssertEqual(perplexities.count, losses.count)
+        for (loss, perplexity) in zip(losses, perplexities) { XCTAssertEqual(perplexity, exp(loss), accuracy: 1e-6 * perplexity) }
+        // A uniform guess over 1200 ids has loss ln 1200 = 7.09; text the model has learned, far less.
+        let first = try XCTUnwrap(TrainingFixture.losses(out)[10])
+        XCTAssertGreaterThan(first, 5.5, "the start is near uniform")
+        XCTAssertLessThan(try XCTUnwrap(losses.last), 4.4, "validation losses \(losses)")
+        XCTAssertLessThan(try XCTUnwrap(perplexities.last), exp(first) / 10, "perplexity at step 10: \(exp(first))")
+        XCTAssertLessThan(losses[2], losses[0], "still learning")
+
+        let checkpoint = try TrainingFixture.latestCheckpoint(out)
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoint + "/" + file), file)
+        }
+        let config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: checkpoint + "/config.json"))) as? [String: Any])
+        XCTAssertEqual(config["model_type"] as? String, "gpt2")
+        XCTAssertEqual(config["n_embd"] as? Int, 64)
+        let generated = try Tool.swiftbert(["generate", "--model", checkpoint, "--max-new-tokens", "24", "--json", "And God said"])
+        XCTAssertEqual(generated.status, 0, generated.stderr)
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(generated.stdout.utf8)) as? [String: Any])
+        let text = try XCTUnwrap(object["generated_text"] as? String)
+        XCTAssertTrue(text.hasPrefix("And God said"), text)
+        XCTAssertGreaterThan(text.count, "And God said".count + 20, text)
+    }
+
+    func testBadInputIsOneClearErrorBeforeTraining() throws {
+        let bert = try TrainingFixture.data()
+        let mismatch = try train(["--set", "schedule.total_steps=2", "--set", "schedule.warmup_steps=0"], data: bert, out: TrainingFixture.runDirectory("causal-bert-data"))
+        XCTAssertNotEqual(mismatch.status, 0)
+        XCTAssertTrue(mismatch.stderr.contains("needs data prepared with `swiftbert prepare --objective causal_lm`"), mismatch.stderr)
+        let cases: [([String], String)] = [
+            (["--set", "model.vocab_size=1000"], "model.vocab_size"),
+            (["--set", "model.n_embd=65"], "model"),
+            (["--set", "peft.method=lora", "--set", "init_from=/nonexistent"], "peft.method"),
+            (["--set", "model.n_ctx_typo=3"], "model.n_ctx_typo"),
+        ]
+        for (extra, expected) in cases {
+            let out = TrainingFixture.runDirectory("causal-bad")
+            let result = try train(extra + ["--set", "schedule.total_steps=2", "--set", "schedule.warmup_steps=0"], out: out)
+            XCTAssertNotEqual(result.status, 0, "\(extra)")
+            XCTAssertTrue(result.stderr.contains(expected), "\(extra): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/checkpoints/latest"), "\(extra)")
+        }
+    }
+}
