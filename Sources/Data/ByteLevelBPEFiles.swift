@@ -189,19 +189,25 @@ extension ByteLevelBPE {
     public static func files(of model: ByteLevelBPEModel) -> [(name: String, text: String)] {
         let vocabulary = JSONValue.object(model.tokens.enumerated().map { ($0.element, .integer($0.offset)) })
         let merges = model.merges.map { "\($0.0) \($0.1)\n" }.joined()
-        var config: [(key: String, value: JSONValue)] = [
-            ("tokenizer_class", .string("GPT2Tokenizer")), ("add_prefix_space", .bool(false)),
-        ]
-        if model.specialTokens.contains(endOfText) {
-            config += [("bos_token", .string(endOfText)), ("eos_token", .string(endOfText)), ("unk_token", .string(endOfText))]
-        }
         // tokenizers writes tokenizer.json and vocab.json without a final line break.
         return [
             (tokenizerFile, String(tokenizerJSON(of: model).prettyText().dropLast())),
             (vocabularyFile, vocabulary.compactText()),
             (mergesFile, "#version: 0.2\n" + merges),
-            (configFile, JSONValue.object(config).prettyText()),
+            (configFile, tokenizerConfig(endOfText: model.specialTokens.contains(endOfText)).prettyText()),
         ]
+    }
+
+    /// tokenizer_config.json: what transformers needs beside tokenizer.json to load the tokenizer as
+    /// GPT-2's, with `<|endoftext|>` as its beginning, end and unknown token when it has one.
+    public static func tokenizerConfig(endOfText hasEndOfText: Bool) -> JSONValue {
+        var config: [(key: String, value: JSONValue)] = [
+            ("tokenizer_class", .string("GPT2Tokenizer")), ("add_prefix_space", .bool(false)),
+        ]
+        if hasEndOfText {
+            config += [("bos_token", .string(endOfText)), ("eos_token", .string(endOfText)), ("unk_token", .string(endOfText))]
+        }
+        return .object(config)
     }
 
     /// tokenizer.json as `tokenizers` serialises a `ByteLevelBPETokenizer`.

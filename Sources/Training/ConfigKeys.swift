@@ -276,9 +276,11 @@ extension TrainingConfig {
         $0.task.kind == .pretraining
     }
     private static let preparedData = ConfigCondition<TrainingConfig>(
-        help: "`task.type` is `\"pretraining\"` or `\"causal_lm\"`") { $0.task.readsPreparedData }
+        help: "`task.type` is `\"pretraining\"`, or `\"causal_lm\"` without `task.train_file`") { $0.task.readsPreparedData }
     private static let fineTuning = ConfigCondition<TrainingConfig>(
-        help: "`task.type` is a fine-tuning task (not `\"pretraining\"` or `\"causal_lm\"`)") { !$0.task.readsPreparedData }
+        help: "`task.type` is a fine-tuning task (not `\"pretraining\"` or `\"causal_lm\"`)") {
+        $0.task.kind != .pretraining && $0.task.kind != .causalLM
+    }
     /// Documents `readModel(_:_:)`, which sees `init_from` before it is read.
     private static let preTrainingOrNoInitFrom = ConfigCondition<TrainingConfig>(
         help: "`task.type` is `\"pretraining\"` or `init_from` is null") { $0.task.kind == .pretraining || $0.initFrom == nil }

@@ -75,8 +75,9 @@ public enum LabelScheme: String, CaseIterable, Sendable {
 public struct TaskSettings: Equatable, Sendable {
     public var kind: TaskKind = .pretraining
 
-    /// Whether the task reads a prepared data directory (`data.directory`) rather than labelled files.
-    public var readsPreparedData: Bool { kind == .pretraining || kind == .causalLM }
+    /// Whether the task reads a prepared data directory (`data.directory`) rather than labelled files
+    /// (causal LM reads prompt/response files when `train_file` is given).
+    public var readsPreparedData: Bool { kind == .pretraining || (kind == .causalLM && trainFile == nil) }
     /// Labelled training data (CSV/TSV with a header, JSON lines, ...); required for fine-tuning.
     public var trainFile: String?
     /// Labelled validation data; without it, evaluation and best-checkpoint selection are off.

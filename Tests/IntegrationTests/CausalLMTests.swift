@@ -128,3 +128,111 @@ final class CausalLMTests: XCTestCase {
         }
     }
 }
+
+/// Instruction tuning: GPT-2 fine-tuned on prompt/response lines (and chat messages), learning the
+/// responses only, through the same engine.
+final class InstructionTuningTests: XCTestCase {
+    static let base = Tool.root.appendingPathComponent("Tests/TransformerTests/Fixtures/gpt2/tiny-bpe").path
+    static let words = ["light", "water", "earth", "heaven", "night", "day", "seed", "fruit", "grass", "whale", "fowl", "cattle"]
+
+    /// Which word follows which, taught as pairs and as chats; validation asks the same questions.
+    static func writeData(_ directory: String) throws -> (train: String, validation: String) {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var train: [String] = [], validation: [String] = []
+        func json(_ object: Any) throws -> String { String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self) }
+        for (index, word) in words.enumerated() {
+            let next = words[(index + 1) % words.count]
+            let pair = try json(["prompt": "After \(word) comes", "response": " \(next)."])
+            let chat = try json(["messages": [["role": "user", "content": "After \(word)?"], ["role": "assistant", "content": "\(next)."]]])
+            train += Array(repeating: pair, count: 3) + [chat]
+            validation.append(pair)
+        }
+        let paths = (directory + "/train.jsonl", directory + "/validation.jsonl")
+        try (train.joined(separator: "\n") + "\n").write(toFile: paths.0, atomically: true, encoding: .utf8)
+        try (validation.joined(separator: "\n") + "\n").write(toFile: paths.1, atomically: true, encoding: .utf8)
+        return paths
+    }
+
+    func config(_ directory: String, steps: Int) throws -> String {
+        let data = try Self.writeData(directory)
+        let config: [String: Any] = [
+            "task": ["type": "causal_lm", "train_file": data.train, "validation_file": data.validation],
+            "init_from": Self.base,
+            "batch": ["global_batch_size": 8, "sequence_length": 24],
+            "optimizer": ["learning_rate": 0.01, "weight_decay": 0.0],
+            "schedule": ["warmup_steps": 5, "total_steps": steps],
+            "checkpoint": ["every_steps": steps],
+            "logging": ["every_steps": 1, "eval_every_steps": steps, "eval_batches": 2],
+            "seed": 5,
+        ]
+        let path = directory + "/config.json"
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testLearnsTheResponsesAndGeneratesThem() throws {
+        let scratch = TrainingFixture.runDirectory("instruct-data")
+        let out = TrainingFixture.runDirectory("instruct")
+        let result = try Tool.swiftbert(["train", "--config", try config(scratch, steps: 300), "--out", out], timeout: 600)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let records = try TrainingFixture.records(out)
+        let first = try XCTUnwrap(TrainingFixture.losses(out)[1])
+        let validation = try XCTUnwrap(records.last { $0["split"] as? String == "validation" }?["loss"] as? Double)
+        XCTAssertGreaterThan(first, 3, "the random base model knows nothing of the answers")
+        XCTAssertLessThan(validation, 0.1, "validation loss on the responses: \(validation)")
+        let checkpoint = try TrainingFixture.latestCheckpoint(out)
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoint + "/" + file), file)
+        }
+        let generated = try Tool.swiftbert(["generate", "--model", checkpoint, "--max-new-tokens", "4", "--json",
+                                            "After water comes", "After whale comes"])
+        XCTAssertEqual(generated.status, 0, generated.stderr)
+        let texts = generated.stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["generated_text"] as? String
+        }
+        XCTAssertEqual(texts, ["After water comes earth.", "After whale comes fowl."])
+    }
+
+    func testLossAndWeightsDoNotDependOnTheNumberOfRanks() throws {
+        let scratch = TrainingFixture.runDirectory("instruct-ranks-data")
+        let config = try config(scratch, steps: 6)
+        var weights: [[String: [Float]]] = []
+        var losses: [[Int: Double]] = []
+        for ranks in [1, 2] {
+            let out = TrainingFixture.runDirectory("instruct-ranks-\(ranks)")
+            // BERT's rank test's learning rate: Adam turns float-summation noise in near-zero gradients into
+            // whole updates, which at 0.01 reach 3e-5 of the weights in 6 steps.
+            let arguments = ["train", "--config", config, "--out", out, "--set", "optimizer.learning_rate=0.001"]
+            let result = ranks == 1 ? try Tool.swiftbert(arguments, timeout: 600) : try Tool.mpirun(ranks: ranks, arguments, timeout: 600)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            losses.append(try TrainingFixture.losses(out))
+            weights.append(try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(out) + "/model.safetensors"))
+        }
+        XCTAssertEqual(losses[0].keys.sorted(), Array(1...6))
+        for (step, loss) in losses[0] { XCTAssertEqual(losses[1][step] ?? .nan, loss, accuracy: 1e-5 * loss, "step \(step)") }
+        XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(weights[0], weights[1]), 1e-5)
+    }
+
+    func testBadDataIsOneClearError() throws {
+        let scratch = TrainingFixture.runDirectory("instruct-bad")
+        let config = try config(scratch, steps: 6)
+        let cases: [(String, String)] = [
+            (#"{"prompt": "a", "answer": "b"}"#, "field 'response': missing"),
+            (#"{"text": "a"}"#, "has neither 'prompt'/'response' nor 'messages'"),
+            (#"{"messages": [{"role": "user", "content": "hi"}]}"#, "has no 'assistant' message"),
+            (#"{"prompt": "\#(String(repeating: "word ", count: 40))", "response": " b"}"#, "the prompt fills all batch.sequence_length"),
+            ("not json", "invalid JSON"),
+        ]
+        for (line, expected) in cases {
+            try (line + "\n").write(toFile: scratch + "/train.jsonl", atomically: true, encoding: .utf8)
+            let out = TrainingFixture.runDirectory("instruct-bad-run")
+            let result = try Tool.swiftbert(["train", "--config", config, "--out", out])
+            XCTAssertNotEqual(result.status, 0, line)
+            XCTAssertTrue(result.stderr.contains("train.jsonl") && result.stderr.contains(expected), "\(line): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), line)
+        }
+        let noBase = try Tool.swiftbert(["train", "--config", config, "--out", TrainingFixture.runDirectory("x"), "--set", "init_from=null"])
+        XCTAssertNotEqual(noBase.status, 0)
+        XCTAssertTrue(noBase.stderr.contains("init_from"), noBase.stderr)
+    }
+}

@@ -5,35 +5,54 @@ import Kernels
 import Transformer
 
 /// GPT-2 causal language modelling as a task: next-token prediction on a prepared data directory
-/// (`swiftbert prepare --objective causal_lm`, documents packed into sequences of
-/// `batch.sequence_length` tokens separated by the end-of-text token).
+/// (`swiftbert prepare --objective causal_lm`: documents packed into sequences of
+/// `batch.sequence_length` tokens separated by the end-of-text token), or instruction tuning on
+/// prompt/response JSON lines (`task.train_file`, `InstructionExample`), where only the responses
+/// are learned, starting from `init_from` with its tokenizer.
 ///
-/// A step's loss is the mean over the global batch's predicted tokens (every token but each
-/// sequence's first), whatever the ranks and micro-batches, as `GPT2LMHeadModel`'s loss is over
+/// A step's loss is the mean over the global batch's predicted tokens (every position whose next
+/// token is learned), whatever the ranks and micro-batches, as `GPT2LMHeadModel`'s loss is over
 /// one batch. Validation reports the loss and its perplexity.
 final class CausalLMTask: TrainingTask {
     typealias Model = GPT2Model
 
     let config: TrainingConfig
     let model: GPT2Config
-    let train: PretrainingDataset
-    let validation: PretrainingDataset?
+    let train: any CausalSequences
+    let validation: (any CausalSequences)?
     let dataFingerprint: String
     let sequenceLength: Int
-    /// Pads the last, shorter sequence of a split (its positions count for nothing).
+    /// Pads sequences shorter than the batch's longest (the padding counts for nothing).
     let padID: Int32
+    /// The directory and names of the tokenizer files the checkpoints carry.
+    let tokenizerFiles: (directory: String, names: [String])
 
-    /// Opens and verifies the data directory (a collective).
+    /// Opens and verifies the data (a collective).
     init(config: TrainingConfig, communicator: Communicator, log: (String) -> Void) throws {
         guard let model = config.gpt2 else { preconditionFailure("a causal_lm run reads a GPT-2 model section") }
         self.config = config
         self.model = model
-        (train, validation) = try PreparedData.open(config: config, objective: .causalLM, communicator: communicator, log: log) { train in
+        sequenceLength = config.batch.sequenceLength
+        if let trainFile = config.task.trainFile {
+            guard let initFrom = config.initFrom else {
+                throw ConfigError(source: "config", keyPath: "init_from", message: "missing; instruction tuning (causal_lm with "
+                    + "task.train_file) starts from a GPT-2 directory, whose tokenizer it uses")
+            }
+            let data = try communicator.collectively { try InstructionSequences.open(config: config, trainFile: trainFile, from: initFrom) }
+            (train, validation, padID, dataFingerprint) = (data.train, data.validation, data.endOfText, data.fingerprint)
+            tokenizerFiles = (initFrom, try ByteLevelBPE.files(inDirectory: initFrom).map { ($0 as NSString).lastPathComponent })
+            return
+        }
+        let (train, validation) = try PreparedData.open(
+            config: config, objective: .causalLM, communicator: communicator, log: log
+        ) { train in
             try CausalLMTask.check(train, against: model)
         }
-        sequenceLength = train.sequenceLength
+        (self.train, self.validation) = (PackedSequences(dataset: train), validation.map(PackedSequences.init))
         padID = train.manifest.vocabulary.padID
         dataFingerprint = try fileDigest((config.data.directory as NSString).appendingPathComponent(DatasetManifest.fileName))
+        let main = train.manifest.vocabulary.file
+        tokenizerFiles = (config.data.directory, [main] + (main == ByteLevelBPE.vocabularyFile ? [ByteLevelBPE.mergesFile] : []))
     }
 
     private static func check(_ train: PretrainingDataset, against model: GPT2Config) throws {
@@ -67,38 +86,30 @@ final class CausalLMTask: TrainingTask {
     func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> GPT2Model { GPT2Model(config: model) }
 
     func batches(_ split: DataSplit, global: [Int], share: [Int], microBatchSize: Int, epoch: Int) throws -> [CausalLMBatch] {
-        guard let dataset = split == .train ? train : validation else {
+        guard let sequences = split == .train ? train : validation else {
             throw TrainingError("no \(split) data to read batches from")
         }
-        // Padded to the longest sequence of the global batch (all full but a split's last), the same on every rank.
-        let length = global.map { index -> Int in
-            let (shard, local) = dataset.location(of: index)
-            return shard.tokens(of: local).count
-        }.max() ?? sequenceLength
+        // Padded to the longest sequence of the global batch, the same on every rank.
+        let length = global.map(sequences.length(of:)).max() ?? sequenceLength
         return try stride(from: 0, to: share.count, by: microBatchSize).map { start in
-            try batch(Array(share[start..<min(share.count, start + microBatchSize)]), from: dataset, length: length)
-        }
-    }
-
-    private func batch(_ indices: [Int], from dataset: PretrainingDataset, length T: Int) throws -> CausalLMBatch {
-        var batch = CausalLMBatch(sequences: indices.count, length: T, exampleIndices: indices)
-        batch.ids = [Int32](repeating: padID, count: indices.count * T)
-        batch.mask = [Int32](repeating: 0, count: indices.count * T)
-        batch.labels = [Int32](repeating: GPT2Model.ignoredLabel, count: indices.count * T)
-        for (b, index) in indices.enumerated() {
-            let (shard, local) = dataset.location(of: index)
-            try shard.checkRecord(local, vocabularySize: dataset.manifest.vocabulary.size, nspLabelCount: 1)
-            let tokens = shard.tokens(of: local)
-            for (t, token) in tokens.enumerated() {
-                let id = Int32(bitPattern: token & ShardFormat.tokenIDMask)
-                batch.ids[b * T + t] = id
-                batch.mask[b * T + t] = 1
-                batch.labels[b * T + t] = id
+            let indices = Array(share[start..<min(share.count, start + microBatchSize)])
+            var batch = CausalLMBatch(sequences: indices.count, length: length, exampleIndices: indices)
+            batch.ids = [Int32](repeating: padID, count: indices.count * length)
+            batch.mask = [Int32](repeating: 0, count: indices.count * length)
+            batch.labels = [Int32](repeating: GPT2Model.ignoredLabel, count: indices.count * length)
+            for (b, index) in indices.enumerated() {
+                let (ids, labels) = try sequences.sequence(index)
+                for t in ids.indices {
+                    batch.ids[b * length + t] = ids[t]
+                    batch.mask[b * length + t] = 1
+                    batch.labels[b * length + t] = labels[t]
+                }
+                batch.realTokens += ids.count
+                // Position t predicts token t + 1 where that token is learned.
+                batch.predictedTokens += labels.dropFirst().filter { $0 != GPT2Model.ignoredLabel }.count
             }
-            batch.realTokens += tokens.count
-            batch.predictedTokens += max(0, tokens.count - 1)
+            return batch
         }
-        return batch
     }
 
     struct Normalizers {
@@ -147,11 +158,17 @@ final class CausalLMTask: TrainingTask {
         }
     }
 
-    /// The data's tokenizer files, as they were given to `prepare` (tokenizer.json, or vocab.json and merges.txt).
+    /// The tokenizer files (the data's, as given to `prepare`, or `init_from`'s) and tokenizer_config.json,
+    /// so `AutoTokenizer.from_pretrained` loads the checkpoint.
     func writeTokenizer(to directory: String) throws {
-        let main = train.manifest.vocabulary.file
-        for file in [main] + (main == ByteLevelBPE.vocabularyFile ? [ByteLevelBPE.mergesFile] : []) {
-            let source = (config.data.directory as NSString).appendingPathComponent(file)
+        let configPath = (directory as NSString).appendingPathComponent(ByteLevelBPE.configFile)
+        do {
+            try ByteLevelBPE.tokenizerConfig(endOfText: true).prettyText().write(toFile: configPath, atomically: true, encoding: .utf8)
+        } catch {
+            throw TrainingError("cannot write \(configPath): \(error.localizedDescription)")
+        }
+        for file in tokenizerFiles.names where file != ByteLevelBPE.configFile {
+            let source = (tokenizerFiles.directory as NSString).appendingPathComponent(file)
             let destination = (directory as NSString).appendingPathComponent(file)
             do {
                 try FileManager.default.copyItem(atPath: source, toPath: destination)
@@ -203,4 +220,82 @@ struct CausalLMBatch: TaskBatch {
     }
 
     var throughputTokens: Int { realTokens }
+}
+
+/// The sequences of one split of a causal LM run: token ids and their labels (the ids, or
+/// `GPT2Model.ignoredLabel` where nothing is learned).
+protocol CausalSequences {
+    var count: Int { get }
+    func length(of index: Int) -> Int
+    func sequence(_ index: Int) throws -> (ids: [Int32], labels: [Int32])
+}
+
+/// Packed sequences of a prepared split: every token is learned.
+struct PackedSequences: CausalSequences {
+    let dataset: PretrainingDataset
+
+    var count: Int { dataset.count }
+
+    func length(of index: Int) -> Int {
+        let (shard, local) = dataset.location(of: index)
+        return shard.tokens(of: local).count
+    }
+
+    func sequence(_ index: Int) throws -> (ids: [Int32], labels: [Int32]) {
+        let (shard, local) = dataset.location(of: index)
+        try shard.checkRecord(local, vocabularySize: dataset.manifest.vocabulary.size, nspLabelCount: 1)
+        let ids = shard.tokens(of: local).map { Int32(bitPattern: $0 & ShardFormat.tokenIDMask) }
+        return (ids, ids)
+    }
+}
+
+/// Instruction examples, encoded once with `init_from`'s tokenizer.
+struct InstructionSequences: CausalSequences {
+    let ids: [[Int32]]
+    let labels: [[Int32]]
+
+    var count: Int { ids.count }
+    func length(of index: Int) -> Int { ids[index].count }
+    func sequence(_ index: Int) throws -> (ids: [Int32], labels: [Int32]) { (ids[index], labels[index]) }
+
+    /// Both files read and encoded; the fingerprint covers the files, the tokenizer and the length.
+    static func open(config: TrainingConfig, trainFile: String, from initFrom: String) throws
+        -> (train: InstructionSequences, validation: InstructionSequences?, endOfText: Int32, fingerprint: String)
+    {
+        let tokenizer: ByteLevelBPE
+        do {
+            tokenizer = try ByteLevelBPE.load(directory: initFrom)
+        } catch {
+            throw ConfigError(source: "config", keyPath: "init_from", message: "\(error)")
+        }
+        guard let endOfText = tokenizer.id(ofSpelled: ByteLevelBPE.endOfText) else {
+            throw ConfigError(source: "config", keyPath: "init_from",
+                              message: "\(initFrom)'s tokenizer has no \(ByteLevelBPE.endOfText); instruction tuning ends every example with it")
+        }
+        let vocabulary = config.gpt2?.vocabSize ?? 0
+        func encode(_ path: String) throws -> InstructionSequences {
+            var ids: [[Int32]] = [], labels: [[Int32]] = []
+            for example in try InstructionExample.read(path: path) {
+                let encoded = example.encoded(
+                    tokenizer, endOfText: endOfText, maxLength: config.batch.sequenceLength, ignored: GPT2Model.ignoredLabel)
+                guard encoded.labels.dropFirst().contains(where: { $0 != GPT2Model.ignoredLabel }) else {
+                    throw TaskDataError(path: path, line: example.line, "the prompt fills all batch.sequence_length "
+                                            + "(\(config.batch.sequenceLength)) tokens, so nothing of the response is learned; "
+                                            + "shorten the prompt or raise batch.sequence_length")
+                }
+                if let large = encoded.ids.first(where: { Int($0) >= vocabulary }) {
+                    throw ConfigError(source: "config", keyPath: "model.vocab_size",
+                                      message: "is \(vocabulary) but \(initFrom)'s tokenizer gives id \(large); use the model's own tokenizer")
+                }
+                ids.append(encoded.ids)
+                labels.append(encoded.labels)
+            }
+            return InstructionSequences(ids: ids, labels: labels)
+        }
+        let train = try encode(trainFile)
+        let validation = try config.task.validationFile.map(encode)
+        let digests = try [trainFile] + (config.task.validationFile.map { [$0] } ?? []).map(fileDigest)
+        let fingerprint = ([tokenizer.fingerprint, "\(config.batch.sequenceLength)"] + digests).joined(separator: "/")
+        return (train, validation, endOfText, fingerprint)
+    }
 }
