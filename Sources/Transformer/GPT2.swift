@@ -166,24 +166,50 @@ public final class GPT2Model {
         gradients.deallocate()
     }
 
+    /// The buffers of the passes, reused from one pass to the next: passes of one shape request the
+    /// same sizes in the same order, so after the first nothing is allocated and no new page is
+    /// touched (fresh large allocations cost a page fault per 4 KB, a fifth of a small model's step).
+    final class PassMemory {
+        var buffers: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
+        var next = 0
+        /// Counts the passes; an `Output` is usable only until the next forward pass.
+        var generation = 0
+
+        /// The next buffer of the running pass, zeroed.
+        func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+            let count = max(1, count)
+            if next == buffers.count || buffers[next].capacity < count {
+                if next < buffers.count { buffers[next].pointer.deallocate() }
+                let buffer = (pointer: UnsafeMutablePointer<Float>.allocate(capacity: count), capacity: count)
+                if next == buffers.count { buffers.append(buffer) } else { buffers[next] = buffer }
+            }
+            defer { next += 1 }
+            buffers[next].pointer.initialize(repeating: 0, count: count)
+            return buffers[next].pointer
+        }
+
+        deinit { for buffer in buffers { buffer.pointer.deallocate() } }
+    }
+
+    let memory = PassMemory()
+
     func p(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters.baseAddress! + offset }
     func g(_ offset: Int) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + offset }
 
     /// The activations of one pass, kept for backward.
     final class Pass {
         let B, T, N: Int
-        var buffers: [UnsafeMutablePointer<Float>] = []
-        init(B: Int, T: Int) { (self.B, self.T, self.N) = (B, T, B * T) }
-        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> {
-            let pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, count))
-            pointer.initialize(repeating: 0, count: max(1, count))
-            buffers.append(pointer)
-            return pointer
+        let memory: PassMemory
+        let generation: Int
+        /// Starts a pass in `memory`, whose buffers the previous pass no longer holds.
+        init(B: Int, T: Int, memory: PassMemory) {
+            (self.B, self.T, self.N, self.memory) = (B, T, B * T, memory)
+            memory.generation += 1
+            memory.next = 0
+            generation = memory.generation
         }
-        deinit {
-            for pointer in buffers { pointer.deallocate() }
-            samples?.deallocate()
-        }
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Float> { memory.take(count) }
+        deinit { samples?.deallocate() }
         // Per layer: the block's input, LayerNorm 1 output and statistics, qkv, probabilities, context,
         // the residual after attention, LayerNorm 2 output and statistics, MLP pre-activation and output.
         var inputs: [UnsafeMutablePointer<Float>] = [], ln1: [UnsafeMutablePointer<Float>] = []
@@ -238,7 +264,8 @@ public final class GPT2Model {
             sampleIndices: samples, rowsPerSample: rowsPerSample)
     }
 
-    /// The result of `forward`: the loss summed over the counted positions, their number, and the pass.
+    /// The result of `forward`: the loss summed over the counted positions, their number, and the pass
+    /// (whose memory the next forward pass reuses: backward takes the latest output only).
     public struct Output {
         public let lossSum: Double
         public let count: Int
@@ -257,7 +284,7 @@ public final class GPT2Model {
         precondition(dropout.map { $0.sampleIndices.count == B } ?? true, "one sample index per sequence")
         let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
         let eps = config.layerNormEpsilon
-        let pass = Pass(B: B, T: T)
+        let pass = Pass(B: B, T: T, memory: memory)
         let N = B * T
         pass.mask = mask
         pass.ids = ids
@@ -358,6 +385,7 @@ public final class GPT2Model {
     /// the embeddings (the tied token embedding is final only then).
     public func backward(_ output: Output, dloss: Float, onGradientsReady: ((Range<Int>) -> Void)? = nil) {
         let pass = output.pass
+        precondition(pass.generation == memory.generation, "backward needs the output of the latest forward pass")
         let B = pass.B, T = pass.T, N = pass.N
         let C = config.hiddenSize, I = config.inner, NH = config.headCount, hs = config.headSize, V = config.vocabSize
         let P = pass.rows.count

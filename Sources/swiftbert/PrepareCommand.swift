@@ -157,7 +157,10 @@ struct Prepare: ParsableCommand {
             : try PreparationTokenizer(byteLevelBPE: tokenizer!)
         let unit = objective == .mlm ? "instances" : "sequences"
         let start = Date()
+        // A progress line rewritten in place on a terminal; a log gets the summary alone.
+        let showsProgress = isatty(STDERR_FILENO) != 0
         let manifest = try Preparer(settings: settings, tokenizer: preparationTokenizer).run { progress in
+            guard showsProgress else { return }
             let seconds = Date().timeIntervalSince(start)
             let message = String(
                 format: "\r%.1f MB read, %d documents, %d + %d %@, %.2f MB/s",
@@ -166,7 +169,7 @@ struct Prepare: ParsableCommand {
             FileHandle.standardError.write(message.data(using: .utf8)!)
         }
         let seconds = Date().timeIntervalSince(start)
-        FileHandle.standardError.write("\n".data(using: .utf8)!)
+        if showsProgress { FileHandle.standardError.write("\n".data(using: .utf8)!) }
         let speed = String(format: "in %.1f s (%.2f MB/s)", seconds, Double(manifest.corpus.bytes) / 1e6 / max(seconds, 1e-9))
         switch objective {
         case .mlm:
