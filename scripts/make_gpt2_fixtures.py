@@ -33,6 +33,9 @@ Tensors (little-endian):
   expect.loss    F32 [1]           the mean loss
   expect.count   I64 [1]           the counted positions
   grad.<name>    F32   d(loss)/d(parameter) for every parameter (transformer.wte.weight's includes the head's)
+
+lm-long.safetensors: the same tensors for sequences longer than SwiftBERT's 64-row causal attention blocks
+(LONG_LENGTHS in T = 150, n_positions 160), so that blocks of every kind (full, partial, on padding) are checked.
 """
 
 import os
@@ -51,6 +54,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "TransformerTests", "Fixtures", "gpt2")
 LENGTHS = [12, 9, 6]
 T = 12
+LONG_LENGTHS = [150, 97]
+LONG_T = 150
 TINY = os.path.join(OUT, "tiny")
 GENERATE_PROMPTS = [[7, 11, 13], [42], [3, 1, 4, 1, 5, 9], [2, 7, 18, 28]]
 GENERATE_TOKENS = 9
@@ -60,16 +65,16 @@ torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
 
 
-def model_and_inputs(seed=1624):
+def model_and_inputs(seed=1624, lengths=LENGTHS, T=T, positions=16):
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=61, n_positions=16, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, attn_implementation="eager")
+    config = GPT2Config(vocab_size=61, n_positions=positions, n_embd=32, n_layer=2, n_head=4, resid_pdrop=0.0,
+                        embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager")
     model = GPT2LMHeadModel(config)
     randomize(model, seed + 1, 0.3)
     generator = torch.Generator().manual_seed(seed + 2)
-    ids = torch.zeros(len(LENGTHS), T, dtype=torch.int64)
-    mask = torch.zeros(len(LENGTHS), T, dtype=torch.int64)
-    for b, length in enumerate(LENGTHS):
+    ids = torch.zeros(len(lengths), T, dtype=torch.int64)
+    mask = torch.zeros(len(lengths), T, dtype=torch.int64)
+    for b, length in enumerate(lengths):
         ids[b, :length] = torch.randint(1, config.vocab_size, (length,), generator=generator)
         mask[b, :length] = 1
     labels = ids.masked_fill(mask == 0, -100)
@@ -86,7 +91,16 @@ def run(model, inputs):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    model, inputs = model_and_inputs()
+    again = write_lm("lm.safetensors", {})
+    write_lm("lm-long.safetensors", {"lengths": LONG_LENGTHS, "T": LONG_T, "positions": 160})
+    write_generation(again)
+    write_text_generation()
+
+
+def write_lm(file_name, shape):
+    """The model's parameters, inputs, logits, loss and gradients; returns the model rebuilt from the file."""
+    lengths = shape.get("lengths", LENGTHS)
+    model, inputs = model_and_inputs(**shape)
     outputs = run(model, inputs)
     state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" and not k.endswith(".attn.bias")}
     tensors = {"param." + k: v.detach().contiguous() for k, v in state.items()}
@@ -96,14 +110,14 @@ def main():
         tensors["input." + key] = value.contiguous()
     tensors["expect.logits"] = outputs.logits.detach().contiguous()
     tensors["expect.loss"] = outputs.loss.detach().reshape(1)
-    tensors["expect.count"] = torch.tensor([sum(length - 1 for length in LENGTHS)])
-    path = os.path.join(OUT, "lm.safetensors")
+    tensors["expect.count"] = torch.tensor([sum(length - 1 for length in lengths)])
+    path = os.path.join(OUT, file_name)
     save_file(tensors, path, metadata={"config": model.config.to_json_string()})
     print(f"{path}: loss {outputs.loss.item():.6f}, {len(state)} parameters, {os.path.getsize(path)} bytes")
 
     # Verification: the file's parameters give the file's outputs again.
     loaded = load_file(path)
-    again, inputs = model_and_inputs()
+    again, inputs = model_and_inputs(**shape)
     with torch.no_grad():
         for name, parameter in again.named_parameters():
             parameter.copy_(loaded["param." + name])
@@ -113,8 +127,7 @@ def main():
         assert torch.equal(parameter.grad, loaded["grad." + name]), name
         assert parameter.grad.abs().max() > 0, f"{name}: zero gradient"
     print("verified: logits, loss and every gradient recomputed")
-    write_generation(again)
-    write_text_generation()
+    return again
 
 
 TEXT_PROMPTS = ["In the beginning God", "def f(x):", "中文 text"]

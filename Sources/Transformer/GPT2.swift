@@ -312,7 +312,10 @@ public final class GPT2Model {
                 let b = bh / NH, head = bh % NH
                 let q = qkv + b * T * 3 * C + head * hs, k = q + C, v = q + 2 * C
                 let block = probs + bh * T * T
-                gemm(.none, .transposed, m: T, n: T, k: hs, alpha: scale, a: q, lda: 3 * C, b: k, ldb: 3 * C, beta: 0, c: block, ldc: T)
+                for rows in Self.causalBlocks(T) {
+                    gemm(.none, .transposed, m: rows.count, n: rows.upperBound, k: hs, alpha: scale, a: q + rows.lowerBound * 3 * C,
+                         lda: 3 * C, b: k, ldb: 3 * C, beta: 0, c: block + rows.lowerBound * T, ldc: T)
+                }
                 mask.withUnsafeBufferPointer { m in
                     for t in 0..<T {
                         // Keys 0 ... t that are not padding; the rest get probability 0.
@@ -322,8 +325,10 @@ public final class GPT2Model {
                     }
                 }
                 if let attentionDrop { dropoutForward(dropped, probs, attentionDrop, rows: (bh * T)..<((bh + 1) * T), columns: T) }
-                gemm(.none, .none, m: T, n: hs, k: T, a: dropped + bh * T * T, lda: T, b: v, ldb: 3 * C, beta: 0,
-                     c: context + b * T * C + head * hs, ldc: C)
+                for rows in Self.causalBlocks(T) {
+                    gemm(.none, .none, m: rows.count, n: hs, k: rows.upperBound, a: dropped + bh * T * T + rows.lowerBound * T, lda: T,
+                         b: v, ldb: 3 * C, beta: 0, c: context + (b * T + rows.lowerBound) * C + head * hs, ldc: C)
+                }
             }
             let middle = pass.buffer(N * C)
             conv1D(middle, context, layer.projectionWeight, layer.projectionBias, rows: N, inputs: C, outputs: C)
@@ -430,14 +435,28 @@ public final class GPT2Model {
                 let dq = dqkv + b * T * 3 * C + head * hs, dk = dq + C, dv = dq + 2 * C
                 let block = probs + bh * T * T, dBlock = dS + bh * T * T
                 let dc = dctx + b * T * C + head * hs
-                gemm(.transposed, .none, m: T, n: hs, k: T, a: dropped + bh * T * T, lda: T, b: dc, ldb: C, beta: 0, c: dv, ldc: 3 * C)
-                gemm(.none, .transposed, m: T, n: T, k: hs, a: dc, lda: C, b: v, ldb: 3 * C, beta: 0, c: dBlock, ldc: T)
+                let blocks = Self.causalBlocks(T)
+                // Keys 0 ..< r1 of rows r0 ..< r1: the last block (all keys) writes dv and dk, the others add.
+                for rows in blocks.reversed() {
+                    let (r0, r1) = (rows.lowerBound, rows.upperBound)
+                    gemm(.transposed, .none, m: r1, n: hs, k: rows.count, a: dropped + bh * T * T + r0 * T, lda: T,
+                         b: dc + r0 * C, ldb: C, beta: r1 == T ? 0 : 1, c: dv, ldc: 3 * C)
+                    gemm(.none, .transposed, m: rows.count, n: r1, k: hs, a: dc + r0 * C, lda: C, b: v, ldb: 3 * C, beta: 0,
+                         c: dBlock + r0 * T, ldc: T)
+                    // The masked part of the rows: zero, so the full rows below read nothing left from another pass.
+                    for t in rows where r1 < T { (dBlock + t * T + r1).update(repeating: 0, count: T - r1) }
+                }
                 // Dropout's backward is its forward on the gradient (the mask drawn again).
                 if let attentionDrop { dropoutForward(dS, dS, attentionDrop, rows: (bh * T)..<((bh + 1) * T), columns: T) }
                 // Masked probabilities are 0, so the full rows give 0 there.
                 attentionSoftmaxBackward(dS, probs, nil, rows: (bh * T)..<((bh + 1) * T), length: T)
-                gemm(.none, .none, m: T, n: hs, k: T, alpha: scale, a: dBlock, lda: T, b: k, ldb: 3 * C, beta: 0, c: dq, ldc: 3 * C)
-                gemm(.transposed, .none, m: T, n: hs, k: T, alpha: scale, a: dBlock, lda: T, b: q, ldb: 3 * C, beta: 0, c: dk, ldc: 3 * C)
+                for rows in blocks.reversed() {
+                    let (r0, r1) = (rows.lowerBound, rows.upperBound)
+                    gemm(.none, .none, m: rows.count, n: hs, k: r1, alpha: scale, a: dBlock + r0 * T, lda: T, b: k, ldb: 3 * C,
+                         beta: 0, c: dq + r0 * 3 * C, ldc: 3 * C)
+                    gemm(.transposed, .none, m: r1, n: hs, k: rows.count, alpha: scale, a: dBlock + r0 * T, lda: T,
+                         b: q + r0 * 3 * C, ldb: 3 * C, beta: r1 == T ? 0 : 1, c: dk, ldc: 3 * C)
+                }
             }
             conv1DBackward(scratch, layer.attentionWeight, layer.attentionBias, dout: dqkv, input: pass.ln1[l], rows: N, inputs: C, outputs: 3 * C)
             layerNormBackward(scratch, g(layer.ln1Weight), g(layer.ln1Bias), scratch, pass.inputs[l], p(layer.ln1Weight),
@@ -453,6 +472,13 @@ public final class GPT2Model {
             VectorMath.add(g(wpe) + (n % T) * C, dh + n * C, count: C)
         }
         onGradientsReady?(table.embeddingRange)
+    }
+
+    /// Row blocks of causal attention: rows r0 ..< r1 attend to keys 0 ..< r1 only, so the products
+    /// skip the masked upper triangle but for the diagonal blocks (0.63 of the full work at T = 256,
+    /// 0.53 at T = 1024, with blocks of 64 rows, large enough for GEMM to run at speed).
+    static func causalBlocks(_ T: Int) -> [Range<Int>] {
+        stride(from: 0, to: T, by: 64).map { $0..<min(T, $0 + 64) }
     }
 
     @inline(__always)

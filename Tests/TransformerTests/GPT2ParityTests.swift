@@ -7,11 +7,20 @@ import XCTest
 /// 2-layer model, a right-padded batch; logits at the real tokens, the causal LM loss and the gradient
 /// of every parameter within 1e-5 relative.
 final class GPT2ParityTests: XCTestCase {
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/gpt2/lm.safetensors")
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/gpt2")
     let tolerance: Float = 1e-5
 
     func testForwardAndBackwardMatchTransformers() throws {
-        let file = try SafetensorsFile(contentsOfFile: Self.fixture.path)
+        try checkParity("lm.safetensors")
+    }
+
+    /// Sequences of 150 and 97 tokens: causal attention in row blocks (full, partial, over padding).
+    func testLongSequencesMatchTransformers() throws {
+        try checkParity("lm-long.safetensors")
+    }
+
+    func checkParity(_ fixture: String) throws {
+        let file = try SafetensorsFile(contentsOfFile: Self.fixtures.appendingPathComponent(fixture).path)
         let config = try JSONDecoder().decode(GPT2Config.self, from: Data(XCTUnwrap(file.metadata["config"]).utf8))
         XCTAssertEqual(config.inner, 128)
         let model = GPT2Model(config: config)
