@@ -236,11 +236,17 @@ def swiftbert_train(args, model, file, batch_size, steps, ranks, scratch):
     command = [os.path.join(ROOT, "launch", "local.sh"), "--ranks", str(ranks), "--binary", args.binary,
                "train", "--config", config_path, "--out", out]
     run(command, "swiftbert train")
+    return timed_tokens_per_second(out, args.warmup)
+
+
+def timed_tokens_per_second(out, warmup):
+    """Tokens over the summed step times of a run's training records after the first `warmup` steps (from
+    metrics.jsonl: tokens_per_second x the step's compute, communication and data wait); removes the run."""
     tokens, seconds = 0.0, 0.0
     with open(os.path.join(out, "metrics.jsonl")) as f:
         for line in f:
             record = json.loads(line)
-            if record.get("split") != "train" or record["step"] <= args.warmup:
+            if record.get("split") != "train" or record["step"] <= warmup:
                 continue
             step_seconds = record["time_compute"] + record["time_comm_wait"] + record["time_data_wait"]
             tokens += record["tokens_per_second"] * step_seconds

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from finetune_bench import report, run  # noqa: E402
+from finetune_bench import report, run, timed_tokens_per_second  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"small": (256, 4, 4), "124m": (768, 12, 12)}
@@ -122,17 +122,7 @@ def swiftbert_train(args, shape, data, ranks, scratch):
         json.dump(config, f)
     run([os.path.join(ROOT, "launch", "local.sh"), "--ranks", str(ranks), "--binary", args.binary,
          "train", "--config", config_path, "--out", out], "swiftbert train")
-    tokens, seconds = 0.0, 0.0
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        for line in f:
-            record = json.loads(line)
-            if record.get("split") != "train" or record["step"] <= args.warmup:
-                continue
-            step_seconds = record["time_compute"] + record["time_comm_wait"] + record["time_data_wait"]
-            tokens += record["tokens_per_second"] * step_seconds
-            seconds += step_seconds
-    shutil.rmtree(out, ignore_errors=True)
-    return tokens / seconds
+    return timed_tokens_per_second(out, args.warmup)
 
 
 def main():

@@ -136,7 +136,6 @@ extension ByteLevelBPE {
         let manager = FileManager.default
         let target = URL(fileURLWithPath: directory).standardizedFileURL
         let parent = target.deletingLastPathComponent()
-        let exists = manager.fileExists(atPath: target.path)
         do {
             try manager.createDirectory(at: parent, withIntermediateDirectories: true)
         } catch {
@@ -154,20 +153,7 @@ extension ByteLevelBPE {
         } catch {
             throw ByteLevelBPEError.invalid(path: temporary.path, reason: "cannot write (\(error.localizedDescription))")
         }
-        if exists {
-            let old = parent.appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
-            do {
-                try manager.moveItem(at: target, to: old)
-                try manager.moveItem(at: temporary, to: target)
-            } catch {
-                throw ByteLevelBPEError.invalid(path: target.path, reason: "cannot replace it (\(error.localizedDescription))")
-            }
-            try? manager.removeItem(at: old)
-        } else {
-            guard rename(temporary.path, target.path) == 0 else {
-                throw ByteLevelBPEError.invalid(path: target.path, reason: String(cString: strerror(errno)))
-            }
-        }
+        try moveDirectoryIntoPlace(temporary, at: target) { ByteLevelBPEError.invalid(path: $0, reason: $1) }
         committed = true
     }
 

@@ -72,29 +72,21 @@ public struct ByteLevelBPETrainer {
         var failures: [Int: Int] = [:]  // chunk -> file, for chunks that are not UTF-8
         var done = 0
         let lock = NSLock()
-        var next = 0
         counts.withUnsafeMutableBufferPointer { counts in
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                while true {
-                    lock.lock()
-                    let c = next
-                    next += 1
-                    lock.unlock()
-                    if c >= chunks.count { return }
-                    let chunk = chunks[c]
-                    let text = files[chunk.file][chunk.range].withUnsafeBytes { raw in
-                        String(validatingUTF8Bytes: raw.bindMemory(to: UInt8.self))
-                    }
-                    if let text {
-                        Self.countWords(in: Substring(text), into: &counts[worker])
-                    }
-                    lock.lock()
-                    if text == nil { failures[c] = chunk.file }
-                    done += chunk.range.count
-                    let bytesDone = done
-                    lock.unlock()
-                    progress?(bytesDone, total)
+            forEachDynamically(chunks.count, workers: workers) { worker, c in
+                let chunk = chunks[c]
+                let text = files[chunk.file][chunk.range].withUnsafeBytes { raw in
+                    String(validatingUTF8Bytes: raw.bindMemory(to: UInt8.self))
                 }
+                if let text {
+                    Self.countWords(in: Substring(text), into: &counts[worker])
+                }
+                lock.lock()
+                if text == nil { failures[c] = chunk.file }
+                done += chunk.range.count
+                let bytesDone = done
+                lock.unlock()
+                progress?(bytesDone, total)
             }
         }
         if let first = failures.keys.min() {
@@ -254,7 +246,11 @@ private struct MergeQueue {
         var words: Int
     }
 
-    private var entries: [Entry] = []
+    private var entries = BinaryHeap<Entry> { a, b in
+        if a.count != b.count { return a.count > b.count }
+        if a.pair != b.pair { return a.pair < b.pair }
+        return a.order < b.order
+    }
     private var wordLists: [[Int32]] = []
     private var freeLists: [Int] = []
     private var pushes = 0
@@ -283,42 +279,10 @@ private struct MergeQueue {
         var entry = entry
         entry.order = pushes
         pushes += 1
-        entries.append(entry)
-        var child = entries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard Self.before(entries[child], entries[parent]) else { break }
-            entries.swapAt(child, parent)
-            child = parent
-        }
+        entries.push(entry)
     }
 
-    mutating func pop() -> Entry? {
-        guard let top = entries.first else { return nil }
-        let last = entries.removeLast()
-        if !entries.isEmpty {
-            entries[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                let right = left + 1
-                var best = parent
-                if left < entries.count && Self.before(entries[left], entries[best]) { best = left }
-                if right < entries.count && Self.before(entries[right], entries[best]) { best = right }
-                if best == parent { break }
-                entries.swapAt(parent, best)
-                parent = best
-            }
-        }
-        return top
-    }
-
-    @inline(__always)
-    private static func before(_ a: Entry, _ b: Entry) -> Bool {
-        if a.count != b.count { return a.count > b.count }
-        if a.pair != b.pair { return a.pair < b.pair }
-        return a.order < b.order
-    }
+    mutating func pop() -> Entry? { entries.pop() }
 }
 
 /// A byte-level BPE tokenizer as its files hold it.

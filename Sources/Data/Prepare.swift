@@ -169,20 +169,7 @@ public final class Preparer {
 
         let manifest = try prepare(into: temporary.path, progress: progress)
 
-        if manager.fileExists(atPath: target.path) {
-            let old = parent.appendingPathComponent(".\(target.lastPathComponent).old-\(getpid())")
-            do {
-                try manager.moveItem(at: target, to: old)
-                try manager.moveItem(at: temporary, to: target)
-            } catch {
-                throw DataError.writeFailed(path: target.path, reason: "cannot replace it (\(error.localizedDescription))")
-            }
-            try? manager.removeItem(at: old)
-        } else {
-            guard rename(temporary.path, target.path) == 0 else {
-                throw DataError.writeFailed(path: target.path, reason: String(cString: strerror(errno)))
-            }
-        }
+        try moveDirectoryIntoPlace(temporary, at: target) { DataError.writeFailed(path: $0, reason: $1) }
         committed = true
         return manifest
     }
@@ -487,23 +474,7 @@ public final class Preparer {
     /// Runs `body(i)` for `0..<count` on `workerCount` threads, taking indices dynamically, since
     /// documents differ a lot in size.
     private func runConcurrently(_ count: Int, _ body: @escaping (Int) -> Void) {
-        let workers = min(settings.workerCount, count)
-        if workers <= 1 {
-            for i in 0..<count { body(i) }
-            return
-        }
-        let lock = NSLock()
-        var next = 0
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
-            while true {
-                lock.lock()
-                let i = next
-                next += 1
-                lock.unlock()
-                if i >= count { return }
-                body(i)
-            }
-        }
+        forEachDynamically(count, workers: settings.workerCount) { _, index in body(index) }
     }
 
     private func write(

@@ -185,43 +185,11 @@ private struct Symbol: Hashable {
 
 /// A max-heap of (count, pair); equal counts pop the smaller pair (older symbols) first.
 private struct PairHeap {
-    private var entries: [(count: Int, pair: UInt64)] = []
+    private var heap = BinaryHeap<(count: Int, pair: UInt64)> { a, b in a.count != b.count ? a.count > b.count : a.pair < b.pair }
 
-    @inline(__always)
-    private func before(_ a: (count: Int, pair: UInt64), _ b: (count: Int, pair: UInt64)) -> Bool {
-        a.count != b.count ? a.count > b.count : a.pair < b.pair
-    }
+    mutating func push(count: Int, pair: UInt64) { heap.push((count, pair)) }
 
-    mutating func push(count: Int, pair: UInt64) {
-        entries.append((count, pair))
-        var child = entries.count - 1
-        while child > 0 {
-            let parent = (child - 1) / 2
-            guard before(entries[child], entries[parent]) else { break }
-            entries.swapAt(child, parent)
-            child = parent
-        }
-    }
-
-    mutating func pop() -> (count: Int, pair: UInt64)? {
-        guard let top = entries.first else { return nil }
-        let last = entries.removeLast()
-        if !entries.isEmpty {
-            entries[0] = last
-            var parent = 0
-            while true {
-                let left = 2 * parent + 1
-                let right = left + 1
-                var best = parent
-                if left < entries.count && before(entries[left], entries[best]) { best = left }
-                if right < entries.count && before(entries[right], entries[best]) { best = right }
-                if best == parent { break }
-                entries.swapAt(parent, best)
-                parent = best
-            }
-        }
-        return top
-    }
+    mutating func pop() -> (count: Int, pair: UInt64)? { heap.pop() }
 }
 
 /// Why a vocabulary could not be learned.

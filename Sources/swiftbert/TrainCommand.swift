@@ -7,17 +7,18 @@ import Training
 /// `swiftbert train`: the same code path standalone, under mpirun, and in the debug mode.
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Pre-train BERT (MLM + NSP) on prepared data, data-parallel over MPI ranks.",
+        abstract: "Pre-train or fine-tune BERT, or train GPT-2, data-parallel over MPI ranks.",
         discussion: """
             Standalone it runs as one rank; under `mpirun -np N` as N ranks on any number of hosts. \
             The configuration's global batch is split over the ranks (micro-batches and gradient \
             accumulation adapt), so results do not depend on the number of ranks. Rank 0 writes \
-            metrics.jsonl, TensorBoard events and checkpoints into the run directory.
+            metrics.jsonl, TensorBoard events and checkpoints into the run directory. task.type picks             what trains: BERT pre-training (MLM + NSP, the default), a BERT fine-tuning head on labelled             files, or causal_lm (GPT-2 on `prepare --objective causal_lm` data, or instruction tuning on             prompt/response lines).
 
             Examples:
               swiftbert train --config configs/bert-tiny.json --data data/kjv --out runs/tiny
               mpirun -np 2 swiftbert train --config configs/bert-mini.json --data data/kjv --out runs/mini
               swiftbert train --config configs/debug.json --data data/kjv --debug --ranks 2
+              swiftbert train --config configs/gpt2-debug.json --data data/kjv-gpt2 --out runs/gpt2
               swiftbert train --out runs/tiny --set schedule.total_steps=4000   # continue runs/tiny, longer
 
             Resuming continues the data order, masking, dropout and learning-rate schedule exactly. \
@@ -26,7 +27,7 @@ struct Train: ParsableCommand {
             batch, optimizer, schedule shape, seed, data) are refused, naming the key.
             """)
 
-    @Option(help: "Run configuration (JSON): model (Hugging Face BertConfig keys), batch, optimizer, schedule, ... (default: the config.json of the --out run directory, to continue it).")
+    @Option(help: "Run configuration (JSON): model (Hugging Face BertConfig keys, or GPT2Config keys for causal_lm), batch, optimizer, schedule, ... (default: the config.json of the --out run directory, to continue it).")
     var config: String?
 
     @Option(help: "Prepared data directory (from `swiftbert prepare`); overrides data.directory.")

@@ -63,6 +63,21 @@ enum TrainingFixture {
         return runDirectory + "/checkpoints/" + pointer.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// A run with another number of ranks against the reference run: the same losses at `steps` and the
+    /// same final weights, within 1e-5 relative.
+    static func assertSameRun(_ out: String, as reference: String, steps: [Int], _ label: String,
+                              file: StaticString = #filePath, line: UInt = #line) throws {
+        let referenceLosses = try losses(reference), runLosses = try losses(out)
+        XCTAssertEqual(runLosses.keys.sorted(), steps, label, file: file, line: line)
+        for (step, loss) in referenceLosses {
+            let other = runLosses[step] ?? .nan
+            XCTAssertLessThanOrEqual(abs(other - loss) / abs(loss), 1e-5, "\(label), step \(step): \(other) vs \(loss)", file: file, line: line)
+        }
+        let weights = try tensors(try latestCheckpoint(out) + "/model.safetensors")
+        let referenceWeights = try tensors(try latestCheckpoint(reference) + "/model.safetensors")
+        XCTAssertLessThanOrEqual(try maxRelativeDifference(weights, referenceWeights), 1e-5, label, file: file, line: line)
+    }
+
     /// Largest relative difference between two equally shaped sets of tensors.
     static func maxRelativeDifference(_ a: [String: [Float]], _ b: [String: [Float]]) throws -> Double {
         guard Set(a.keys) == Set(b.keys) else { throw TrainingFailure("tensor names differ") }
