@@ -433,7 +433,7 @@ public final class GPT2Model {
                 let b = bh / NH, head = bh % NH
                 let q = qkv + b * T * 3 * C + head * hs, k = q + C, v = q + 2 * C
                 let dq = dqkv + b * T * 3 * C + head * hs, dk = dq + C, dv = dq + 2 * C
-                let block = probs + bh * T * T, dBlock = dS + bh * T * T
+                let dBlock = dS + bh * T * T
                 let dc = dctx + b * T * C + head * hs
                 let blocks = Self.causalBlocks(T)
                 // Keys 0 ..< r1 of rows r0 ..< r1: the last block (all keys) writes dv and dk, the others add.
