@@ -143,21 +143,30 @@ def train_worker(args):
                                    {"params": no_decay, "weight_decay": 0.0}], lr=LEARNING_RATE)
     total = args.warmup + args.steps
     schedule = get_linear_schedule_with_warmup(optimizer, 0, total)
-    model.train()
     batches = iter(loader)
+    timed_training(model, optimizer, schedule, total, args.warmup,
+                   lambda step: next(batches), lambda batch: model(**batch).loss,
+                   lambda batch: int(batch["attention_mask"].sum()))
+
+
+def timed_training(model, optimizer, schedule, total, warmup, next_batch, loss_of, tokens_of):
+    """`total` steps (batch, forward, backward, clip 1.0, optimizer, schedule); prints the tokens and summed
+    seconds of the steps after the first `warmup` as JSON."""
+    import torch
+    model.train()
     tokens, seconds = 0, 0.0
     for step in range(total):
         start = time.perf_counter()
-        batch = next(batches)
-        loss = model(**batch).loss
+        batch = next_batch(step)
+        loss = loss_of(batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - start
-        if step >= args.warmup:
-            tokens += int(batch["attention_mask"].sum())
+        if step >= warmup:
+            tokens += tokens_of(batch)
             seconds += elapsed
     print(json.dumps({"tokens": tokens, "seconds": seconds}))
 

@@ -24,10 +24,9 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from finetune_bench import report, run, timed_tokens_per_second  # noqa: E402
+from finetune_bench import report, run, timed_tokens_per_second, timed_training  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = {"small": (256, 4, 4), "124m": (768, 12, 12)}
@@ -77,22 +76,9 @@ def train_worker(args):
     total = args.warmup + args.steps
     schedule = get_linear_schedule_with_warmup(optimizer, 0, total)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
-    model.train()
-    tokens, seconds = 0, 0.0
-    for step in range(total):
-        start = time.perf_counter()
-        batch = sequences[order[(step * args.batch) % count:][:args.batch]]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - start
-        if step >= args.warmup:
-            tokens += batch.numel()
-            seconds += elapsed
-    print(json.dumps({"tokens": tokens, "seconds": seconds}))
+    timed_training(model, optimizer, schedule, total, args.warmup,
+                   lambda step: sequences[order[(step * args.batch) % count:][:args.batch]],
+                   lambda batch: model(input_ids=batch, labels=batch).loss, lambda batch: batch.numel())
 
 
 def pytorch_train(args, shape, tokenizer):

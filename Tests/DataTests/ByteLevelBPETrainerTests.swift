@@ -42,7 +42,7 @@ final class ByteLevelBPETrainerTests: XCTestCase {
     /// vocab.json and merges.txt tokenizers saves (their SHA-256 in shared-corpus-training.json).
     func testSharedCorporaLearnWhatTokenizersLearns() throws {
         guard let corpora = try TokenizerFixtures.sharedCorpora() else {
-            throw XCTSkip("set \(TokenizerFixtures.sharedCorporaVariable) to ../shared/corpora for the whole-corpus check")
+            throw XCTSkip("\(TokenizerFixtures.sharedCorporaVariable) is not set: .ci/run's step 2 runs this on ../shared/corpora")
         }
         struct Reference: Decodable {
             let files: [String]
