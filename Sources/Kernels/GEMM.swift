@@ -41,6 +41,15 @@ public func gemm(
         }
         return
     }
+    if transA == .none && beta == 0 && m <= fewRowLimit && k * n >= fewRowMinimumMatrix {
+        // A few rows (a batch of tokens being generated): op(b) read once for all of them.
+        if transB == .none {
+            fewRowsTimesMatrix(m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
+        } else {
+            fewRowsTimesTransposed(m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
+        }
+        return
+    }
     cblas_sgemm(
         CblasRowMajor, transA.cblas, transB.cblas,
         Int32(m), Int32(n), Int32(k),

@@ -21,6 +21,7 @@ public enum GEMMCheck {
     /// 200 (primes included), all four transpose combinations, padded leading dimensions, and
     /// alpha/beta other than 1/0. Each element must be within the worst-case rounding bound of a float
     /// dot product of length k: `2 k u * sum_l |alpha a_il b_lj| + 2 u |beta c_ij|`, u = 2^-24.
+    /// Every eighth case is a few rows (2 to 16) against a large op(b), the shapes of generation.
     public static func verify(cases: Int = 300, seed: UInt64 = 1) -> Report {
         let rng = Philox(seed: seed, 0x6E6D)
         var draw: UInt64 = 0
@@ -29,12 +30,17 @@ public enum GEMMCheck {
             return rng.integer(below: bound, at: draw)
         }
         let sizes = [1, 2, 3, 5, 7, 8, 16, 17, 31, 64, 97, 128, 200]
+        let fewRowCounts = [2, 3, 4, 5, 7, 8, 13, 16], largeSizes = [263, 1024, 1031, 2309]
         let transposes: [Transpose] = [.none, .transposed]
         let scalars: [(Float, Float)] = [(1, 0), (1, 1), (0.5, -2), (-1.25, 0.75)]
         var report = Report()
         for index in 0..<cases {
-            let m = sizes[next(sizes.count)], n = sizes[next(sizes.count)], k = sizes[next(sizes.count)]
-            let transA = transposes[index % 2], transB = transposes[(index / 2) % 2]
+            let fewRows = index % 8 == 7
+            let m = fewRows ? fewRowCounts[next(fewRowCounts.count)] : sizes[next(sizes.count)]
+            let n = fewRows ? largeSizes[next(largeSizes.count)] : sizes[next(sizes.count)]
+            let k = fewRows ? largeSizes[next(largeSizes.count)] : sizes[next(sizes.count)]
+            let transA = fewRows ? .none : transposes[index % 2]
+            let transB = transposes[fewRows ? (index / 8) % 2 : (index / 2) % 2]
             let (alpha, beta) = scalars[next(scalars.count)]
             let aRows = transA == .none ? m : k, aCols = transA == .none ? k : m
             let bRows = transB == .none ? k : n, bCols = transB == .none ? n : k

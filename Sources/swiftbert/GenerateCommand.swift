@@ -45,6 +45,12 @@ struct Generate: ParsableCommand {
     @Flag(help: "Print one JSON object per prompt.")
     var json = false
 
+    @Flag(help: ArgumentHelp(
+        "Print to standard error how long the step of each new token took.",
+        discussion: "One JSON object after the text: {\"prompt_seconds\": the prompts' pass and the first token, "
+            + "\"step_seconds\": [each further token's step]}, for throughput and its growth with length."))
+    var timings = false
+
     @Argument(help: "The prompts.")
     var prompts: [String] = []
 
@@ -88,12 +94,26 @@ struct Generate: ParsableCommand {
         let streaming = !json && prompts.count == 1 && isatty(STDOUT_FILENO) != 0 && stop.isEmpty
         var pending: [UInt8] = []
         if streaming { FileHandle.standardOutput.write(Data(prompts[0].utf8)) }
+        var clock = DispatchTime.now().uptimeNanoseconds, stepSeconds: [Double] = []
         let generated = network.generate(prompts: encoded, settings: settings) { _, tokens in
+            if timings {
+                let now = DispatchTime.now().uptimeNanoseconds
+                stepSeconds.append(Double(now - clock) / 1e9)
+                clock = now
+            }
             guard streaming, tokens[0] != endOfText else { return }
             pending += tokenizer.bytes(of: [tokens[0]])
             if String(validatingUTF8: pending.map { CChar(bitPattern: $0) } + [0]) != nil {
                 FileHandle.standardOutput.write(Data(pending))
                 pending.removeAll()
+            }
+        }
+        defer {
+            if timings, let first = stepSeconds.first {
+                let report: JSONValue = .object([
+                    ("prompt_seconds", .double(first)), ("step_seconds", .array(stepSeconds.dropFirst().map { .double($0) })),
+                ])
+                FileHandle.standardError.write(Data((report.compactText() + "\n").utf8))
             }
         }
         if streaming {
