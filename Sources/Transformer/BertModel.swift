@@ -104,7 +104,7 @@ public class BertModel {
         self.inferenceOnly = inferenceOnly
         activeLength = sequenceLength
         parameterOwner = nil
-        parameters = .allocate(capacity: table.totalCount)
+        parameters = .allocateAligned(capacity: table.totalCount)
         parameters.initialize(repeating: 0)
         gradients = .allocate(capacity: inferenceOnly ? 0 : table.trainableCount)
         gradients.initialize(repeating: 0)

@@ -155,7 +155,7 @@ public final class GPT2Model {
         lnfBias = add("transformer.ln_f.bias", [C])
         table = ParameterTable(
             laidOut: entries, layerCount: config.layerCount, adaptedModules: Array(repeating: [], count: config.layerCount))
-        parameters = .allocate(capacity: offset)
+        parameters = .allocateAligned(capacity: offset)
         parameters.initialize(repeating: 0)
         gradients = .allocate(capacity: offset)
         gradients.initialize(repeating: 0)

@@ -52,6 +52,24 @@ final class GenerateTests: XCTestCase {
         XCTAssertNotEqual(try sample(7), try sample(8))
     }
 
+    func testTimingsReportEachStepWithoutChangingTheText() throws {
+        let arguments = ["generate", "--model", Self.model, "--max-new-tokens", "6", "--json", "In the beginning", "And God said"]
+        let plain = try Tool.swiftbert(arguments)
+        let timed = try Tool.swiftbert(arguments + ["--timings"])
+        XCTAssertEqual(timed.status, 0, timed.stderr)
+        XCTAssertEqual(timed.stdout, plain.stdout)
+        let steps = try plain.stdout.split(separator: "\n").map { line in
+            try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["tokens"] as? [Int]).count
+        }.max()
+        let report = try XCTUnwrap(
+            try JSONSerialization.jsonObject(with: Data(timed.stderr.split(separator: "\n").last!.utf8)) as? [String: Any])
+        let prompt = try XCTUnwrap(report["prompt_seconds"] as? Double), each = try XCTUnwrap(report["step_seconds"] as? [Double])
+        XCTAssertGreaterThan(prompt, 0)
+        // One entry per token after the first, whose time is the prompts' pass.
+        XCTAssertEqual(each.count, try XCTUnwrap(steps) - 1)
+        XCTAssertTrue(each.allSatisfy { $0 > 0 })
+    }
+
     func testBadInputIsOneClearError() throws {
         for (arguments, message) in [
             (["generate", "--model", "/nonexistent", "x"], "/nonexistent has no config.json"),
