@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(name: "DataTests", dependencies: ["Data"], exclude: ["Fixtures"]),
         .testTarget(name: "TransformerTests", dependencies: ["Transformer", "Kernels", "Data"], exclude: ["Fixtures"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training"], exclude: ["Fixtures"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Data"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["Data"], exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v5]
 )
