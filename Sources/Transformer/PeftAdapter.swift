@@ -98,6 +98,13 @@ public enum PeftAdapter {
         return baseDirectory
     }
 
+    /// Whether `directory`'s adapter is for a causal LM (task_type CAUSAL_LM: GPT-2's Conv1D projections).
+    public static func isCausalLM(_ directory: String) -> Bool {
+        let path = (directory as NSString).appendingPathComponent(configFile)
+        let json = FileManager.default.contents(atPath: path).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        return json?["task_type"] as? String == "CAUSAL_LM"
+    }
+
     /// peft's `task_type` for a model with `head` (nil: peft's plain `PeftModel`).
     static func taskType(_ head: ModelHead) -> String? {
         switch head {
@@ -142,7 +149,7 @@ public enum PeftAdapter {
         let initialization = PromptTuningSettings.Initialization(rawValue: json["prompt_tuning_init"] as? String ?? "RANDOM")
             ?? .random
         switch json["peft_type"] as? String {
-        case "LORA"?: return .lora(try loraSettings(in: directory))
+        case "LORA"?: return .lora(try loraSettings(in: directory, conv1D: isCausalLM(directory)))
         case "PROMPT_TUNING"?:
             return .prompt(PromptTuningSettings(
                 virtualTokenCount: try virtualTokenCount(), initialization: initialization, modulesToSave: modulesToSave))

@@ -310,6 +310,24 @@ final class CausalLMLoraTests: XCTestCase {
         let plain = try Tool.swiftbert(["generate", "--model", InstructionTuningTests.base, "--max-new-tokens", "4", "--json"] + prompts)
         XCTAssertEqual(plain.status, 0, plain.stderr)
         XCTAssertNotEqual(plain.stdout, generated.stdout)
+        // Merged: the adapted Conv1D weights hold the update, every other tensor is the base's bit for bit,
+        // and the plain directory generates what the adapter does.
+        let merged = out + "/merged"
+        let merge = try Tool.swiftbert(["merge", "--adapter", checkpoint, "--out", merged])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+        let base = try TrainingFixture.tensors(InstructionTuningTests.base + "/model.safetensors")
+        var adapted = 0
+        for (name, values) in try TrainingFixture.tensors(merged + "/model.safetensors") {
+            if ["c_attn", "c_proj", "c_fc"].contains(where: { name.hasSuffix($0 + ".weight") }) {
+                XCTAssertNotEqual(values, base[name], name)
+                adapted += 1
+            } else {
+                XCTAssertEqual(values, base[name], name)
+            }
+        }
+        XCTAssertEqual(adapted, 2 * 4)
+        let fromMerged = try Tool.swiftbert(["generate", "--model", merged, "--max-new-tokens", "4", "--json"] + prompts)
+        XCTAssertEqual(fromMerged.stdout, generated.stdout)
 
         let environment = ProcessInfo.processInfo.environment["SWIFTBERT_REFERENCE_PYTHON"]
         guard let python = environment ?? [Tool.root.appendingPathComponent("venv/bin/python").path].first(where: FileManager.default.isExecutableFile)
