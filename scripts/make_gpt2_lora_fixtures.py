@@ -39,6 +39,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_gpt2_fixtures import run  # noqa: E402
 from make_transformer_fixtures import randomize  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,14 +90,6 @@ def adapted(index, settings):
             if ".lora_A." in name or ".lora_B." in name:
                 parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
     return model
-
-
-def run(model, batch):
-    model.train()
-    model.zero_grad(set_to_none=True)
-    outputs = model(**batch)
-    outputs.loss.backward()
-    return outputs
 
 
 def main():
