@@ -130,11 +130,7 @@ extension GPT2Model: TrainableModel {
     /// Writes config.json and model.safetensors (transformers' names; the head is tied and not
     /// written, as transformers saves it).
     public func savePretrained(to directory: String) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
-        }
+        try PretrainedDirectory.create(directory)
         try writeConfig(toDirectory: directory)
         let base = UnsafeBufferPointer(parameters)
         try SafetensorsWriter.write(

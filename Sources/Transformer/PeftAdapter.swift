@@ -250,11 +250,7 @@ extension PeftAdapter {
     static func write(
         _ tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)], settings: [String: Any], to directory: String
     ) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
-        }
+        try PretrainedDirectory.create(directory)
         try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent(weightsFile))
         let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])
         let configPath = (directory as NSString).appendingPathComponent(configFile)

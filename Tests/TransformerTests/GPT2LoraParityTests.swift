@@ -117,28 +117,10 @@ final class GPT2LoraParityTests: XCTestCase {
     func checkParity(_ name: String) throws -> GPT2Model {
         let file = try fixture(name)
         let model = try makeModel(file)
-        let (ids, mask, labels, B, T) = try inputs(file)
         let trainable = model.table.entries.filter(\.trainable)
         XCTAssertEqual(Set(trainable.map { "grad." + $0.name }), Set(file.tensorNames.filter { $0.hasPrefix("grad.") }))
         XCTAssertEqual(model.gradients.count, model.table.trainableCount)
-        let saved = Parallel.workerCount
-        defer { Parallel.workerCount = saved }
-        for workers in [1, 2] {
-            Parallel.workerCount = workers
-            model.zeroGradients()
-            let (output, logits) = model.forward(ids: ids, mask: mask, labels: labels, sequences: B, length: T, allLogits: true)
-            let count = Int(try file.int64s("expect.count")[0])
-            XCTAssertEqual(output.count, count)
-            let expectedLoss = try file.floats("expect.loss")[0]
-            XCTAssertEqual(Float(output.lossSum / Double(count)), expectedLoss, accuracy: tolerance * expectedLoss)
-            checkLogits(logits!, file, mask: mask, V: model.config.vocabSize, "\(name) (\(workers) workers)")
-            model.backward(output, dloss: 1 / Float(count))
-            for entry in trainable {
-                let range = try XCTUnwrap(model.table.gradientRange(of: entry))
-                assertParity(Array(model.gradients[range]), against: try file.floats("grad." + entry.name), tolerance: tolerance,
-                             "grad \(entry.name) (\(workers) workers)")
-            }
-        }
+        try GPT2ParityTests.checkPasses(model, file, tolerance: tolerance, name)
         return model
     }
 
