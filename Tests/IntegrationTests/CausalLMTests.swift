@@ -108,7 +108,7 @@ final class CausalLMTests: XCTestCase {
         let cases: [([String], String)] = [
             (["--set", "model.vocab_size=1000"], "model.vocab_size"),
             (["--set", "model.n_embd=65"], "model"),
-            (["--set", "peft.method=lora", "--set", "init_from=/nonexistent"], "peft.method"),
+            (["--set", "peft.method=prompt_tuning", "--set", "init_from=/nonexistent"], "peft.method: prompt_tuning is not available for causal_lm"),
             (["--set", "model.n_ctx_typo=3"], "model.n_ctx_typo"),
         ]
         for (extra, expected) in cases {
