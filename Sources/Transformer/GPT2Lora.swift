@@ -43,10 +43,9 @@ extension LoraSettings {
         }
         // The tied head and the embeddings are not Conv1D projections.
         let outside = ["lm_head", "transformer.wte", "transformer.wpe"]
-        let adapted = try matchedModules(
-            GPT2LoraModule.allCases, named: \.name, layerPrefix: "transformer.h.0.", outside: outside, family: "GPT-2",
-            scope: "the blocks' Conv1D")
-        return perLayer(adapted, layerCount: config.layerCount)
+        return try matchedModules(
+            GPT2LoraModule.allCases, named: \.name, layerCount: config.layerCount, layerPrefix: { "transformer.h.\($0)." },
+            outside: outside, family: "GPT-2", scope: "the blocks' Conv1D")
     }
 
     /// A GPT-2 adapter's tensors' names (table names; peft's keys add `base_model.model.`).

@@ -105,7 +105,8 @@ extension LoraSettings {
         // Every head's linear layers, whichever head the model has now (a fine-tuning head is set later).
         let others = ["bert.pooler.dense", "classifier", "qa_outputs", "cls.predictions.transform.dense", "cls.seq_relationship"]
         let adapted = try matchedModules(
-            LoraModule.allCases, named: \.name, layerPrefix: "bert.encoder.layer.0.", outside: others, family: "BERT", scope: "the encoder's")
+            LoraModule.allCases, named: \.name, layerCount: config.hiddenLayerCount, layerPrefix: { "bert.encoder.layer.\($0)." },
+            outside: others, family: "BERT", scope: "the encoder's")
         // The query, key and value projections are one fused GEMM: they train together or not at all.
         let fused = [LoraModule.query, .key, .value].map { "bert.encoder.layer.0." + $0.name }
         let saved = fused.filter { module in (modulesToSave ?? []).contains { module.hasSuffix($0) } }
@@ -113,7 +114,7 @@ extension LoraSettings {
             throw LoraSettingsError(key: "modules_to_save", message: "trains \(saved.map { $0.split(separator: ".").last! }.joined(separator: ", ")) without the rest "
                 + "of the fused query/key/value projection; name `attention.self` to train all three, or adapt them with LoRA")
         }
-        return perLayer(adapted, layerCount: config.hiddenLayerCount)
+        return adapted
     }
 
     /// The checks every model makes: rank, alpha, dropout, a target, the bias mode and the layers
@@ -137,31 +138,31 @@ extension LoraSettings {
         }
     }
 
-    /// The modules of `candidates` (named inside a layer; `layerPrefix` + name is the full name in
-    /// layer 0) the targets match, in the candidates' order. A target that names one of `outside`
-    /// (modules LoRA does not adapt here) or matches nothing is an error listing the candidates;
-    /// `scope` names where they live ("the encoder's").
-    func matchedModules<Module: Hashable>(
-        _ candidates: [Module], named name: (Module) -> String, layerPrefix: String, outside: [String], family: String, scope: String
-    ) throws -> [Module] {
+    /// The modules of `candidates` adapted in each of `layerCount` layers: those a target matches by
+    /// full name (`layerPrefix(l)` + the module's name, so a target may name one layer's module), in
+    /// the candidates' order, in the layers `layers_to_transform` keeps. A target that names one of
+    /// `outside` (modules LoRA does not adapt here) or matches no module of any layer is an error
+    /// listing the candidates; `scope` names where they live ("the encoder's").
+    func matchedModules<Module>(
+        _ candidates: [Module], named name: (Module) -> String, layerCount L: Int, layerPrefix: (Int) -> String, outside: [String],
+        family: String, scope: String
+    ) throws -> [[Module]] {
         let listing = candidates.map(name).joined(separator: ", ")
-        var adapted = Set<Module>()
+        func matched(_ layer: Int, _ target: String) -> [Module] {
+            candidates.filter { Self.matches(layerPrefix(layer) + name($0), target) }
+        }
         for target in targetModules {
             if let other = outside.first(where: { Self.matches($0, target) }) {
                 throw LoraSettingsError(key: "target_modules", message: "\"\(target)\" names \(other); LoRA adapts \(scope) projections: \(listing)")
             }
-            let matched = candidates.filter { Self.matches(layerPrefix + name($0), target) }
-            guard !matched.isEmpty else {
+            guard (0..<L).contains(where: { !matched($0, target).isEmpty }) else {
                 throw LoraSettingsError(key: "target_modules", message: "\"\(target)\" matches no module of the model; \(family)'s projections are \(listing)")
             }
-            adapted.formUnion(matched)
         }
-        return candidates.filter(adapted.contains)
-    }
-
-    /// `modules` in every layer that `layers_to_transform` keeps, none in the others.
-    func perLayer<Module>(_ modules: [Module], layerCount L: Int) -> [[Module]] {
-        (0..<L).map { layer in layersToTransform.map { $0.contains(layer) } ?? true ? modules : [] }
+        return (0..<L).map { layer in
+            guard layersToTransform?.contains(layer) ?? true else { return [] }
+            return candidates.filter { module in targetModules.contains { Self.matches(layerPrefix(layer) + name(module), $0) } }
+        }
     }
 
     /// The adapter tensors' names (table names; peft's keys add `base_model.model.`).

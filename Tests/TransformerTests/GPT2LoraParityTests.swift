@@ -70,6 +70,7 @@ final class GPT2LoraParityTests: XCTestCase {
         XCTAssertEqual(try modules(["c_proj"])[0], [.attentionProjection, .mlpProjection])
         XCTAssertEqual(try modules(["attn.c_proj"])[0], [.attentionProjection])
         XCTAssertEqual(try modules(["mlp.c_fc", "c_attn"], layers: [1]), [[], [.attention, .fc]])
+        XCTAssertEqual(try modules(["h.1.attn.c_attn", "mlp.c_fc"]), [[.fc], [.attention, .fc]], "one block's module by its full name")
         for (targets, message) in [
             (["query"], "peft.target_modules \"query\" matches no module of the model; GPT-2's projections are attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj"),
             (["lm_head"], "peft.target_modules \"lm_head\" names lm_head; LoRA adapts the blocks' Conv1D projections"),
