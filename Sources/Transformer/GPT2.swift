@@ -287,7 +287,7 @@ public final class GPT2Model {
         var rows: [Int32] = [], targets: [Int32] = []
         /// d(loss sum)/d(logits) of the counted rows, computed with the loss.
         var gathered: UnsafeMutablePointer<Float>? = nil, dlogits: UnsafeMutablePointer<Float>? = nil
-        /// LoRA: u = dropout(x) A^T (N, r) of each adapted site (block l, module m at l * 4 + m), v = dy B
+        /// LoRA: u = dropout(x) A^T (N, r) of each adapted site (keyed by `site(l, module)`), v = dy B
         /// (N, r) of backward, and the scratch of the dropped inputs.
         var loraHidden: [Int: UnsafeMutablePointer<Float>] = [:]
         var loraGradient: UnsafeMutablePointer<Float>? = nil, loraScratch: UnsafeMutablePointer<Float>? = nil

@@ -57,6 +57,11 @@ extension LoraSettings {
 
 // MARK: - Passes
 
+extension GPT2Model.Pass {
+    /// The key of block l's `module` in `loraHidden`.
+    static func site(_ l: Int, _ module: GPT2LoraModule) -> Int { l * GPT2LoraModule.allCases.count + module.rawValue }
+}
+
 extension GPT2Model {
     /// The factors of block `l`'s `module`, nil when it is not adapted.
     func loraFactors(_ l: Int, _ module: GPT2LoraModule) -> LoraFactors? {
@@ -77,7 +82,7 @@ extension GPT2Model {
     func loraForward(_ pass: Pass, _ l: Int, _ module: GPT2LoraModule, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>) {
         guard let factors = loraFactors(l, module) else { return }
         let N = pass.N, u = pass.buffer(N * factors.rank)
-        pass.loraHidden[l * GPT2LoraModule.allCases.count + module.rawValue] = u
+        pass.loraHidden[Pass.site(l, module)] = u
         let mask = loraMask(pass, l, module)
         let x = loraDroppedInput(input, mask, scratch: loraScratch(pass, mask), rows: N, columns: factors.inputs)
         Transformer.loraForward(output, ldy: factors.outputs, hidden: u, input: x, factors, rows: N)
@@ -89,7 +94,7 @@ extension GPT2Model {
         _ pass: Pass, _ l: Int, _ module: GPT2LoraModule, input: UnsafePointer<Float>, dOutput: UnsafePointer<Float>,
         dInput: UnsafeMutablePointer<Float>
     ) {
-        guard let factors = loraFactors(l, module), let u = pass.loraHidden[l * GPT2LoraModule.allCases.count + module.rawValue],
+        guard let factors = loraFactors(l, module), let u = pass.loraHidden[Pass.site(l, module)],
             let v = pass.loraGradient else { return }
         let mask = loraMask(pass, l, module), scratch = loraScratch(pass, mask), N = pass.N
         loraFactorGradients(
