@@ -32,6 +32,17 @@ final class GPT2TrainingTests: XCTestCase {
         model.forward(ids: ids, mask: mask, labels: labels, sequences: B, length: T, dropout: dropout).output.lossSum
     }
 
+    /// d(loss)/d(parameter `index`) by central differences.
+    func numericGradient(_ model: GPT2Model, _ index: Int, _ dropout: GPT2Model.Dropout?) -> Double {
+        let saved = model.parameters[index], h: Float = 1e-3
+        model.parameters[index] = saved + h
+        let plus = loss(model, dropout)
+        model.parameters[index] = saved - h
+        let minus = loss(model, dropout)
+        model.parameters[index] = saved
+        return (plus - minus) / Double(2 * h)
+    }
+
     func testDropoutGradientsMatchFiniteDifferences() throws {
         let model = tinyModel(dropout: 0.2)
         let dropout = GPT2Model.Dropout(seed: 11, step: 3, sampleIndices: [5, 9])
@@ -52,14 +63,7 @@ final class GPT2TrainingTests: XCTestCase {
             }
             let indices = (0..<groups).flatMap { g in largest(entry.range.filter { group($0) == g }) }
             for index in indices {
-                let saved = model.parameters[index]
-                let h: Float = 1e-3
-                model.parameters[index] = saved + h
-                let plus = loss(model, dropout)
-                model.parameters[index] = saved - h
-                let minus = loss(model, dropout)
-                model.parameters[index] = saved
-                let numeric = (plus - minus) / Double(2 * h)
+                let numeric = numericGradient(model, index, dropout)
                 let analytic = Double(model.gradients[index])
                 XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(1, abs(numeric)), "\(entry.name)[\(index - entry.offset)]")
                 checked += 1
@@ -91,14 +95,7 @@ final class GPT2TrainingTests: XCTestCase {
             let range = try XCTUnwrap(model.table.gradientRange(of: entry))
             let largest = Array((0..<entry.count).sorted { abs(model.gradients[range.lowerBound + $0]) > abs(model.gradients[range.lowerBound + $1]) }.prefix(3))
             for k in largest {
-                let index = entry.offset + k, saved = model.parameters[index]
-                let h: Float = 1e-3
-                model.parameters[index] = saved + h
-                let plus = loss(model, dropout)
-                model.parameters[index] = saved - h
-                let minus = loss(model, dropout)
-                model.parameters[index] = saved
-                let numeric = (plus - minus) / Double(2 * h)
+                let numeric = numericGradient(model, entry.offset + k, dropout)
                 XCTAssertEqual(Double(model.gradients[range.lowerBound + k]), numeric, accuracy: 2e-2 * max(1, abs(numeric)), "\(entry.name)[\(k)]")
                 checked += 1
             }
