@@ -189,7 +189,7 @@ extension TrainingConfig {
 
         .section("peft", required: false, "Parameter-efficient tuning as Hugging Face peft defines it: the base model (`init_from`) stays frozen and only the adapter (and the modules it names) trains; checkpoints hold the adapter in peft's files.", [
             .choice("method", \.peft.method, default: .none, onResume: .mustMatch,
-                    "`lora`, `prefix_tuning` (P-tuning v2: learned keys and values in every layer), `prompt_tuning` or `p_tuning` (virtual tokens, learned directly or through peft's MLP prompt encoder; sequence classification), or `none` to train every parameter"),
+                    "`lora` (BERT tasks and causal_lm), `prefix_tuning` (P-tuning v2: learned keys and values in every layer), `prompt_tuning` or `p_tuning` (virtual tokens, learned directly or through peft's MLP prompt encoder; sequence classification), or `none` to train every parameter"),
             .integer("r", \.peft.rank, default: 8, .atLeast(1, else: "must be at least 1, typically 8"), onResume: .mustMatch,
                      "LoRA: rank of the update B A"),
             .number("lora_alpha", \.peft.alpha, default: 8, .above(0, else: "must be positive, typically r or 2 r"),
@@ -201,9 +201,9 @@ extension TrainingConfig {
             .stringList("target_modules", \.peft.targetModules, accepted: "not empty",
                         check: { $0.isEmpty ? "must name at least one module, e.g. [\"query\", \"value\"]" : nil },
                         onResume: .mustMatch,
-                        "LoRA: the projections adapted, by module name as peft matches them (`query`, `key`, `value`, `attention.output.dense`, `intermediate.dense`, `output.dense`; `output.dense` also matches `attention.output.dense`); null: query and value"),
+                        "LoRA: the projections adapted, by module name as peft matches them (a module matches when its name is the target or ends with \".\" + target). BERT: `query`, `key`, `value`, `attention.output.dense`, `intermediate.dense`, `output.dense` (`output.dense` also matches `attention.output.dense`); null: query and value. GPT-2: `c_attn`, `c_proj` (both `attn.c_proj` and `mlp.c_proj`), `attn.c_proj`, `c_fc`, `mlp.c_proj`; null: c_attn"),
             .custom("layers_to_transform", \.peft.layersToTransform, type: "list of integers or null", required: .never,
-                    onResume: .mustMatch, "LoRA: adapt only these encoder layers (0-based); null: all",
+                    onResume: .mustMatch, "LoRA: adapt only these layers (BERT's encoder layers, GPT-2's blocks; 0-based); null: all",
                     read: { reader, _ in try readIntegerList(&reader, "layers_to_transform") },
                     write: { $0.map { .array($0.map { .integer($0) }) } ?? .null }),
             .choice("bias", \.peft.bias, default: .none, onResume: .mustMatch,
@@ -223,9 +223,9 @@ extension TrainingConfig {
     ], readFirst: ["task"])
 
     private static let peftRules: [ConfigRule<TrainingConfig>] = [
-        ConfigRule(keyPath: "peft.method", help: "BERT tasks only") { config in
-            guard config.peft.method != .none, config.task.kind == .causalLM else { return nil }
-            return "\(config.peft.method.rawValue) is not available for causal_lm (GPT-2 trains every parameter); use \"none\""
+        ConfigRule(keyPath: "peft.method", help: "`lora` or `none` for causal_lm") { config in
+            guard config.peft.method != .none, config.peft.method != .lora, config.task.kind == .causalLM else { return nil }
+            return "\(config.peft.method.rawValue) is not available for causal_lm (GPT-2 trains with LoRA or in full); use \"lora\" or \"none\""
         },
         ConfigRule(keyPath: "peft.method", help: "needs `init_from`, the frozen base model") { config in
             guard config.peft.method != .none, config.initFrom == nil else { return nil }
@@ -248,7 +248,11 @@ extension TrainingConfig {
     ] + ["r", "lora_alpha", "lora_dropout", "target_modules", "layers_to_transform", "bias", "modules_to_save"].map { key in
         ConfigRule(keyPath: "peft." + key, help: "fits the model") { config in
             do {
-                _ = try config.peft.lora?.adaptedModules(config.model)
+                if let gpt2 = config.gpt2 {
+                    _ = try config.peft.lora(defaultTargets: LoraSettings.gpt2DefaultTargets)?.adaptedModules(gpt2)
+                } else {
+                    _ = try config.peft.lora(defaultTargets: LoraSettings.bertDefaultTargets)?.adaptedModules(config.model)
+                }
                 return nil
             } catch let error as LoraSettingsError {
                 return error.key == key ? error.message : nil

@@ -128,12 +128,13 @@ public struct TrainingConfig: Equatable, Sendable {
                 encoder: prefixProjection ? PromptEncoderSettings(kind: .projection, hiddenSize: encoderHiddenSize ?? hiddenSize) : nil)
         }
 
-        /// The model's LoRA settings; nil without LoRA.
-        public var lora: LoraSettings? {
+        /// The model's LoRA settings (without `target_modules`, peft's default for the model,
+        /// `defaultTargets`); nil without LoRA.
+        public func lora(defaultTargets: [String]) -> LoraSettings? {
             guard method == .lora else { return nil }
             return LoraSettings(
                 rank: rank, alpha: alpha, dropout: dropout, useRSLoRA: useRSLoRA,
-                targetModules: targetModules ?? ["query", "value"], layersToTransform: layersToTransform, bias: bias,
+                targetModules: targetModules ?? defaultTargets, layersToTransform: layersToTransform, bias: bias,
                 modulesToSave: modulesToSave)
         }
     }
@@ -287,8 +288,12 @@ public struct TrainingConfig: Equatable, Sendable {
 
     private init(root: JSONValue, source: String) throws {
         try TrainingConfig.schema.read(root, source: source, into: &self)
-        guard case .bert = modelSection else { return }
-        model.lora = peft.lora
+        if case var .gpt2(config) = modelSection {
+            config.lora = peft.lora(defaultTargets: LoraSettings.gpt2DefaultTargets)
+            modelSection = .gpt2(config)
+            return
+        }
+        model.lora = peft.lora(defaultTargets: LoraSettings.bertDefaultTargets)
         model.prompt = peft.prompt ?? peft.pTuning(hiddenSize: model.hiddenSize)
         model.prefix = peft.prefix(hiddenSize: model.hiddenSize)
     }

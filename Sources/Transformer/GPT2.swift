@@ -20,6 +20,8 @@ public struct GPT2Config: Codable, Equatable, Sendable {
     public var initializerRange: Float = 0.02
     public var bosTokenID = 50256
     public var eosTokenID = 50256
+    /// LoRA on the blocks' projections (the training run's `peft` section); not a config.json key.
+    public var lora: LoraSettings? = nil
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case vocabSize = "vocab_size"
@@ -122,42 +124,81 @@ public final class GPT2Model {
 
     let wte, wpe, lnfWeight, lnfBias: Int
     let layers: [Layer]
+    /// Per block, the offsets of each `GPT2LoraModule`'s factors (by raw value), nil where not adapted.
+    let loraOffsets: [[(a: Int, b: Int)?]]
 
+    /// The model of `config`; its LoRA settings, if any, must have been checked (`LoraSettings.adaptedModules`).
     public init(config: GPT2Config) {
         self.config = config
-        let C = config.hiddenSize, I = config.inner
+        let C = config.hiddenSize, I = config.inner, L = config.layerCount
+        let adapted: [[GPT2LoraModule]]
+        do {
+            adapted = try config.lora?.adaptedModules(config) ?? Array(repeating: [], count: L)
+        } catch {
+            preconditionFailure("unchecked LoRA settings: \(error)")
+        }
         var entries: [ParameterTable.Entry] = []
         var offset = 0
         var part = -1
-        func add(_ name: String, _ shape: [Int]) -> Int {
+        func add(_ name: String, _ shape: [Int]) {
             let count = shape.reduce(1, *)
             // Weight decay as transformers' Trainer applies it: not to biases and LayerNorm weights.
             let decays = !name.hasSuffix(".bias") && !name.contains(".ln_")
             entries.append(ParameterTable.Entry(name: name, shape: shape, offset: offset, count: count, decays: decays, part: part))
-            defer { offset += count }
-            return offset
+            offset += count
         }
-        wte = add("transformer.wte.weight", [config.vocabSize, C])
-        wpe = add("transformer.wpe.weight", [config.positionCount, C])
-        layers = (0..<config.layerCount).map { l in
+        add("transformer.wte.weight", [config.vocabSize, C])
+        add("transformer.wpe.weight", [config.positionCount, C])
+        for l in 0..<L {
             part = l
             let p = "transformer.h.\(l)."
-            return Layer(
-                ln1Weight: add(p + "ln_1.weight", [C]), ln1Bias: add(p + "ln_1.bias", [C]),
-                attentionWeight: add(p + "attn.c_attn.weight", [C, 3 * C]), attentionBias: add(p + "attn.c_attn.bias", [3 * C]),
-                projectionWeight: add(p + "attn.c_proj.weight", [C, C]), projectionBias: add(p + "attn.c_proj.bias", [C]),
-                ln2Weight: add(p + "ln_2.weight", [C]), ln2Bias: add(p + "ln_2.bias", [C]),
-                fcWeight: add(p + "mlp.c_fc.weight", [C, I]), fcBias: add(p + "mlp.c_fc.bias", [I]),
-                outputWeight: add(p + "mlp.c_proj.weight", [I, C]), outputBias: add(p + "mlp.c_proj.bias", [C]))
+            add(p + "ln_1.weight", [C]); add(p + "ln_1.bias", [C])
+            add(p + "attn.c_attn.weight", [C, 3 * C]); add(p + "attn.c_attn.bias", [3 * C])
+            add(p + "attn.c_proj.weight", [C, C]); add(p + "attn.c_proj.bias", [C])
+            add(p + "ln_2.weight", [C]); add(p + "ln_2.bias", [C])
+            add(p + "mlp.c_fc.weight", [C, I]); add(p + "mlp.c_fc.bias", [I])
+            add(p + "mlp.c_proj.weight", [I, C]); add(p + "mlp.c_proj.bias", [C])
+            for module in adapted[l] {
+                let names = LoraSettings.entryNames(layer: l, module: module), (inputs, outputs) = module.shape(config)
+                add(names.a, [config.lora!.rank, inputs])
+                add(names.b, [outputs, config.lora!.rank])
+            }
         }
-        part = config.layerCount
-        lnfWeight = add("transformer.ln_f.weight", [C])
-        lnfBias = add("transformer.ln_f.bias", [C])
-        table = ParameterTable(
-            laidOut: entries, layerCount: config.layerCount, adaptedModules: Array(repeating: [], count: config.layerCount))
-        parameters = .allocateAligned(capacity: offset)
+        part = L
+        add("transformer.ln_f.weight", [C])
+        add("transformer.ln_f.bias", [C])
+        if let lora = config.lora {
+            // The frozen base first, the adapter (and the biases of bias "all") last, as for BERT.
+            entries = ParameterTable.frozenFirst(
+                entries, trainable: ParameterTable.trainableNames(entries.map(\.name), bias: lora.bias, saved: []))
+        }
+        let table = ParameterTable(laidOut: entries, layerCount: L, adaptedModules: Array(repeating: [], count: L))
+        self.table = table
+        let at = table.offset(of:)
+        wte = at("transformer.wte.weight")
+        wpe = at("transformer.wpe.weight")
+        layers = (0..<L).map { l in
+            let p = "transformer.h.\(l)."
+            return Layer(
+                ln1Weight: at(p + "ln_1.weight"), ln1Bias: at(p + "ln_1.bias"),
+                attentionWeight: at(p + "attn.c_attn.weight"), attentionBias: at(p + "attn.c_attn.bias"),
+                projectionWeight: at(p + "attn.c_proj.weight"), projectionBias: at(p + "attn.c_proj.bias"),
+                ln2Weight: at(p + "ln_2.weight"), ln2Bias: at(p + "ln_2.bias"),
+                fcWeight: at(p + "mlp.c_fc.weight"), fcBias: at(p + "mlp.c_fc.bias"),
+                outputWeight: at(p + "mlp.c_proj.weight"), outputBias: at(p + "mlp.c_proj.bias"))
+        }
+        loraOffsets = (0..<L).map { l in
+            GPT2LoraModule.allCases.map { module in
+                guard adapted[l].contains(module) else { return nil }
+                let names = LoraSettings.entryNames(layer: l, module: module)
+                return (a: at(names.a), b: at(names.b))
+            }
+        }
+        lnfWeight = at("transformer.ln_f.weight")
+        lnfBias = at("transformer.ln_f.bias")
+        parameters = .allocateAligned(capacity: table.totalCount)
         parameters.initialize(repeating: 0)
-        gradients = .allocate(capacity: offset)
+        gradients = .allocate(capacity: table.trainableCount)
         gradients.initialize(repeating: 0)
     }
 
@@ -194,7 +235,12 @@ public final class GPT2Model {
     let memory = PassMemory()
 
     func p(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters.baseAddress! + offset }
-    func g(_ offset: Int) -> UnsafeMutablePointer<Float> { gradients.baseAddress! + offset }
+    /// The gradient of the parameter at `offset`, nil when it is frozen (backward then skips the work
+    /// only that gradient needs: the frozen weights' dW products above all).
+    func g(_ offset: Int) -> UnsafeMutablePointer<Float>? {
+        let start = table.trainableRange.lowerBound
+        return offset >= start ? gradients.baseAddress! + (offset - start) : nil
+    }
 
     /// The activations of one pass, kept for backward.
     final class Pass {
@@ -241,6 +287,10 @@ public final class GPT2Model {
         var rows: [Int32] = [], targets: [Int32] = []
         /// d(loss sum)/d(logits) of the counted rows, computed with the loss.
         var gathered: UnsafeMutablePointer<Float>? = nil, dlogits: UnsafeMutablePointer<Float>? = nil
+        /// LoRA: u = dropout(x) A^T (N, r) of each adapted site (keyed by `site(l, module)`), v = dy B
+        /// (N, r) of backward, and the scratch of the dropped inputs.
+        var loraHidden: [Int: UnsafeMutablePointer<Float>] = [:]
+        var loraGradient: UnsafeMutablePointer<Float>? = nil, loraScratch: UnsafeMutablePointer<Float>? = nil
     }
 
     /// Dropout of a training pass: each mask is keyed by (seed, step, global sample index, layer, site),
@@ -305,6 +355,7 @@ public final class GPT2Model {
             layerNormForward(ln1, mean1, rstd1, h, p(layer.ln1Weight), p(layer.ln1Bias), rows: N, columns: C, epsilon: eps)
             let qkv = pass.buffer(N * 3 * C)
             conv1D(qkv, ln1, layer.attentionWeight, layer.attentionBias, rows: N, inputs: C, outputs: 3 * C)
+            loraForward(pass, l, .attention, input: ln1, output: qkv)
             let probs = pass.buffer(B * NH * T * T), context = pass.buffer(N * C)
             let attentionDrop = dropoutMask(pass, config.attentionDropout, layer: l + 1, site: DropoutSite.attentionProbabilities, rowsPerSample: NH * T)
             let dropped = attentionDrop == nil ? probs : pass.buffer(B * NH * T * T)
@@ -332,6 +383,7 @@ public final class GPT2Model {
             }
             let middle = pass.buffer(N * C)
             conv1D(middle, context, layer.projectionWeight, layer.projectionBias, rows: N, inputs: C, outputs: C)
+            loraForward(pass, l, .attentionProjection, input: context, output: middle)
             if let drop = dropoutMask(pass, config.residualDropout, layer: l + 1, site: DropoutSite.attentionOutput, rowsPerSample: T) {
                 dropoutForward(middle, middle, drop, rows: N, columns: C)
             }
@@ -341,9 +393,11 @@ public final class GPT2Model {
             layerNormForward(ln2, mean2, rstd2, middle, p(layer.ln2Weight), p(layer.ln2Bias), rows: N, columns: C, epsilon: eps)
             let pre = pass.buffer(N * I), activated = pass.buffer(N * I)
             conv1D(pre, ln2, layer.fcWeight, nil, rows: N, inputs: C, outputs: I)
+            loraForward(pass, l, .fc, input: ln2, output: pre)
             biasActivationForward(activated, pre, p(layer.fcBias), config.activation, rows: N, columns: I)
             let out = pass.buffer(N * C)
             conv1D(out, activated, layer.outputWeight, layer.outputBias, rows: N, inputs: I, outputs: C)
+            loraForward(pass, l, .mlpProjection, input: activated, output: out)
             if let drop = dropoutMask(pass, config.residualDropout, layer: l + 1, site: DropoutSite.feedForwardOutput, rowsPerSample: T) {
                 dropoutForward(out, out, drop, rows: N, columns: C)
             }
@@ -398,7 +452,7 @@ public final class GPT2Model {
         // LM head: the tied embedding's gradient and d(final states) at the counted rows, from forward's
         // d(loss sum)/d(logits) scaled by dloss.
         let dlogits = pass.dlogits!
-        gemm(.transposed, .none, m: V, n: C, k: P, alpha: dloss, a: dlogits, b: pass.gathered!, beta: 1, c: g(wte))
+        if let dwte = g(wte) { gemm(.transposed, .none, m: V, n: C, k: P, alpha: dloss, a: dlogits, b: pass.gathered!, beta: 1, c: dwte) }
         let dGathered = pass.buffer(P * C)
         gemm(.none, .none, m: P, n: C, k: V, alpha: dloss, a: dlogits, b: p(wte), beta: 0, c: dGathered)
         let dh = pass.buffer(N * C), scratch = pass.buffer(N * C)
@@ -407,6 +461,9 @@ public final class GPT2Model {
         onGradientsReady?(table.headRange)
         let dI = pass.buffer(N * I), dqkv = pass.buffer(N * 3 * C), dctx = pass.buffer(N * C), dS = pass.buffer(B * NH * T * T)
         let dBranch = pass.dropout == nil ? nil : pass.buffer(N * C)
+        if let lora = config.lora { pass.loraGradient = pass.buffer(N * lora.rank) }
+        // Below the lowest block with a trainable tensor nothing needs a gradient (the embeddings are frozen).
+        let lowestTrainable = table.entries.filter(\.trainable).map(\.part).min() ?? -1
         /// d(branch output) from d(residual sum): dh itself, or through the site's dropout.
         func branchGradient(_ site: UInt64, layer l: Int) -> UnsafePointer<Float> {
             guard let dBranch, let drop = dropoutMask(pass, config.residualDropout, layer: l + 1, site: site, rowsPerSample: T) else {
@@ -416,17 +473,24 @@ public final class GPT2Model {
             return UnsafePointer(dBranch)
         }
         for (l, layer) in layers.enumerated().reversed() {
+            guard l >= lowestTrainable else {
+                onGradientsReady?(table.layerRanges[l])
+                continue
+            }
             // out = middle + dropout(c_proj(gelu(c_fc(ln2(middle))))): dh is d(out), and flows to d(middle) as is.
-            conv1DBackward(dI, layer.outputWeight, layer.outputBias, dout: branchGradient(DropoutSite.feedForwardOutput, layer: l),
-                           input: pass.activated[l], rows: N, inputs: I, outputs: C)
+            let dOut = branchGradient(DropoutSite.feedForwardOutput, layer: l)
+            conv1DBackward(dI, layer.outputWeight, layer.outputBias, dout: dOut, input: pass.activated[l], rows: N, inputs: I, outputs: C)
+            loraBackward(pass, l, .mlpProjection, input: pass.activated[l], dOutput: dOut, dInput: dI)
             activationBackward(dI, dI, pass.pre[l], config.activation, count: N * I)
             conv1DBackward(scratch, layer.fcWeight, layer.fcBias, dout: dI, input: pass.ln2[l], rows: N, inputs: C, outputs: I)
+            loraBackward(pass, l, .fc, input: pass.ln2[l], dOutput: dI, dInput: scratch)
             layerNormBackward(scratch, g(layer.ln2Weight), g(layer.ln2Bias), scratch, pass.middle[l], p(layer.ln2Weight),
                               pass.mean2[l], pass.rstd2[l], rows: N, columns: C)
             VectorMath.add(dh, scratch, count: N * C)
             // middle = input + dropout(c_proj(attention(c_attn(ln1(input))))): dh is now d(middle).
-            conv1DBackward(dctx, layer.projectionWeight, layer.projectionBias, dout: branchGradient(DropoutSite.attentionOutput, layer: l),
-                           input: pass.context[l], rows: N, inputs: C, outputs: C)
+            let dMiddle = branchGradient(DropoutSite.attentionOutput, layer: l)
+            conv1DBackward(dctx, layer.projectionWeight, layer.projectionBias, dout: dMiddle, input: pass.context[l], rows: N, inputs: C, outputs: C)
+            loraBackward(pass, l, .attentionProjection, input: pass.context[l], dOutput: dMiddle, dInput: dctx)
             let qkv = pass.qkv[l], probs = pass.probs[l], dropped = pass.dropped[l]
             let attentionDrop = dropoutMask(pass, config.attentionDropout, layer: l + 1, site: DropoutSite.attentionProbabilities, rowsPerSample: NH * T)
             overHeads(B * NH) { bh in
@@ -459,17 +523,20 @@ public final class GPT2Model {
                 }
             }
             conv1DBackward(scratch, layer.attentionWeight, layer.attentionBias, dout: dqkv, input: pass.ln1[l], rows: N, inputs: C, outputs: 3 * C)
+            loraBackward(pass, l, .attention, input: pass.ln1[l], dOutput: dqkv, dInput: scratch)
             layerNormBackward(scratch, g(layer.ln1Weight), g(layer.ln1Bias), scratch, pass.inputs[l], p(layer.ln1Weight),
                               pass.mean1[l], pass.rstd1[l], rows: N, columns: C)
             VectorMath.add(dh, scratch, count: N * C)
             onGradientsReady?(table.layerRanges[l])
         }
-        if let drop = dropoutMask(pass, config.embeddingDropout, layer: 0, site: DropoutSite.embeddings, rowsPerSample: T) {
-            dropoutBackward(dh, dh, drop, rows: N, columns: C)
-        }
-        for n in 0..<N {
-            VectorMath.add(g(wte) + Int(pass.ids[n]) * C, dh + n * C, count: C)
-            VectorMath.add(g(wpe) + (n % T) * C, dh + n * C, count: C)
+        if let dwte = g(wte), let dwpe = g(wpe) {
+            if let drop = dropoutMask(pass, config.embeddingDropout, layer: 0, site: DropoutSite.embeddings, rowsPerSample: T) {
+                dropoutBackward(dh, dh, drop, rows: N, columns: C)
+            }
+            for n in 0..<N {
+                VectorMath.add(dwte + Int(pass.ids[n]) * C, dh + n * C, count: C)
+                VectorMath.add(dwpe + (n % T) * C, dh + n * C, count: C)
+            }
         }
         onGradientsReady?(table.embeddingRange)
     }
@@ -494,13 +561,13 @@ public final class GPT2Model {
         if let bias { addBias(y, p(bias), rows: rows, columns: outputs) }
     }
 
-    /// dx = dy W^T (written), dW += x^T dy, db += column sums of dy.
+    /// dx = dy W^T (written), dW += x^T dy, db += column sums of dy (each skipped when frozen).
     func conv1DBackward(
         _ dx: UnsafeMutablePointer<Float>, _ weight: Int, _ bias: Int, dout dy: UnsafePointer<Float>, input x: UnsafePointer<Float>,
         rows: Int, inputs: Int, outputs: Int
     ) {
-        gemm(.transposed, .none, m: inputs, n: outputs, k: rows, a: x, b: dy, beta: 1, c: g(weight))
-        biasBackward(g(bias), dy, rows: rows, columns: outputs)
+        if let dW = g(weight) { gemm(.transposed, .none, m: inputs, n: outputs, k: rows, a: x, b: dy, beta: 1, c: dW) }
+        if let db = g(bias) { biasBackward(db, dy, rows: rows, columns: outputs) }
         gemm(.none, .transposed, m: rows, n: inputs, k: outputs, a: dy, b: p(weight), beta: 0, c: dx)
     }
 

@@ -6,20 +6,30 @@ extension GPT2Model: TrainableModel {
     public static let configFile = "config.json"
     public static let weightsFile = "model.safetensors"
 
-    /// GPT-2 trains without adapters here.
-    public var hasAdapter: Bool { false }
+    /// Whether LoRA trains on a frozen base.
+    public var hasAdapter: Bool { config.lora != nil }
 
     public func zeroGradients() { gradients.update(repeating: 0) }
 
     /// transformers' `GPT2PreTrainedModel._init_weights`: weights N(0, initializer_range), the residual
     /// projections (`attn.c_proj`, `mlp.c_proj`) N(0, initializer_range / sqrt(2 n_layer)), biases 0,
-    /// LayerNorm weights 1. Each tensor has its own stream, keyed by the seed and its index.
-    public func initializeParameters(seed: UInt64) {
+    /// LayerNorm weights 1; LoRA's factors as peft initialises them. Each tensor has its own stream,
+    /// keyed by the seed and its index, so initialising some entries (`only`) gives them the values a
+    /// full initialisation would.
+    public func initializeParameters(seed: UInt64) { initializeParameters(seed: seed, only: nil) }
+
+    func initializeParameters(seed: UInt64, only names: Set<String>?) {
         let std = config.initializerRange
         let residualStd = std / Float(2 * config.layerCount).squareRoot()
-        for (index, entry) in table.entries.enumerated() {
+        for (index, entry) in table.entries.enumerated() where names?.contains(entry.name) ?? true {
             let destination = parameters.baseAddress! + entry.offset
-            if entry.name.contains(".ln_") {
+            if entry.name.hasSuffix(".lora_B.weight") {
+                // peft's default: B = 0, so the adapted model starts exactly at the base model.
+                destination.update(repeating: 0, count: entry.count)
+            } else if entry.name.hasSuffix(".lora_A.weight") {
+                // peft's default: Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)).
+                BertModel.fillUniform(destination, count: entry.count, bound: 1 / Float(entry.shape[1]).squareRoot(), Philox(seed: seed, UInt64(index)))
+            } else if entry.name.contains(".ln_") {
                 destination.update(repeating: entry.name.hasSuffix(".weight") ? 1 : 0, count: entry.count)
             } else if entry.name.hasSuffix(".bias") {
                 destination.update(repeating: 0, count: entry.count)
@@ -54,7 +64,8 @@ extension GPT2Model: TrainableModel {
 
     /// Tensor names with or without `transformer.`; the attention-mask buffers older files carry
     /// (`attn.bias`, `attn.masked_bias`) are skipped, and a separate `lm_head.weight` must equal the
-    /// tied embedding. Every parameter must be present: GPT-2 has no head to initialise.
+    /// tied embedding. Every parameter must be present (GPT-2 has no head to initialise) but LoRA's
+    /// factors, which are initialised from `initializationSeed` as peft does.
     public func loadWeights(from files: [SafetensorsFile], initializationSeed: UInt64) throws -> PretrainedLoadReport {
         var found = Set<String>()
         var report = PretrainedLoadReport()
@@ -86,7 +97,9 @@ extension GPT2Model: TrainableModel {
         let origin = files.map(\.path).joined(separator: ", ")
         if !unexpected.isEmpty { throw GPT2ModelError("\(origin) has tensors that are not part of GPT2LMHeadModel: \(unexpected.prefix(12).joined(separator: ", "))") }
         let missing = table.entries.map(\.name).filter { !found.contains($0) }
-        if !missing.isEmpty { throw PretrainedModelError.missingTensors(path: origin, names: missing) }
+        let adapter = Set(missing.filter(BertModel.isAdapterTensor))
+        if missing.count > adapter.count { throw PretrainedModelError.missingTensors(path: origin, names: missing.filter { !adapter.contains($0) }) }
+        initializeParameters(seed: initializationSeed, only: adapter)
         if let head {
             let embedding = table.entries[0]
             guard try head.file.floats(head.name).elementsEqual(parameters[embedding.range]) else {
@@ -117,11 +130,7 @@ extension GPT2Model: TrainableModel {
     /// Writes config.json and model.safetensors (transformers' names; the head is tied and not
     /// written, as transformers saves it).
     public func savePretrained(to directory: String) throws {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
-        }
+        try PretrainedDirectory.create(directory)
         try writeConfig(toDirectory: directory)
         let base = UnsafeBufferPointer(parameters)
         try SafetensorsWriter.write(
@@ -129,12 +138,25 @@ extension GPT2Model: TrainableModel {
             metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent(Self.weightsFile))
     }
 
+    /// Writes the adapter as peft does for `GPT2LMHeadModel`: adapter_model.safetensors with every
+    /// trainable tensor and adapter_config.json (task CAUSAL_LM, fan_in_fan_out for Conv1D) naming `baseModel`.
     public func saveAdapter(to directory: String, baseModel: String) throws {
-        throw GPT2ModelError("\(directory): adapters are not supported for GPT-2 models")
+        guard let lora = config.lora else { preconditionFailure("saveAdapter needs a model with LoRA") }
+        let base = UnsafeBufferPointer(parameters)
+        let tensors = table.entries.filter(\.trainable).map {
+            (name: adapterKey($0), shape: $0.shape, data: UnsafeBufferPointer(rebasing: base[$0.range]))
+        }
+        var settings = PeftAdapter.loraConfig(lora, modulesToSave: nil, fanInFanOut: true)
+        settings.merge([
+            "task_type": "CAUSAL_LM", "base_model_name_or_path": baseModel, "inference_mode": true, "revision": NSNull(),
+        ]) { $1 }
+        try PeftAdapter.write(tensors, settings: settings, to: directory)
     }
 
+    /// Loads an adapter directory's tensors (peft's or a checkpoint's) over the base weights.
     public func loadAdapter(directory: String) throws {
-        throw GPT2ModelError("\(directory): adapters are not supported for GPT-2 models")
+        let file = try SafetensorsFile(contentsOfFile: (directory as NSString).appendingPathComponent(PeftAdapter.weightsFile))
+        try PeftAdapter.loadTensors(from: file, into: parameters, entries: table.entries.filter(\.trainable), key: adapterKey, ignoring: [])
     }
 }
 

@@ -21,7 +21,7 @@ public struct LoraSettings: Sendable, Equatable {
     public var modulesToSave: [String]?
 
     public init(
-        rank: Int, alpha: Double, dropout: Double = 0, useRSLoRA: Bool = false, targetModules: [String] = ["query", "value"],
+        rank: Int, alpha: Double, dropout: Double = 0, useRSLoRA: Bool = false, targetModules: [String] = bertDefaultTargets,
         layersToTransform: [Int]? = nil, bias: LoraBias = .none, modulesToSave: [String]? = nil
     ) {
         self.rank = rank
@@ -33,6 +33,10 @@ public struct LoraSettings: Sendable, Equatable {
         self.bias = bias
         self.modulesToSave = modulesToSave
     }
+
+    /// peft's default targets for BERT and for GPT-2.
+    public static let bertDefaultTargets = ["query", "value"]
+    public static let gpt2DefaultTargets = ["c_attn"]
 
     /// The factor of the low-rank update.
     public var scaling: Float {
@@ -97,48 +101,68 @@ public struct LoraSettingsError: Error, LocalizedError, CustomStringConvertible,
 extension LoraSettings {
     /// The adapted modules of each encoder layer, after checking every setting against the model.
     public func adaptedModules(_ config: BertConfig) throws -> [[LoraModule]] {
+        try checkShared(layerCount: config.hiddenLayerCount, loraOnly: "the query, key and value biases are one fused tensor")
+        // Every head's linear layers, whichever head the model has now (a fine-tuning head is set later).
+        let others = ["bert.pooler.dense", "classifier", "qa_outputs", "cls.predictions.transform.dense", "cls.seq_relationship"]
+        let adapted = try matchedModules(
+            LoraModule.allCases, named: \.name, layerCount: config.hiddenLayerCount, layerPrefix: { "bert.encoder.layer.\($0)." },
+            outside: others, family: "BERT", scope: "the encoder's")
+        // The query, key and value projections are one fused GEMM: they train together or not at all.
+        let fused = [LoraModule.query, .key, .value].map { "bert.encoder.layer.0." + $0.name }
+        let saved = fused.filter { module in (modulesToSave ?? []).contains { module.hasSuffix($0) } }
+        if !saved.isEmpty && saved.count != fused.count {
+            throw LoraSettingsError(key: "modules_to_save", message: "trains \(saved.map { $0.split(separator: ".").last! }.joined(separator: ", ")) without the rest "
+                + "of the fused query/key/value projection; name `attention.self` to train all three, or adapt them with LoRA")
+        }
+        return adapted
+    }
+
+    /// The checks every model makes: rank, alpha, dropout, a target, the bias mode and the layers
+    /// (of `layerCount`); `loraOnly` says why bias "lora_only" is refused.
+    func checkShared(layerCount L: Int, loraOnly: String) throws {
         func fail(_ key: String, _ message: String) -> LoraSettingsError { LoraSettingsError(key: key, message: message) }
         guard rank >= 1 else { throw fail("r", "is \(rank); the rank of the update must be at least 1, typically 8") }
         guard alpha > 0 else { throw fail("lora_alpha", "is \(alpha); it must be positive, typically 2 r") }
         guard dropout >= 0 && dropout < 1 else { throw fail("lora_dropout", "is \(dropout); it must be in [0, 1)") }
         guard !targetModules.isEmpty else {
-            throw fail("target_modules", "is empty; name the projections to adapt, e.g. [\"query\", \"value\"]")
+            throw fail("target_modules", "is empty; name the projections to adapt, e.g. [\"query\", \"value\"] (BERT) or [\"c_attn\"] (GPT-2)")
         }
         if bias == .loraOnly {
-            throw fail("bias", "\"lora_only\" is not supported (the query, key and value biases are one fused tensor); use \"none\" or \"all\"")
+            throw fail("bias", "\"lora_only\" is not supported (\(loraOnly)); use \"none\" or \"all\"")
         }
-        let L = config.hiddenLayerCount
         if let layers = layersToTransform {
             guard !layers.isEmpty else { throw fail("layers_to_transform", "is empty; give layer indices or null for all") }
             if let bad = layers.first(where: { !(0..<L).contains($0) }) {
                 throw fail("layers_to_transform", "holds \(bad); the model's layers are 0...\(L - 1)")
             }
         }
-        let encoderModules = LoraModule.allCases.map(\.name)
-        // Every head's linear layers, whichever head the model has now (a fine-tuning head is set later).
-        let others = ["bert.pooler.dense", "classifier", "qa_outputs", "cls.predictions.transform.dense", "cls.seq_relationship"]
-        var adapted = Set<LoraModule>()
+    }
+
+    /// The modules of `candidates` adapted in each of `layerCount` layers: those a target matches by
+    /// full name (`layerPrefix(l)` + the module's name, so a target may name one layer's module), in
+    /// the candidates' order, in the layers `layers_to_transform` keeps. A target that names one of
+    /// `outside` (modules LoRA does not adapt here) or matches no module of any layer is an error
+    /// listing the candidates; `scope` names where they live ("the encoder's").
+    func matchedModules<Module>(
+        _ candidates: [Module], named name: (Module) -> String, layerCount L: Int, layerPrefix: (Int) -> String, outside: [String],
+        family: String, scope: String
+    ) throws -> [[Module]] {
+        let listing = candidates.map(name).joined(separator: ", ")
+        func matched(_ layer: Int, _ target: String) -> [Module] {
+            candidates.filter { Self.matches(layerPrefix(layer) + name($0), target) }
+        }
         for target in targetModules {
-            let inLayer = LoraModule.allCases.filter { Self.matches("bert.encoder.layer.0." + $0.name, target) }
-            if let outside = others.first(where: { Self.matches($0, target) }) {
-                throw fail("target_modules", "\"\(target)\" names \(outside); LoRA adapts the encoder's projections: "
-                    + encoderModules.joined(separator: ", "))
+            if let other = outside.first(where: { Self.matches($0, target) }) {
+                throw LoraSettingsError(key: "target_modules", message: "\"\(target)\" names \(other); LoRA adapts \(scope) projections: \(listing)")
             }
-            guard !inLayer.isEmpty else {
-                throw fail("target_modules", "\"\(target)\" matches no module of the model; BERT's projections are "
-                    + encoderModules.joined(separator: ", "))
+            guard (0..<L).contains(where: { !matched($0, target).isEmpty }) else {
+                throw LoraSettingsError(key: "target_modules", message: "\"\(target)\" matches no module of the model; \(family)'s projections are \(listing)")
             }
-            adapted.formUnion(inLayer)
         }
-        // The query, key and value projections are one fused GEMM: they train together or not at all.
-        let fused = [LoraModule.query, .key, .value].map { "bert.encoder.layer.0." + $0.name }
-        let saved = fused.filter { module in (modulesToSave ?? []).contains { module.hasSuffix($0) } }
-        if !saved.isEmpty && saved.count != fused.count {
-            throw fail("modules_to_save", "trains \(saved.map { $0.split(separator: ".").last! }.joined(separator: ", ")) without the rest "
-                + "of the fused query/key/value projection; name `attention.self` to train all three, or adapt them with LoRA")
+        return (0..<L).map { layer in
+            guard layersToTransform?.contains(layer) ?? true else { return [] }
+            return candidates.filter { module in targetModules.contains { Self.matches(layerPrefix(layer) + name(module), $0) } }
         }
-        let modules = LoraModule.allCases.filter(adapted.contains)
-        return (0..<L).map { layer in layersToTransform.map { $0.contains(layer) } ?? true ? modules : [] }
     }
 
     /// The adapter tensors' names (table names; peft's keys add `base_model.model.`).

@@ -41,16 +41,7 @@ public enum PeftAdapter {
         }
         let settings = try adapterSettings(in: model)
         let configPath = (model as NSString).appendingPathComponent(configFile)
-        let named = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as? [String: Any])?
-            .flatMap { $0["base_model_name_or_path"] as? String }
-        guard let baseDirectory = base ?? named else {
-            throw PeftAdapterError("\(configPath) names no base model (base_model_name_or_path); pass --base DIR")
-        }
-        guard FileManager.default.fileExists(atPath: (baseDirectory as NSString).appendingPathComponent(PretrainedDirectory.configFile)) else {
-            throw PeftAdapterError(
-                "the adapter's base model \(baseDirectory) is not a model directory here (no config.json)"
-                    + (base == nil ? "; pass --base DIR with the model it was trained on" : ""))
-        }
+        let baseDirectory = try baseDirectory(of: model, base: base)
         var config: BertConfig
         if FileManager.default.fileExists(atPath: (model as NSString).appendingPathComponent(PretrainedDirectory.configFile)) {
             config = try PretrainedDirectory.config(in: model)
@@ -88,6 +79,30 @@ public enum PeftAdapter {
         }
         try settings.apply(to: &config)
         return (config, baseDirectory, model)
+    }
+
+    /// The base model of the adapter in `adapter`: `base` (--base), else adapter_config.json's
+    /// `base_model_name_or_path`; it must be a model directory here.
+    public static func baseDirectory(of adapter: String, base: String?) throws -> String {
+        let configPath = (adapter as NSString).appendingPathComponent(configFile)
+        let named = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as? [String: Any])?
+            .flatMap { $0["base_model_name_or_path"] as? String }
+        guard let baseDirectory = base ?? named else {
+            throw PeftAdapterError("\(configPath) names no base model (base_model_name_or_path); pass --base DIR")
+        }
+        guard FileManager.default.fileExists(atPath: (baseDirectory as NSString).appendingPathComponent(PretrainedDirectory.configFile)) else {
+            throw PeftAdapterError(
+                "the adapter's base model \(baseDirectory) is not a model directory here (no config.json)"
+                    + (base == nil ? "; pass --base DIR with the model it was trained on" : ""))
+        }
+        return baseDirectory
+    }
+
+    /// Whether `directory`'s adapter is for a causal LM (task_type CAUSAL_LM: GPT-2's Conv1D projections).
+    public static func isCausalLM(_ directory: String) -> Bool {
+        let path = (directory as NSString).appendingPathComponent(configFile)
+        let json = FileManager.default.contents(atPath: path).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        return json?["task_type"] as? String == "CAUSAL_LM"
     }
 
     /// peft's `task_type` for a model with `head` (nil: peft's plain `PeftModel`).
@@ -134,7 +149,7 @@ public enum PeftAdapter {
         let initialization = PromptTuningSettings.Initialization(rawValue: json["prompt_tuning_init"] as? String ?? "RANDOM")
             ?? .random
         switch json["peft_type"] as? String {
-        case "LORA"?: return .lora(try loraSettings(in: directory))
+        case "LORA"?: return .lora(try loraSettings(in: directory, conv1D: isCausalLM(directory)))
         case "PROMPT_TUNING"?:
             return .prompt(PromptTuningSettings(
                 virtualTokenCount: try virtualTokenCount(), initialization: initialization, modulesToSave: modulesToSave))
@@ -167,8 +182,9 @@ public enum PeftAdapter {
         return (json, fail)
     }
 
-    /// The LoRA settings of `directory`'s adapter_config.json.
-    public static func loraSettings(in directory: String) throws -> LoraSettings {
+    /// The LoRA settings of `directory`'s adapter_config.json; `conv1D`: for a model of Conv1D
+    /// projections (GPT-2), which peft always adapts with fan_in_fan_out = true.
+    public static func loraSettings(in directory: String, conv1D: Bool = false) throws -> LoraSettings {
         let (json, fail) = try configObject(in: directory)
         func value(_ key: String) -> Any? { json[key].flatMap { $0 is NSNull ? nil : $0 } }
         guard let type = value("peft_type") as? String else { throw fail("has no peft_type") }
@@ -176,7 +192,7 @@ public enum PeftAdapter {
         guard let rank = value("r") as? Int else { throw fail("r must be an integer") }
         guard let alpha = (value("lora_alpha") as? NSNumber)?.doubleValue else { throw fail("lora_alpha must be a number") }
         // Settings peft has that change the computation and SwiftBERT does not implement.
-        for key in ["use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"] where (value(key) as? Bool) == true {
+        for key in ["use_dora", "fan_in_fan_out", "lora_bias", "use_qalora"] where (value(key) as? Bool) == true && !(conv1D && key == "fan_in_fan_out") {
             throw fail("\(key) is true, which SwiftBERT does not implement")
         }
         for key in ["rank_pattern", "alpha_pattern"] where !((value(key) as? [String: Any])?.isEmpty ?? true) {
@@ -208,91 +224,36 @@ public enum PeftAdapter {
     }
 }
 
-extension BertModel {
-    /// The peft key of a trainable entry: `base_model.model.` + its name, with `base_layer.` before
-    /// the parameter name of an adapted module's bias.
-    public func adapterKey(_ entry: ParameterTable.Entry) -> String {
-        // The prompt methods wrap the model one level less deep, and name their table plainly; a
-        // prompt encoder's tensors keep their PeftModel names (they go to a file of their own).
-        if PromptEncoderSettings.isEncoderEntry(entry.name) { return entry.name }
-        if config.hasPromptLearning {
-            return entry.name == PromptTuningSettings.entryName ? entry.name : "base_model." + entry.name
-        }
-        var name = entry.name
-        let adapted = table.adaptedModules.enumerated().flatMap { layer, modules in
-            modules.map { "bert.encoder.layer.\(layer).\($0.name)." }
-        }
-        if let module = adapted.first(where: { name == $0 + "bias" }) { name = module + "base_layer.bias" }
-        return PeftAdapter.keyPrefix + name
+extension PeftAdapter {
+    /// peft's key of a trainable tensor of a LoRA model: `base_model.model.` + its name, with
+    /// `base_layer.` before the parameter name of an adapted module's bias (`adaptedModules`: full
+    /// module names), as peft keys a bias by its wrapped base layer.
+    static func loraKey(_ name: String, adaptedModules: [String]) -> String {
+        if let module = adaptedModules.first(where: { name == $0 + ".bias" }) { return keyPrefix + module + ".base_layer.bias" }
+        return keyPrefix + name
     }
 
-    /// Writes the adapter as peft does: adapter_model.safetensors with every trainable tensor and
-    /// adapter_config.json naming `baseModel`.
-    public func saveAdapter(to directory: String, baseModel: String) throws {
-        precondition(config.hasAdapter, "saveAdapter needs a model with an adapter")
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
-        }
-        let base = UnsafeBufferPointer(parameters)
-        func tensor(_ entry: ParameterTable.Entry) -> (name: String, shape: [Int], data: UnsafeBufferPointer<Float>) {
-            (name: adapterKey(entry), shape: entry.shape, data: UnsafeBufferPointer(rebasing: base[entry.range]))
-        }
-        let trainable = table.entries.filter(\.trainable)
-        var tensors = trainable.filter { !PromptEncoderSettings.isEncoderEntry($0.name) }.map(tensor)
-        if let promptEncoder {
-            // As peft: the encoder's output in the adapter, its own tensors beside it for training on.
-            promptEncoder.forward(param(0))
-            let rows = promptEncoder.rows, width = promptEncoder.tableCount / rows
-            tensors.insert(
-                (PromptTuningSettings.entryName, [rows, width], UnsafeBufferPointer(start: promptEncoder.table, count: rows * width)), at: 0)
-            try SafetensorsWriter.write(
-                trainable.filter { PromptEncoderSettings.isEncoderEntry($0.name) }.map(tensor), metadata: ["format": "pt"],
-                to: (directory as NSString).appendingPathComponent(PromptEncoderSettings.weightsFile))
-        }
-        let path = (directory as NSString).appendingPathComponent(PeftAdapter.weightsFile)
-        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: path)
-        var settings: [String: Any] = [
-            "task_type": PeftAdapter.taskType(config.head) ?? NSNull(), "base_model_name_or_path": baseModel,
-            "inference_mode": true, "revision": NSNull(),
+    /// adapter_config.json's LoRA keys, as peft's `LoraConfig` writes them.
+    static func loraConfig(_ lora: LoraSettings, modulesToSave: [String]?, fanInFanOut: Bool) -> [String: Any] {
+        [
+            "peft_type": "LORA", "r": lora.rank, "lora_alpha": lora.alpha,
+            "lora_dropout": lora.dropout, "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
+            "layers_to_transform": lora.layersToTransform ?? NSNull(), "layers_pattern": NSNull(),
+            "bias": lora.bias.rawValue, "modules_to_save": modulesToSave ?? NSNull(),
+            "init_lora_weights": true, "fan_in_fan_out": fanInFanOut, "use_dora": false,
+            "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
         ]
-        if let lora = config.lora {
-            settings.merge([
-                "peft_type": "LORA", "r": lora.rank, "lora_alpha": lora.alpha,
-                "lora_dropout": lora.dropout, "use_rslora": lora.useRSLoRA, "target_modules": lora.targetModules,
-                "layers_to_transform": lora.layersToTransform ?? NSNull(), "layers_pattern": NSNull(),
-                "bias": lora.bias.rawValue, "modules_to_save": lora.savedModules(head: config.head),
-                "init_lora_weights": true, "fan_in_fan_out": false, "use_dora": false,
-                "rank_pattern": [String: Any](), "alpha_pattern": [String: Any](),
-            ]) { $1 }
-        } else if let prompt = config.prompt, let encoder = prompt.encoder {
-            settings.merge([
-                "peft_type": "P_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
-                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
-                "num_layers": config.hiddenLayerCount, "encoder_reparameterization_type": encoder.kind.rawValue,
-                "encoder_hidden_size": encoder.hiddenSize, "encoder_num_layers": 2, "encoder_dropout": 0.0,
-                "modules_to_save": prompt.modulesToSave ?? ["classifier"],
-            ]) { $1 }
-        } else if let prompt = config.prompt {
-            settings.merge([
-                "peft_type": "PROMPT_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
-                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
-                "num_layers": config.hiddenLayerCount, "prompt_tuning_init": prompt.initialization.rawValue,
-                "prompt_tuning_init_text": NSNull(), "tokenizer_name_or_path": NSNull(), "tokenizer_kwargs": NSNull(),
-                "modules_to_save": prompt.modulesToSave ?? ["classifier"],
-            ]) { $1 }
-        } else if let prefix = config.prefix {
-            settings.merge([
-                "peft_type": "PREFIX_TUNING", "num_virtual_tokens": prefix.virtualTokenCount, "token_dim": config.hiddenSize,
-                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
-                "num_layers": config.hiddenLayerCount, "encoder_hidden_size": prefix.encoder?.hiddenSize ?? config.hiddenSize,
-                "prefix_projection": prefix.encoder != nil,
-                "init_weights": NSNull(), "modules_to_save": prefix.modulesToSave ?? ParameterTable.headOutputModules(config.head),
-            ]) { $1 }
-        }
+    }
+
+    /// Writes an adapter directory: adapter_model.safetensors with `tensors` (peft's keys) and
+    /// adapter_config.json with `settings`.
+    static func write(
+        _ tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)], settings: [String: Any], to directory: String
+    ) throws {
+        try PretrainedDirectory.create(directory)
+        try SafetensorsWriter.write(tensors, metadata: ["format": "pt"], to: (directory as NSString).appendingPathComponent(weightsFile))
         let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])
-        let configPath = (directory as NSString).appendingPathComponent(PeftAdapter.configFile)
+        let configPath = (directory as NSString).appendingPathComponent(configFile)
         do {
             try json.write(to: URL(fileURLWithPath: configPath), options: .atomic)
         } catch {
@@ -300,14 +261,14 @@ extension BertModel {
         }
     }
 
-    /// Loads the trainable tensors from a peft adapter_model.safetensors: exactly one tensor for each,
-    /// of its shape; anything else names the tensor and says what the adapter does not fit. Tensors
-    /// whose keys start with one of `ignoring` are skipped (another head's, for the encoder alone).
-    public func loadAdapter(from file: SafetensorsFile, ignoring: [String] = []) throws {
-        // A prompt encoder's output is computed, not loaded; its tensors come from their own file.
-        let ignoring = promptEncoder == nil ? ignoring : ignoring + [PromptTuningSettings.entryName]
-        let trainable = table.entries.filter { $0.trainable && !PromptEncoderSettings.isEncoderEntry($0.name) }
-        let byKey = Dictionary(uniqueKeysWithValues: trainable.map { (adapterKey($0), $0) })
+    /// Copies an adapter_model.safetensors into the `entries` it trains (`key`: an entry's peft key):
+    /// exactly one tensor for each, of its shape; anything else names the tensor and says what the
+    /// adapter does not fit. Tensors whose keys start with one of `ignoring` are skipped.
+    static func loadTensors(
+        from file: SafetensorsFile, into parameters: UnsafeMutableBufferPointer<Float>, entries: [ParameterTable.Entry],
+        key adapterKey: (ParameterTable.Entry) -> String, ignoring: [String]
+    ) throws {
+        let byKey = Dictionary(uniqueKeysWithValues: entries.map { (adapterKey($0), $0) })
         var loaded = Set<String>()
         var unexpected: [String] = []
         for stored in file.tensorNames.sorted() {
@@ -338,6 +299,89 @@ extension BertModel {
                 "\(file.path): lacks \(missing.count) tensor(s) the adapter's settings call for, e.g. \(missing[0]); "
                     + "adapter_config.json and the tensors disagree")
         }
+    }
+}
+
+extension BertModel {
+    /// The peft key of a trainable entry: `base_model.model.` + its name, with `base_layer.` before
+    /// the parameter name of an adapted module's bias.
+    public func adapterKey(_ entry: ParameterTable.Entry) -> String {
+        // The prompt methods wrap the model one level less deep, and name their table plainly; a
+        // prompt encoder's tensors keep their PeftModel names (they go to a file of their own).
+        if PromptEncoderSettings.isEncoderEntry(entry.name) { return entry.name }
+        if config.hasPromptLearning {
+            return entry.name == PromptTuningSettings.entryName ? entry.name : "base_model." + entry.name
+        }
+        let adapted = table.adaptedModules.enumerated().flatMap { layer, modules in
+            modules.map { "bert.encoder.layer.\(layer).\($0.name)" }
+        }
+        return PeftAdapter.loraKey(entry.name, adaptedModules: adapted)
+    }
+
+    /// Writes the adapter as peft does: adapter_model.safetensors with every trainable tensor and
+    /// adapter_config.json naming `baseModel`.
+    public func saveAdapter(to directory: String, baseModel: String) throws {
+        precondition(config.hasAdapter, "saveAdapter needs a model with an adapter")
+        let base = UnsafeBufferPointer(parameters)
+        func tensor(_ entry: ParameterTable.Entry) -> (name: String, shape: [Int], data: UnsafeBufferPointer<Float>) {
+            (name: adapterKey(entry), shape: entry.shape, data: UnsafeBufferPointer(rebasing: base[entry.range]))
+        }
+        let trainable = table.entries.filter(\.trainable)
+        var tensors = trainable.filter { !PromptEncoderSettings.isEncoderEntry($0.name) }.map(tensor)
+        if let promptEncoder {
+            // As peft: the encoder's output in the adapter, its own tensors beside it for training on.
+            promptEncoder.forward(param(0))
+            let rows = promptEncoder.rows, width = promptEncoder.tableCount / rows
+            tensors.insert(
+                (PromptTuningSettings.entryName, [rows, width], UnsafeBufferPointer(start: promptEncoder.table, count: rows * width)), at: 0)
+        }
+        var settings: [String: Any] = [
+            "task_type": PeftAdapter.taskType(config.head) ?? NSNull(), "base_model_name_or_path": baseModel,
+            "inference_mode": true, "revision": NSNull(),
+        ]
+        if let lora = config.lora {
+            settings.merge(PeftAdapter.loraConfig(lora, modulesToSave: lora.savedModules(head: config.head), fanInFanOut: false)) { $1 }
+        } else if let prompt = config.prompt, let encoder = prompt.encoder {
+            settings.merge([
+                "peft_type": "P_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
+                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
+                "num_layers": config.hiddenLayerCount, "encoder_reparameterization_type": encoder.kind.rawValue,
+                "encoder_hidden_size": encoder.hiddenSize, "encoder_num_layers": 2, "encoder_dropout": 0.0,
+                "modules_to_save": prompt.modulesToSave ?? ["classifier"],
+            ]) { $1 }
+        } else if let prompt = config.prompt {
+            settings.merge([
+                "peft_type": "PROMPT_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
+                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
+                "num_layers": config.hiddenLayerCount, "prompt_tuning_init": prompt.initialization.rawValue,
+                "prompt_tuning_init_text": NSNull(), "tokenizer_name_or_path": NSNull(), "tokenizer_kwargs": NSNull(),
+                "modules_to_save": prompt.modulesToSave ?? ["classifier"],
+            ]) { $1 }
+        } else if let prefix = config.prefix {
+            settings.merge([
+                "peft_type": "PREFIX_TUNING", "num_virtual_tokens": prefix.virtualTokenCount, "token_dim": config.hiddenSize,
+                "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
+                "num_layers": config.hiddenLayerCount, "encoder_hidden_size": prefix.encoder?.hiddenSize ?? config.hiddenSize,
+                "prefix_projection": prefix.encoder != nil,
+                "init_weights": NSNull(), "modules_to_save": prefix.modulesToSave ?? ParameterTable.headOutputModules(config.head),
+            ]) { $1 }
+        }
+        try PeftAdapter.write(tensors, settings: settings, to: directory)
+        if promptEncoder != nil {
+            try SafetensorsWriter.write(
+                trainable.filter { PromptEncoderSettings.isEncoderEntry($0.name) }.map(tensor), metadata: ["format": "pt"],
+                to: (directory as NSString).appendingPathComponent(PromptEncoderSettings.weightsFile))
+        }
+    }
+
+    /// Loads the trainable tensors from a peft adapter_model.safetensors: exactly one tensor for each,
+    /// of its shape; anything else names the tensor and says what the adapter does not fit. Tensors
+    /// whose keys start with one of `ignoring` are skipped (another head's, for the encoder alone).
+    public func loadAdapter(from file: SafetensorsFile, ignoring: [String] = []) throws {
+        // A prompt encoder's output is computed, not loaded; its tensors come from their own file.
+        let ignoring = promptEncoder == nil ? ignoring : ignoring + [PromptTuningSettings.entryName]
+        let trainable = table.entries.filter { $0.trainable && !PromptEncoderSettings.isEncoderEntry($0.name) }
+        try PeftAdapter.loadTensors(from: file, into: parameters, entries: trainable, key: adapterKey, ignoring: ignoring)
     }
 }
 

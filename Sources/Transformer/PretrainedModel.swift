@@ -98,6 +98,15 @@ public enum PretrainedModelError: Error, LocalizedError, CustomStringConvertible
 
 /// The model files of a Hugging Face BERT directory (the tokenizer's are Data's `PretrainedTokenizer`).
 public enum PretrainedDirectory {
+    /// Creates `directory` (and its parents) for writing a model or an adapter into.
+    static func create(_ directory: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
+        }
+    }
+
     public static let configFile = "config.json"
     public static let weightsFile = "model.safetensors"
     public static let shardIndexFile = "model.safetensors.index.json"
@@ -315,11 +324,7 @@ extension BertModel {
     public func savePretrained(to directory: String) throws {
         // A config built in code is checked before anything is written (config.json cannot hold every value).
         try config.validate()
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw PretrainedModelError.writeFailed(path: directory, reason: error.localizedDescription)
-        }
+        try PretrainedDirectory.create(directory)
         func path(_ file: String) -> String { (directory as NSString).appendingPathComponent(file) }
         try writeWeights(to: path(PretrainedDirectory.weightsFile))
         do {

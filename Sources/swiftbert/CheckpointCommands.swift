@@ -60,9 +60,16 @@ enum CheckpointInspection {
                 print("  adapter        prefix tuning, \(prefix.virtualTokenCount) virtual tokens (keys and values in every layer)")
             }
             do {
-                let source = try PeftAdapter.resolve(model: path, base: nil)
-                let total = ParameterTable(config: source.config).totalCount
-                print("  base           \(source.base)" + (baseSHA256.map { " (weights sha256 \($0.prefix(16))...)" } ?? ""))
+                let base: String, total: Int
+                if PeftAdapter.isCausalLM(path) {
+                    base = try PeftAdapter.baseDirectory(of: path, base: nil)
+                    let factors = weights.tensorNames.filter { $0.contains(".lora_") }
+                    total = try GPT2Model.config(in: base).parameterCount + factors.reduce(0) { $0 + (weights.tensorInfo($1)?.shape.reduce(1, *) ?? 0) }
+                } else {
+                    let source = try PeftAdapter.resolve(model: path, base: nil)
+                    (base, total) = (source.base, ParameterTable(config: source.config).totalCount)
+                }
+                print("  base           \(base)" + (baseSHA256.map { " (weights sha256 \($0.prefix(16))...)" } ?? ""))
                 print("  trainable      \(trainable.formatted()) of \(total.formatted()) parameters "
                     + String(format: "(%.2f%%)", 100 * Double(trainable) / Double(total)))
             } catch {
@@ -126,7 +133,8 @@ struct Merge: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fold a LoRA adapter into its base model and write a plain Hugging Face model directory.",
         discussion: """
-            Each adapted weight becomes W + scaling * B A, as peft's merge_and_unload computes it; the \
+            Each adapted weight becomes W + scaling * B A (a GPT-2 Conv1D weight, stored [in, out], W + scaling \
+            * (B A)^T), as peft's merge_and_unload computes it; the \
             result (config.json, model.safetensors and the tokenizer files) loads in transformers without \
             peft, and in every SwiftBERT command. The adapter is a SwiftBERT checkpoint of a LoRA run or a \
             directory peft wrote.
@@ -153,17 +161,25 @@ struct Merge: ParsableCommand {
             guard PeftAdapter.isAdapter(adapter) else {
                 throw PeftAdapterError("\(adapter) holds no \(PeftAdapter.configFile); --adapter takes a peft adapter directory")
             }
-            let source = try PeftAdapter.resolve(model: adapter, base: base)
-            let model = try BertModel.load(source, maxSequenceCount: 1, sequenceLength: 1, inferenceOnly: true)
-            try model.merged().savePretrained(to: temporary)
-            let tokenizer = tokenizerDirectory(source)
-            for file in [PretrainedTokenizer.vocabularyFile, PretrainedTokenizer.tokenizerFile, PretrainedTokenizer.configFile] {
+            let merged: TrainableModel, baseDirectory: String, tokenizer: String, tokenizerFiles: [String]
+            if PeftAdapter.isCausalLM(adapter) {
+                (merged, baseDirectory) = try GPT2Model.load(model: adapter, base: base)
+                tokenizer = (try? ByteLevelBPE.files(inDirectory: adapter)) != nil ? adapter : baseDirectory
+                tokenizerFiles = [ByteLevelBPE.tokenizerFile, ByteLevelBPE.vocabularyFile, ByteLevelBPE.mergesFile, ByteLevelBPE.configFile]
+            } else {
+                let source = try PeftAdapter.resolve(model: adapter, base: base)
+                merged = try BertModel.load(source, maxSequenceCount: 1, sequenceLength: 1, inferenceOnly: true).merged()
+                (baseDirectory, tokenizer) = (source.base, tokenizerDirectory(source))
+                tokenizerFiles = [PretrainedTokenizer.vocabularyFile, PretrainedTokenizer.tokenizerFile, PretrainedTokenizer.configFile]
+            }
+            try merged.savePretrained(to: temporary)
+            for file in tokenizerFiles {
                 let path = (tokenizer as NSString).appendingPathComponent(file)
                 guard FileManager.default.fileExists(atPath: path) else { continue }
                 try FileManager.default.copyItem(atPath: path, toPath: (temporary as NSString).appendingPathComponent(file))
             }
             try FileManager.default.moveItem(atPath: temporary, toPath: out)
-            print("merged \(adapter) into \(source.base) -> \(out) (Hugging Face model directory)")
+            print("merged \(adapter) into \(baseDirectory) -> \(out) (Hugging Face model directory)")
         } catch {
             try? FileManager.default.removeItem(atPath: temporary)
             Console.standalone.fail("\(error)")

@@ -10,7 +10,9 @@ struct Generate: ParsableCommand {
         abstract: "Continue prompts with a GPT-2 model (as transformers' generate).",
         discussion: """
             --model is a Hugging Face GPT-2 directory (config.json, model.safetensors, and tokenizer.json or \
-            vocab.json + merges.txt). Without --temperature the most likely token is taken each step \
+            vocab.json + merges.txt), or a peft LoRA adapter directory (a causal_lm LoRA run's checkpoint, or \
+            peft's save_pretrained), whose update is merged into its base model (--base, else the adapter's \
+            base_model_name_or_path); the adapter's tokenizer is used when it has one, else the base's. Without --temperature the most likely token is taken each step \
             (greedy, as generate with do_sample=False); with it, tokens are sampled after --top-k and \
             --top-p filtering, reproducibly from --seed. Generation stops at the end-of-text token, at a \
             --stop string, or after --max-new-tokens. Several prompts run as one batch, left-padded as \
@@ -18,8 +20,11 @@ struct Generate: ParsableCommand {
             generated; --json prints one object per prompt: {"prompt", "generated_text", "tokens"}.
             """)
 
-    @Option(help: "The GPT-2 model directory.")
+    @Option(help: "The GPT-2 model directory, or a LoRA adapter directory.")
     var model: String
+
+    @Option(help: ArgumentHelp("The base model of the adapter --model names (default: its adapter_config.json's base_model_name_or_path).", valueName: "dir"))
+    var base: String?
 
     @Option(help: "Tokens to generate at most per prompt.")
     var maxNewTokens: Int = 50
@@ -73,8 +78,10 @@ struct Generate: ParsableCommand {
         Parallel.workerCount = threads
         let network: GPT2Model, tokenizer: ByteLevelBPE
         do {
-            network = try GPT2Model.load(directory: model)
-            tokenizer = try ByteLevelBPE.load(directory: model)
+            let loaded = try GPT2Model.load(model: model, base: base)
+            network = loaded.model
+            let ownTokenizer = (try? ByteLevelBPE.files(inDirectory: model)) != nil
+            tokenizer = try ByteLevelBPE.load(directory: ownTokenizer ? model : loaded.base)
         } catch {
             throw InputError("\(error)")
         }

@@ -222,6 +222,9 @@ struct Train: ParsableCommand {
     /// The command that uses what the run wrote.
     private func next(_ summary: TrainingSummary, _ options: TrainingOptions, _ config: TrainingConfig) -> String {
         let checkpoint = summary.lastCheckpoint ?? "<checkpoint>"
+        if config.peft.method != .none && config.task.kind == .causalLM {
+            return "swiftbert generate --model \(checkpoint) \"In the beginning\" (the adapter merged into its base at load)"
+        }
         if config.peft.method != .none {
             return "swiftbert merge --adapter \(checkpoint) --out <directory> (a plain Hugging Face model)"
                 + (config.task.kind == .pretraining ? "" : "; swiftbert evaluate --model \(checkpoint) --data <labelled file>")

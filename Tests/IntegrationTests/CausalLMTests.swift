@@ -108,7 +108,7 @@ final class CausalLMTests: XCTestCase {
         let cases: [([String], String)] = [
             (["--set", "model.vocab_size=1000"], "model.vocab_size"),
             (["--set", "model.n_embd=65"], "model"),
-            (["--set", "peft.method=lora", "--set", "init_from=/nonexistent"], "peft.method"),
+            (["--set", "peft.method=prompt_tuning", "--set", "init_from=/nonexistent"], "peft.method: prompt_tuning is not available for causal_lm"),
             (["--set", "model.n_ctx_typo=3"], "model.n_ctx_typo"),
         ]
         for (extra, expected) in cases {
@@ -145,8 +145,8 @@ final class InstructionTuningTests: XCTestCase {
         return paths
     }
 
-    func config(_ directory: String, steps: Int) throws -> String {
-        let data = try Self.writeData(directory)
+    static func config(_ directory: String, steps: Int) throws -> String {
+        let data = try writeData(directory)
         let config: [String: Any] = [
             "task": ["type": "causal_lm", "train_file": data.train, "validation_file": data.validation],
             "init_from": Self.base,
@@ -165,7 +165,7 @@ final class InstructionTuningTests: XCTestCase {
     func testLearnsTheResponsesAndGeneratesThem() throws {
         let scratch = TrainingFixture.runDirectory("instruct-data")
         let out = TrainingFixture.runDirectory("instruct")
-        let result = try Tool.swiftbert(["train", "--config", try config(scratch, steps: 300), "--out", out], timeout: 600)
+        let result = try Tool.swiftbert(["train", "--config", try Self.config(scratch, steps: 300), "--out", out], timeout: 600)
         XCTAssertEqual(result.status, 0, result.stderr)
         let records = try TrainingFixture.records(out)
         let first = try XCTUnwrap(TrainingFixture.losses(out)[1])
@@ -187,7 +187,7 @@ final class InstructionTuningTests: XCTestCase {
 
     func testLossAndWeightsDoNotDependOnTheNumberOfRanks() throws {
         let scratch = TrainingFixture.runDirectory("instruct-ranks-data")
-        let config = try config(scratch, steps: 6)
+        let config = try Self.config(scratch, steps: 6)
         var weights: [[String: [Float]]] = []
         var losses: [[Int: Double]] = []
         for ranks in [1, 2] {
@@ -207,7 +207,7 @@ final class InstructionTuningTests: XCTestCase {
 
     func testBadDataIsOneClearError() throws {
         let scratch = TrainingFixture.runDirectory("instruct-bad")
-        let config = try config(scratch, steps: 6)
+        let config = try Self.config(scratch, steps: 6)
         let cases: [(String, String)] = [
             (#"{"prompt": "a", "answer": "b"}"#, "field 'response': missing"),
             (#"{"text": "a"}"#, "has neither 'prompt'/'response' nor 'messages'"),
@@ -226,5 +226,138 @@ final class InstructionTuningTests: XCTestCase {
         let noBase = try Tool.swiftbert(["train", "--config", config, "--out", TrainingFixture.runDirectory("x"), "--set", "init_from=null"])
         XCTAssertNotEqual(noBase.status, 0)
         XCTAssertTrue(noBase.stderr.contains("init_from"), noBase.stderr)
+    }
+}
+
+/// Instruction tuning with LoRA on GPT-2 (`peft.method: lora`, causal_lm): the base stays frozen,
+/// the checkpoint is a peft CAUSAL_LM adapter, 1 and 2 ranks agree, a resume is exact, and
+/// `generate` of the adapter gives what peft gives on the same base.
+final class CausalLMLoraTests: XCTestCase {
+    func config(_ directory: String, steps: Int, peft: [String: Any] = [:]) throws -> String {
+        let path = try InstructionTuningTests.config(directory, steps: steps)
+        var config = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        config["peft"] = ["method": "lora", "r": 4, "lora_alpha": 8, "lora_dropout": 0.1].merging(peft) { $1 }
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func adapter(_ run: String) throws -> [String: [Float]] {
+        try TrainingFixture.tensors(try TrainingFixture.latestCheckpoint(run) + "/adapter_model.safetensors")
+    }
+
+    func testAdapterIsRankInvariantAndHoldsTheFactorsOnly() throws {
+        let config = try config(TrainingFixture.runDirectory("causal-lora-ranks-data"), steps: 6)
+        var runs: [(losses: [Int: Double], adapter: [String: [Float]])] = []
+        for ranks in [1, 2] {
+            let out = TrainingFixture.runDirectory("causal-lora-ranks-\(ranks)")
+            let arguments = ["train", "--config", config, "--out", out]
+            let result = ranks == 1 ? try Tool.swiftbert(arguments, timeout: 600) : try Tool.mpirun(ranks: ranks, arguments, timeout: 600)
+            XCTAssertEqual(result.status, 0, result.stderr)
+            // r (4) x (32 in + 96 out) per block's c_attn.
+            XCTAssertTrue((result.stdout + result.stderr).contains("training 1,024 of "), result.stdout + result.stderr)
+            runs.append((try TrainingFixture.losses(out), try adapter(out)))
+            let checkpoint = try TrainingFixture.latestCheckpoint(out)
+            let files = Set(try FileManager.default.contentsOfDirectory(atPath: checkpoint))
+            XCTAssertTrue(files.isSuperset(of: ["adapter_config.json", "adapter_model.safetensors", "config.json", "tokenizer.json"]))
+            XCTAssertFalse(files.contains("model.safetensors"), "the base is not copied")
+            let settings = try FineTuning.object(checkpoint + "/adapter_config.json")
+            XCTAssertEqual(settings["task_type"] as? String, "CAUSAL_LM")
+            XCTAssertEqual(settings["fan_in_fan_out"] as? Bool, true)
+            XCTAssertEqual(settings["target_modules"] as? [String], ["c_attn"])
+            XCTAssertEqual(settings["base_model_name_or_path"] as? String, InstructionTuningTests.base)
+        }
+        XCTAssertEqual(Set(runs[0].adapter.keys), Set((0..<2).flatMap { l in
+            ["lora_A", "lora_B"].map { "base_model.model.transformer.h.\(l).attn.c_attn.\($0).weight" }
+        }))
+        XCTAssertEqual(runs[0].losses.keys.sorted(), Array(1...6))
+        XCTAssertGreaterThan(Set(runs[0].losses.values).count, 1, "the adapter trains")
+        for (step, loss) in runs[0].losses { XCTAssertEqual(runs[1].losses[step] ?? .nan, loss, accuracy: 1e-5 * loss, "step \(step)") }
+        XCTAssertLessThanOrEqual(try TrainingFixture.maxRelativeDifference(runs[0].adapter, runs[1].adapter), 1e-5)
+    }
+
+    func testResumeIsExact() throws {
+        let config = try config(TrainingFixture.runDirectory("causal-lora-resume-data"), steps: 12, peft: ["bias": "all"])
+        let straight = TrainingFixture.runDirectory("causal-lora-straight")
+        XCTAssertEqual(try Tool.swiftbert(["train", "--config", config, "--out", straight, "--set", "checkpoint.every_steps=6"]).status, 0)
+        let split = TrainingFixture.runDirectory("causal-lora-split")
+        let first = try Tool.swiftbert(["train", "--config", config, "--out", split, "--set", "checkpoint.every_steps=6", "--steps", "6"])
+        XCTAssertEqual(first.status, 0, first.stderr)
+        let second = try Tool.swiftbert(["train", "--config", config, "--out", split, "--set", "checkpoint.every_steps=6", "--resume", "auto"])
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stdout.contains("resumed from"), second.stdout)
+        XCTAssertEqual(try TrainingFixture.losses(split), try TrainingFixture.losses(straight))
+        XCTAssertEqual(try adapter(split), try adapter(straight))
+        XCTAssertTrue(try adapter(split).keys.contains("base_model.model.transformer.h.0.attn.c_attn.base_layer.bias"))
+    }
+
+    /// The adapter learns (every projection adapted), `generate` merges it into the base, and peft
+    /// (scripts/check_gpt2_checkpoint.py) gives the same greedy tokens where the reference Python stack is
+    /// installed: SWIFTBERT_REFERENCE_PYTHON, else venv/bin/python in the repository.
+    func testLearnsAndGeneratesAsPeftDoes() throws {
+        let config = try config(TrainingFixture.runDirectory("causal-lora-learn-data"), steps: 300,
+                                peft: ["r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["c_attn", "c_proj", "c_fc"]])
+        let out = TrainingFixture.runDirectory("causal-lora-learn")
+        let result = try Tool.swiftbert(["train", "--config", config, "--out", out], timeout: 600)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let losses = try TrainingFixture.losses(out)
+        XCTAssertLessThan(try XCTUnwrap(losses[300]), try XCTUnwrap(losses[1]) - 1, "\(losses[1] ?? .nan) -> \(losses[300] ?? .nan)")
+        let checkpoint = try TrainingFixture.latestCheckpoint(out)
+        let prompts = ["After water comes", "After whale comes"]
+        let generated = try Tool.swiftbert(["generate", "--model", checkpoint, "--max-new-tokens", "4", "--json"] + prompts)
+        XCTAssertEqual(generated.status, 0, generated.stderr)
+        XCTAssertEqual(generated.stdout.split(separator: "\n").count, 2, generated.stdout)
+        // The base alone continues otherwise: the update is merged.
+        let plain = try Tool.swiftbert(["generate", "--model", InstructionTuningTests.base, "--max-new-tokens", "4", "--json"] + prompts)
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertNotEqual(plain.stdout, generated.stdout)
+        // Merged: the adapted Conv1D weights hold the update, every other tensor is the base's bit for bit,
+        // and the plain directory generates what the adapter does.
+        let merged = out + "/merged"
+        let merge = try Tool.swiftbert(["merge", "--adapter", checkpoint, "--out", merged])
+        XCTAssertEqual(merge.status, 0, merge.stderr)
+        let base = try TrainingFixture.tensors(InstructionTuningTests.base + "/model.safetensors")
+        var adapted = 0
+        for (name, values) in try TrainingFixture.tensors(merged + "/model.safetensors") {
+            if ["c_attn", "c_proj", "c_fc"].contains(where: { name.hasSuffix($0 + ".weight") }) {
+                XCTAssertNotEqual(values, base[name], name)
+                adapted += 1
+            } else {
+                XCTAssertEqual(values, base[name], name)
+            }
+        }
+        XCTAssertEqual(adapted, 2 * 4)
+        let fromMerged = try Tool.swiftbert(["generate", "--model", merged, "--max-new-tokens", "4", "--json"] + prompts)
+        XCTAssertEqual(fromMerged.stdout, generated.stdout)
+
+        let environment = ProcessInfo.processInfo.environment["SWIFTBERT_REFERENCE_PYTHON"]
+        guard let python = environment ?? [Tool.root.appendingPathComponent("venv/bin/python").path].first(where: FileManager.default.isExecutableFile)
+        else {
+            throw XCTSkip("peft's side needs the reference Python stack (torch, transformers, peft): set SWIFTBERT_REFERENCE_PYTHON or create venv/")
+        }
+        let check = try Tool.run(
+            python, [Tool.root.appendingPathComponent("scripts/check_gpt2_checkpoint.py").path, checkpoint, "--binary", try Tool.binary,
+                     "--max-new-tokens", "8"] + prompts.flatMap { ["--prompt", $0] }, timeout: 600)
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        XCTAssertTrue(check.stdout.contains("loading info problems: none"), check.stdout)
+    }
+
+    func testBadSettingsAreOneClearError() throws {
+        let directory = TrainingFixture.runDirectory("causal-lora-bad-data")
+        let cases: [([String: Any], String)] = [
+            (["target_modules": ["query"]], "peft.target_modules: \"query\" matches no module of the model; GPT-2's projections are attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj"),
+            (["target_modules": ["lm_head"]], "peft.target_modules: \"lm_head\" names lm_head"),
+            (["r": 0], "peft.r: is 0; must be at least 1"),
+            (["layers_to_transform": [2]], "peft.layers_to_transform: holds 2; the model's layers are 0...1"),
+            (["modules_to_save": ["lm_head"]], "peft.modules_to_save"),
+            (["method": "prefix_tuning"], "peft.method: prefix_tuning is not available for causal_lm"),
+        ]
+        for (index, (peft, message)) in cases.enumerated() {
+            let config = try config(directory + "-\(index)", steps: 10, peft: peft)
+            let out = TrainingFixture.runDirectory("causal-lora-bad")
+            let result = try Tool.swiftbert(["train", "--config", config, "--out", out])
+            XCTAssertNotEqual(result.status, 0, message)
+            XCTAssertTrue(result.stderr.contains(message), "expected \(message): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), message)
+        }
     }
 }

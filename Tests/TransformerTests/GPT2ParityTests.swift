@@ -29,15 +29,21 @@ final class GPT2ParityTests: XCTestCase {
             XCTAssertEqual(values.count, entry.shape.reduce(1, *), entry.name)
             _ = UnsafeMutableBufferPointer(rebasing: model.parameters[entry.offset..<(entry.offset + values.count)]).update(from: values)
         }
+        try Self.checkPasses(model, file, tolerance: tolerance, fixture)
+    }
+
+    /// With 1 and 2 workers: forward's count, loss and logits at the real tokens against `file`'s
+    /// (input.*, expect.*), then backward's gradient of every trainable tensor against its grad.<name>.
+    static func checkPasses(_ model: GPT2Model, _ file: SafetensorsFile, tolerance: Float, _ label: String) throws {
         let shape = try XCTUnwrap(file.tensorInfo("input.input_ids")?.shape)
-        let (B, T, V) = (shape[0], shape[1], config.vocabSize)
+        let (B, T, V) = (shape[0], shape[1], model.config.vocabSize)
         func ints(_ key: String) throws -> [Int32] { try file.int64s(key).map { Int32($0) } }
         let ids = try ints("input.input_ids"), mask = try ints("input.attention_mask"), labels = try ints("input.labels")
         let saved = Parallel.workerCount
         defer { Parallel.workerCount = saved }
         for workers in [1, 2] {
             Parallel.workerCount = workers
-            model.gradients.update(repeating: 0)
+            model.zeroGradients()
             let (output, logits) = model.forward(ids: ids, mask: mask, labels: labels, sequences: B, length: T, allLogits: true)
             let count = Int(try file.int64s("expect.count")[0])
             XCTAssertEqual(output.count, count)
@@ -46,17 +52,14 @@ final class GPT2ParityTests: XCTestCase {
             // Logits at the real tokens (padded rows depend on how the mask is applied).
             let reference = try file.floats("expect.logits")
             let real = (0..<(B * T)).filter { mask[$0] != 0 }
-            check(real.flatMap { Array(logits![($0 * V)..<(($0 + 1) * V)]) }, real.flatMap { Array(reference[($0 * V)..<(($0 + 1) * V)]) },
-                  "logits (\(workers) workers)")
+            assertParity(real.flatMap { Array(logits![($0 * V)..<(($0 + 1) * V)]) }, against: real.flatMap { Array(reference[($0 * V)..<(($0 + 1) * V)]) },
+                         tolerance: tolerance, "\(label) logits (\(workers) workers)")
             model.backward(output, dloss: 1 / Float(count))
-            for entry in model.table.entries {
-                let ours = Array(model.gradients[entry.offset..<(entry.offset + entry.shape.reduce(1, *))])
-                check(ours, try file.floats("grad." + entry.name), "grad \(entry.name) (\(workers) workers)")
+            for entry in model.table.entries where entry.trainable {
+                let range = try XCTUnwrap(model.table.gradientRange(of: entry))
+                assertParity(Array(model.gradients[range]), against: try file.floats("grad." + entry.name), tolerance: tolerance,
+                             "\(label) grad \(entry.name) (\(workers) workers)")
             }
         }
-    }
-
-    func check(_ actual: [Float], _ expected: [Float], _ label: String, file: StaticString = #filePath, line: UInt = #line) {
-        assertParity(actual, against: expected, tolerance: tolerance, label, file: file, line: line)
     }
 }

@@ -32,6 +32,17 @@ final class GPT2TrainingTests: XCTestCase {
         model.forward(ids: ids, mask: mask, labels: labels, sequences: B, length: T, dropout: dropout).output.lossSum
     }
 
+    /// d(loss)/d(parameter `index`) by central differences.
+    func numericGradient(_ model: GPT2Model, _ index: Int, _ dropout: GPT2Model.Dropout?) -> Double {
+        let saved = model.parameters[index], h: Float = 1e-3
+        model.parameters[index] = saved + h
+        let plus = loss(model, dropout)
+        model.parameters[index] = saved - h
+        let minus = loss(model, dropout)
+        model.parameters[index] = saved
+        return (plus - minus) / Double(2 * h)
+    }
+
     func testDropoutGradientsMatchFiniteDifferences() throws {
         let model = tinyModel(dropout: 0.2)
         let dropout = GPT2Model.Dropout(seed: 11, step: 3, sampleIndices: [5, 9])
@@ -52,20 +63,45 @@ final class GPT2TrainingTests: XCTestCase {
             }
             let indices = (0..<groups).flatMap { g in largest(entry.range.filter { group($0) == g }) }
             for index in indices {
-                let saved = model.parameters[index]
-                let h: Float = 1e-3
-                model.parameters[index] = saved + h
-                let plus = loss(model, dropout)
-                model.parameters[index] = saved - h
-                let minus = loss(model, dropout)
-                model.parameters[index] = saved
-                let numeric = (plus - minus) / Double(2 * h)
+                let numeric = numericGradient(model, index, dropout)
                 let analytic = Double(model.gradients[index])
                 XCTAssertEqual(analytic, numeric, accuracy: 2e-2 * max(1, abs(numeric)), "\(entry.name)[\(index - entry.offset)]")
                 checked += 1
             }
         }
         XCTAssertEqual(checked, 3 * (model.table.entries.count + 2 * 4), "3 a tensor, 9 of each c_attn weight and bias")
+    }
+
+    /// LoRA on every projection with its own dropout (and the model's), biases trainable: each trainable
+    /// tensor's largest gradients against finite differences; the frozen base has no gradient at all.
+    func testLoraGradientsWithDropoutMatchFiniteDifferences() throws {
+        var config = GPT2Config(vocabSize: 40, positionCount: 16, hiddenSize: 16, layerCount: 2, headCount: 2)
+        (config.residualDropout, config.embeddingDropout, config.attentionDropout) = (0.2, 0.2, 0.2)
+        config.lora = LoraSettings(rank: 2, alpha: 4, dropout: 0.3, targetModules: ["c_attn", "c_proj", "c_fc"], bias: .all)
+        let model = GPT2Model(config: config)
+        model.initializeParameters(seed: 7)
+        for i in model.parameters.indices { model.parameters[i] *= 2 }
+        // peft's B = 0 would leave A's gradient 0.
+        for (index, entry) in model.table.entries.enumerated() where entry.name.hasSuffix(".lora_B.weight") {
+            BertModel.fillUniform(model.p(entry.offset), count: entry.count, bound: 0.5, Philox(seed: 3, UInt64(index)))
+        }
+        XCTAssertEqual(model.gradients.count, model.table.entries.filter(\.trainable).reduce(0) { $0 + $1.count })
+        let dropout = GPT2Model.Dropout(seed: 11, step: 3, sampleIndices: [5, 9])
+        model.zeroGradients()
+        let output = model.forward(ids: ids, mask: mask, labels: labels, sequences: B, length: T, dropout: dropout).output
+        model.backward(output, dloss: 1)
+        var checked = 0
+        for entry in model.table.entries where entry.trainable {
+            let range = try XCTUnwrap(model.table.gradientRange(of: entry))
+            let largest = Array((0..<entry.count).sorted { abs(model.gradients[range.lowerBound + $0]) > abs(model.gradients[range.lowerBound + $1]) }.prefix(3))
+            for k in largest {
+                let numeric = numericGradient(model, entry.offset + k, dropout)
+                XCTAssertEqual(Double(model.gradients[range.lowerBound + k]), numeric, accuracy: 2e-2 * max(1, abs(numeric)), "\(entry.name)[\(k)]")
+                checked += 1
+            }
+        }
+        // Per block 4 modules (c_proj is both projections) x 2 factors and 6 biases (LayerNorms' included), and ln_f's bias.
+        XCTAssertEqual(checked, 3 * (2 * (4 * 2 + 6) + 1))
     }
 
     func testDropoutMasksFollowTheSampleNotTheBatch() {

@@ -79,7 +79,7 @@ final class CausalLMTask: TrainingTask {
         let C = Double(model.hiddenSize), I = Double(model.inner), T = Double(sequenceLength)
         let perToken = Double(model.layerCount) * (8 * C + 2 * I + Double(model.headCount) * T) + 2 * C
         return MemoryFloor(
-            parameters: model.parameterCount, bytesPerParameter: 16,
+            parameters: model.parameterCount, bytesPerParameter: model.lora == nil ? 16 : 4,
             activationBytes: 4 * perToken * Double(sequences) * T)
     }
 
