@@ -50,25 +50,39 @@ func fewRowsTimesMatrix(
 }
 
 /// One tile of `fewRowsTimesMatrix`: `rows` (1...4) rows by `vectors` (1 or 4) vectors, the last
-/// `lanes` wide; accumulated over `depth` rows of b onto c, or from zero when `first`. The tile's
-/// shape is a type so that each shape is compiled on its own, its loops unrolled and its
-/// accumulators in registers.
+/// `lanes` wide; accumulated over `depth` rows of b onto c, or from zero when `first`.
 private func matrixTile(
     _ rows: Int, vectors: Int, lanes: Int, _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int,
     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ depth: Int, _ first: Bool, _ scale: Float
 ) {
-    func run<R: Count, V: Count>(_: R.Type, _: V.Type) {
-        matrixTileBody(R.self, V.self, lanes, a, lda, b, ldb, c, ldc, depth, first, scale)
+    struct Tile: TileKernel {
+        let lanes: Int, a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int
+        let c: UnsafeMutablePointer<Float>, ldc: Int, depth: Int, first: Bool, scale: Float
+        func run<R: Count, V: Count>(_: R.Type, _: V.Type) {
+            matrixTileBody(R.self, V.self, lanes, a, lda, b, ldb, c, ldc, depth, first, scale)
+        }
     }
-    switch (rows, vectors == 4 && lanes == 16) {
-    case (4, true): run(Four.self, Four.self)
-    case (3, true): run(Three.self, Four.self)
-    case (2, true): run(Two.self, Four.self)
-    case (1, true): run(One.self, Four.self)
-    case (4, false): run(Four.self, One.self)
-    case (3, false): run(Three.self, One.self)
-    case (2, false): run(Two.self, One.self)
-    default: run(One.self, One.self)
+    let tile = Tile(lanes: lanes, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc, depth: depth, first: first, scale: scale)
+    dispatch(tile, rows: rows, wide: vectors == 4 && lanes == 16, Four.self)
+}
+
+/// A kernel whose tile shape is a type, so that each shape is compiled on its own: its loops
+/// unrolled, its accumulators in registers.
+private protocol TileKernel {
+    func run<R: Count, C: Count>(_: R.Type, _: C.Type)
+}
+
+/// Runs `kernel` for `rows` (1...4) rows by W columns when `wide`, else by one.
+private func dispatch<K: TileKernel, W: Count>(_ kernel: K, rows: Int, wide: Bool, _: W.Type) {
+    switch (rows, wide) {
+    case (4, true): kernel.run(Four.self, W.self)
+    case (3, true): kernel.run(Three.self, W.self)
+    case (2, true): kernel.run(Two.self, W.self)
+    case (1, true): kernel.run(One.self, W.self)
+    case (4, false): kernel.run(Four.self, One.self)
+    case (3, false): kernel.run(Three.self, One.self)
+    case (2, false): kernel.run(Two.self, One.self)
+    default: kernel.run(One.self, One.self)
     }
 }
 
@@ -130,24 +144,18 @@ func fewRowsTimesTransposed(
         while j < columns.upperBound {
             let pair = columns.upperBound - j >= 2
             for g in stride(from: 0, to: m, by: 4) {
-                let rows = min(4, m - g)
-                func run<R: Count, C: Count>(_: R.Type, _: C.Type) {
-                    dotTile(R.self, C.self, a + g * lda, lda, b + j * ldb, ldb, c + g * ldc + j, ldc, k, alpha)
-                }
-                switch (rows, pair) {
-                case (4, true): run(Four.self, Two.self)
-                case (3, true): run(Three.self, Two.self)
-                case (2, true): run(Two.self, Two.self)
-                case (1, true): run(One.self, Two.self)
-                case (4, false): run(Four.self, One.self)
-                case (3, false): run(Three.self, One.self)
-                case (2, false): run(Two.self, One.self)
-                default: run(One.self, One.self)
-                }
+                let tile = DotTile(a: a + g * lda, lda: lda, b: b + j * ldb, ldb: ldb, c: c + g * ldc + j, ldc: ldc, k: k, alpha: alpha)
+                dispatch(tile, rows: min(4, m - g), wide: pair, Two.self)
             }
             j += pair ? 2 : 1
         }
     }
+}
+
+private struct DotTile: TileKernel {
+    let a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int, k: Int
+    let alpha: Float
+    func run<R: Count, C: Count>(_: R.Type, _: C.Type) { dotTile(R.self, C.self, a, lda, b, ldb, c, ldc, k, alpha) }
 }
 
 /// R (1...4) rows of a dotted with C (1 or 2) rows of b: eight accumulators, summed

@@ -86,6 +86,12 @@ public struct TrainingConfig: Equatable, Sendable {
     /// Parameter-efficient tuning: which adapter trains while the base model stays frozen.
     public var peft = PeftSettings()
 
+    /// peft's `encoder_reparameterization_type` of P-tuning.
+    public enum PTuningEncoder: String, CaseIterable, Sendable {
+        case mlp = "MLP"
+        case lstm = "LSTM"
+    }
+
     /// peft's settings of the adapter (`LoraConfig`'s keys).
     public struct PeftSettings: Equatable, Sendable {
         public var method = PeftMethod.none
@@ -102,6 +108,9 @@ public struct TrainingConfig: Equatable, Sendable {
         public var prefixProjection = false
         /// The prompt encoder's hidden size; nil: the model's hidden size (peft's default).
         public var encoderHiddenSize: Int?
+        /// P-tuning's prompt encoder (`encoder_reparameterization_type`) and the LSTM's layers.
+        public var encoderType = PTuningEncoder.mlp
+        public var encoderLayerCount = 2
 
         /// The model's prompt-tuning settings; nil without prompt tuning.
         public var prompt: PromptTuningSettings? {
@@ -116,7 +125,8 @@ public struct TrainingConfig: Equatable, Sendable {
             guard method == .pTuning else { return nil }
             return PromptTuningSettings(
                 virtualTokenCount: virtualTokenCount, modulesToSave: modulesToSave,
-                encoder: PromptEncoderSettings(kind: .mlp, hiddenSize: encoderHiddenSize ?? hiddenSize))
+                encoder: PromptEncoderSettings(
+                    kind: encoderType == .lstm ? .lstm : .mlp, hiddenSize: encoderHiddenSize ?? hiddenSize, layerCount: encoderLayerCount))
         }
 
         /// The model's prefix-tuning settings (with `prefix_projection`, through an encoder as for

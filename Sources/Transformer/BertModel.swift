@@ -204,6 +204,11 @@ public class BertModel {
                     Self.fillNormal(destination, count: entry.count, std: 1, generator)
                     continue
                 }
+                if let encoder = config.promptEncoder, entry.name.contains(".lstm_head.") {
+                    // torch.nn.LSTM: every weight and bias U(-1/sqrt(H), 1/sqrt(H)).
+                    Self.fillUniform(destination, count: entry.count, bound: 1 / Float(encoder.hiddenSize).squareRoot(), generator)
+                    continue
+                }
                 let weight = entry.name.hasSuffix(".bias") ? String(entry.name.dropLast(4)) + "weight" : entry.name
                 let inputs = table.entry(named: weight)!.shape[1]
                 Self.fillUniform(destination, count: entry.count, bound: 1 / Float(inputs).squareRoot(), generator)

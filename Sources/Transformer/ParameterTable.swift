@@ -83,6 +83,9 @@ public struct ParameterTable: Sendable {
                 return
             }
             add(PromptEncoderSettings.namePrefix + "embedding.weight", [n, C], decays: true)
+            for entry in encoder.recurrentEntries(config) {
+                add(entry.name, entry.shape, decays: entry.shape.count > 1)
+            }
             for layer in encoder.layers(config, outputWidth: width) {
                 linear(layer.name, out: layer.outputs, in: layer.inputs)
             }

@@ -346,7 +346,7 @@ extension BertModel {
                 "peft_type": "P_TUNING", "num_virtual_tokens": prompt.virtualTokenCount, "token_dim": config.hiddenSize,
                 "num_transformer_submodules": 1, "num_attention_heads": config.attentionHeadCount,
                 "num_layers": config.hiddenLayerCount, "encoder_reparameterization_type": encoder.kind.rawValue,
-                "encoder_hidden_size": encoder.hiddenSize, "encoder_num_layers": 2, "encoder_dropout": 0.0,
+                "encoder_hidden_size": encoder.hiddenSize, "encoder_num_layers": encoder.layerCount, "encoder_dropout": 0.0,
                 "modules_to_save": prompt.modulesToSave ?? ["classifier"],
             ]) { $1 }
         } else if let prompt = config.prompt {

@@ -1,8 +1,8 @@
 import Kernels
 
 /// peft's prompt encoder: a network that computes the prompt table from `n` learned rows during
-/// training, for P-tuning (the virtual tokens' embeddings, `PromptEncoderConfig` with the MLP
-/// reparameterisation) and for prefix tuning with `prefix_projection` (the prefix's keys and values).
+/// training, for P-tuning (the virtual tokens' embeddings, `PromptEncoderConfig` with the MLP or the
+/// LSTM reparameterisation) and for prefix tuning with `prefix_projection` (the prefix's keys and values).
 /// peft saves only its output, `prompt_embeddings`, which inference reads as a plain table: an
 /// adapter file loads for inference without the network, and a training checkpoint keeps the
 /// network's own tensors beside it (`PromptEncoderSettings.weightsFile`) to resume.
@@ -10,6 +10,9 @@ public struct PromptEncoderSettings: Sendable, Equatable {
     public enum Kind: String, Sendable {
         /// P-tuning's `mlp_head`: Linear(C, H), ReLU, Linear(H, H), ReLU, Linear(H, C).
         case mlp = "MLP"
+        /// P-tuning's `lstm_head`, a bidirectional LSTM of `layerCount` layers and H units, then
+        /// `mlp_head`: Linear(2H, 2H), ReLU, Linear(2H, C).
+        case lstm = "LSTM"
         /// Prefix tuning's `transform`: Linear(C, H), Tanh, Linear(H, 2 L C).
         case projection
     }
@@ -17,10 +20,13 @@ public struct PromptEncoderSettings: Sendable, Equatable {
     public var kind: Kind
     /// peft's `encoder_hidden_size`.
     public var hiddenSize: Int
+    /// peft's `encoder_num_layers`: the LSTM's layers (the other kinds have a fixed depth).
+    public var layerCount: Int
 
-    public init(kind: Kind, hiddenSize: Int) {
+    public init(kind: Kind, hiddenSize: Int, layerCount: Int = 2) {
         self.kind = kind
         self.hiddenSize = hiddenSize
+        self.layerCount = layerCount
     }
 
     /// The encoder's tensors are named as in peft's PeftModel.
@@ -35,15 +41,24 @@ public struct PromptEncoderSettings: Sendable, Equatable {
         let C = config.hiddenSize, H = hiddenSize, p = Self.namePrefix
         switch kind {
         case .mlp: return [(p + "mlp_head.0", C, H), (p + "mlp_head.2", H, H), (p + "mlp_head.4", H, outputWidth)]
+        case .lstm: return [(p + "mlp_head.0", 2 * H, 2 * H), (p + "mlp_head.2", 2 * H, outputWidth)]
         case .projection: return [(p + "transform.0", C, H), (p + "transform.2", H, outputWidth)]
         }
     }
 
-    var activation: ActivationFunction? { kind == .mlp ? .relu : nil }
+    /// The LSTM's tensors, before the linear layers (none for the other kinds).
+    func recurrentEntries(_ config: BertConfig) -> [(name: String, shape: [Int])] {
+        kind == .lstm ? PromptLSTM.entries(layers: layerCount, hidden: hiddenSize, inputWidth: config.hiddenSize) : []
+    }
+
+    var activation: ActivationFunction? { kind == .projection ? nil : .relu }
 
     func check(_ config: BertConfig) throws {
         guard hiddenSize >= 1 else {
             throw LoraSettingsError(key: "encoder_hidden_size", message: "is \(hiddenSize); the prompt encoder needs at least 1 unit")
+        }
+        guard layerCount >= 1 else {
+            throw LoraSettingsError(key: "encoder_num_layers", message: "is \(layerCount); the LSTM needs at least 1 layer")
         }
     }
 }
@@ -60,6 +75,8 @@ final class PromptEncoderNetwork {
     /// Offset of the learned (n, C) rows.
     let embedding: Int
     let layers: [Layer]
+    /// The LSTM in front of the layers (kind `.lstm`).
+    let lstm: PromptLSTM?
     /// Each layer's output after its activation, (n, outputs); the last one is the table.
     private let outputs: [UnsafeMutablePointer<Float>]
     /// d(table), filled by the model's backward; two scratch buffers for the layers' gradients.
@@ -70,6 +87,7 @@ final class PromptEncoderNetwork {
         self.settings = settings
         self.rows = rows
         embedding = table.offset(of: PromptEncoderSettings.namePrefix + "embedding.weight")
+        lstm = settings.kind == .lstm ? PromptLSTM(settings: settings, config: config, table: table, rows: rows) : nil
         layers = settings.layers(config, outputWidth: outputWidth).map {
             Layer(weight: table.offset(of: $0.name + ".weight"), bias: table.offset(of: $0.name + ".bias"), inputs: $0.inputs, outputs: $0.outputs)
         }
@@ -95,7 +113,8 @@ final class PromptEncoderNetwork {
 
     /// Computes the table from the parameters.
     func forward(_ parameters: UnsafeMutablePointer<Float>) {
-        var input = UnsafePointer(parameters + embedding)
+        lstm?.forward(parameters)
+        var input = lstm?.output ?? UnsafePointer(parameters + embedding)
         for (i, layer) in layers.enumerated() {
             let out = outputs[i]
             linearForward(
@@ -119,12 +138,16 @@ final class PromptEncoderNetwork {
         var dOutput = tableGradient
         for i in stride(from: layers.count - 1, through: 0, by: -1) {
             let layer = layers[i]
-            let input = i == 0 ? UnsafePointer(parameters + embedding) : UnsafePointer(outputs[i - 1])
-            let dInput = i == 0 ? gradient(embedding) : (dOutput == scratch.0 ? scratch.1 : scratch.0)
+            // The first layer reads the LSTM's output when there is one, else the learned rows.
+            let input = i > 0 ? UnsafePointer(outputs[i - 1]) : lstm?.output ?? UnsafePointer(parameters + embedding)
+            let dInput = i > 0 ? (dOutput == scratch.0 ? scratch.1 : scratch.0) : lstm?.outputGradient ?? gradient(embedding)
             linearBackward(
                 dInput, gradient(layer.weight), gradient(layer.bias), dOutput, input, parameters + layer.weight,
-                rows: rows, inputSize: layer.inputs, outputSize: layer.outputs, accumulateInput: i == 0)
-            guard i > 0, let dInput else { break }
+                rows: rows, inputSize: layer.inputs, outputSize: layer.outputs, accumulateInput: i == 0 && lstm == nil)
+            guard i > 0, let dInput else {
+                lstm?.backward(parameters, gradient: gradient)
+                break
+            }
             // Through the previous layer's activation, from its output y (ReLU(x) > 0 exactly where x > 0).
             let y = outputs[i - 1], count = rows * layer.inputs
             if let activation = settings.activation {

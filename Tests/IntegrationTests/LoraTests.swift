@@ -295,34 +295,41 @@ final class LoraTests: XCTestCase {
 
     // MARK: - Prompt encoders
 
-    /// P-tuning (MLP encoder) and prefix tuning with prefix_projection: the encoder trains, 1 and 2
-    /// ranks agree, a resume is exact (the checkpoint keeps the encoder's tensors beside peft's
+    /// P-tuning (MLP and LSTM encoders) and prefix tuning with prefix_projection: the encoder trains,
+    /// 1 and 2 ranks agree, a resume is exact (the checkpoint keeps the encoder's tensors beside peft's
     /// files), and `evaluate` of the checkpoint, which reads the encoder's saved output as peft does,
     /// gives the run's last validation loss.
     func testPromptEncodersTrainResumeAndEvaluateFromTheirOutput() throws {
         let directory = try newsDirectory("prompt-encoders")
-        for (method, peft) in [
-            ("P_TUNING", ["method": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16] as [String: Any]),
-            ("PREFIX_TUNING", ["method": "prefix_tuning", "num_virtual_tokens": 4, "prefix_projection": true]),
+        for (label, method, peft) in [
+            ("mlp", "P_TUNING", ["method": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 16] as [String: Any]),
+            ("lstm", "P_TUNING", ["method": "p_tuning", "num_virtual_tokens": 4, "encoder_hidden_size": 8,
+                                  "encoder_reparameterization_type": "LSTM", "encoder_num_layers": 2]),
+            ("prefix", "PREFIX_TUNING", ["method": "prefix_tuning", "num_virtual_tokens": 4, "prefix_projection": true]),
         ] {
             let config = try loraConfig(directory, peft: peft, ["checkpoint": ["every_steps": 1000]])
-            let single = directory + "/\(method)-1"
+            let single = directory + "/\(label)-1"
             let reference = try FineTuning.train(config, out: single)
             XCTAssertEqual(reference.status, 0, reference.stderr)
             let losses = try TrainingFixture.losses(single)
             XCTAssertGreaterThan(Set(losses.values).count, 1, "\(method) trains")
             let checkpoint = try TrainingFixture.latestCheckpoint(single)
-            XCTAssertEqual(try FineTuning.object(checkpoint + "/adapter_config.json")["peft_type"] as? String, method)
+            let written = try FineTuning.object(checkpoint + "/adapter_config.json")
+            XCTAssertEqual(written["peft_type"] as? String, method)
             let encoder = try TrainingFixture.tensors(checkpoint + "/prompt_encoder.safetensors")
             XCTAssertTrue(encoder.keys.contains("prompt_encoder.default.embedding.weight"), "\(encoder.keys)")
+            if label == "lstm" {
+                XCTAssertEqual(written["encoder_reparameterization_type"] as? String, "LSTM")
+                XCTAssertTrue(encoder.keys.contains("prompt_encoder.default.lstm_head.weight_hh_l1_reverse"), "\(encoder.keys)")
+            }
             let weights = try adapter(single)
             XCTAssertEqual(Set(weights.keys), ["prompt_embeddings", "base_model.classifier.weight", "base_model.classifier.bias"])
 
-            let two = directory + "/\(method)-2"
+            let two = directory + "/\(label)-2"
             XCTAssertEqual(try FineTuning.train(config, out: two, ranks: 2).status, 0)
-            FineTuning.assertSameLosses(losses, try TrainingFixture.losses(two), tolerance: 1e-5, "\(method) mpirun 2")
+            FineTuning.assertSameLosses(losses, try TrainingFixture.losses(two), tolerance: 1e-5, "\(label) mpirun 2")
 
-            let split = directory + "/\(method)-split"
+            let split = directory + "/\(label)-split"
             XCTAssertEqual(try FineTuning.train(config, out: split, ["--steps", "10"]).status, 0)
             let resumed = try FineTuning.train(config, out: split)
             XCTAssertEqual(resumed.status, 0, resumed.stderr)
