@@ -204,7 +204,7 @@ final class ConfigKeysTests: XCTestCase {
             return [number + 1, number - 1, number / 2, 0.5].map { JSONValue.double($0).compactText() }
         case let .bool(flag): return ["\(!flag)"]
         case .null: return ["4", "\"elsewhere\"", "csv", "regression", #"["a","b"]"#, "[0]", #"["query"]"#]
-        default: return ["\"elsewhere\"", "lamb", "adamw", "cosine", "linear", "token_classification", "IOB1", "none", "all", "SAMPLE_VOCAB"]
+        default: return ["\"elsewhere\"", "lamb", "adamw", "cosine", "linear", "token_classification", "IOB1", "none", "all", "SAMPLE_VOCAB", "LSTM"]
         }
     }
 
