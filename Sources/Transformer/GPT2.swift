@@ -128,7 +128,8 @@ public final class GPT2Model {
     let loraOffsets: [[(a: Int, b: Int)?]]
 
     /// The model of `config`; its LoRA settings, if any, must have been checked (`LoraSettings.adaptedModules`).
-    public init(config: GPT2Config) {
+    /// `inferenceOnly` (generation, evaluation) allocates no gradients: backward is not run.
+    public init(config: GPT2Config, inferenceOnly: Bool = false) {
         self.config = config
         let C = config.hiddenSize, I = config.inner, L = config.layerCount
         let adapted: [[GPT2LoraModule]]
@@ -198,7 +199,7 @@ public final class GPT2Model {
         lnfBias = at("transformer.ln_f.bias")
         parameters = .allocateAligned(capacity: table.totalCount)
         parameters.initialize(repeating: 0)
-        gradients = .allocate(capacity: table.trainableCount)
+        gradients = .allocate(capacity: inferenceOnly ? 0 : table.trainableCount)
         gradients.initialize(repeating: 0)
     }
 
@@ -239,7 +240,7 @@ public final class GPT2Model {
     /// only that gradient needs: the frozen weights' dW products above all).
     func g(_ offset: Int) -> UnsafeMutablePointer<Float>? {
         let start = table.trainableRange.lowerBound
-        return offset >= start ? gradients.baseAddress! + (offset - start) : nil
+        return offset >= start && !gradients.isEmpty ? gradients.baseAddress! + (offset - start) : nil
     }
 
     /// The activations of one pass, kept for backward.

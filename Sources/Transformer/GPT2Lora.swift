@@ -131,7 +131,7 @@ extension GPT2Model {
         guard let lora = config.lora else { return self }
         var plain = config
         plain.lora = nil
-        let merged = GPT2Model(config: plain)
+        let merged = GPT2Model(config: plain, inferenceOnly: true)
         for entry in merged.table.entries {
             merged.p(entry.offset).update(from: p(table.offset(of: entry.name)), count: entry.count)
         }
@@ -155,7 +155,7 @@ extension GPT2Model {
             if let base {
                 throw PeftAdapterError("--base \(base) is for an adapter, and \(model) holds no \(PeftAdapter.configFile); give the model alone")
             }
-            return (try load(directory: model), model)
+            return (try load(directory: model, inferenceOnly: true), model)
         }
         let baseDirectory = try PeftAdapter.baseDirectory(of: model, base: base)
         var config = try config(in: baseDirectory)
@@ -166,7 +166,7 @@ extension GPT2Model {
             throw PeftAdapterError("\((model as NSString).appendingPathComponent(PeftAdapter.configFile)): \(error)")
         }
         config.lora = lora
-        let adapted = GPT2Model(config: config)
+        let adapted = GPT2Model(config: config, inferenceOnly: true)
         _ = try adapted.loadWeights(from: PretrainedDirectory.weightFiles(in: baseDirectory), initializationSeed: 0)
         try adapted.loadAdapter(directory: model)
         return (adapted.merged(), baseDirectory)

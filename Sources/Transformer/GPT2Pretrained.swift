@@ -41,9 +41,9 @@ extension GPT2Model: TrainableModel {
     }
 
     /// A GPT-2 directory written by transformers (`GPT2LMHeadModel.save_pretrained`) or by `save(to:)`:
-    /// config.json and model.safetensors.
-    public static func load(directory: String) throws -> GPT2Model {
-        let model = GPT2Model(config: try config(in: directory))
+    /// config.json and model.safetensors; `inferenceOnly` as for `init(config:inferenceOnly:)`.
+    public static func load(directory: String, inferenceOnly: Bool = false) throws -> GPT2Model {
+        let model = GPT2Model(config: try config(in: directory), inferenceOnly: inferenceOnly)
         _ = try model.loadWeights(from: PretrainedDirectory.weightFiles(in: directory), initializationSeed: 0)
         return model
     }

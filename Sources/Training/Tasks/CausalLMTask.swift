@@ -83,7 +83,7 @@ final class CausalLMTask: TrainingTask {
             activationBytes: 4 * perToken * Double(sequences) * T)
     }
 
-    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> GPT2Model { GPT2Model(config: model) }
+    func makeModel(microBatchSize: Int, inferenceOnly: Bool) -> GPT2Model { GPT2Model(config: model, inferenceOnly: inferenceOnly) }
 
     func batches(_ split: DataSplit, global: [Int], share: [Int], microBatchSize: Int, epoch: Int) throws -> [CausalLMBatch] {
         guard let sequences = split == .train ? train : validation else {
